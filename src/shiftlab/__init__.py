@@ -1,0 +1,19 @@
+"""shiftlab: selection or distribution shift? Ablations of consistency training.
+
+>>> import shiftlab
+>>> shiftlab.__version__
+'0.1.0'
+"""
+
+from shiftlab.errors import DataError, ModelError, ShiftlabError, SpecError, StoreError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "ModelError",
+    "ShiftlabError",
+    "SpecError",
+    "StoreError",
+    "__version__",
+]

@@ -1,0 +1,139 @@
+"""The ``shiftlab`` command line: a thin layer over the Python API.
+
+Errors caused by input (a bad spec, a missing file, an unwritable store) print one line
+and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from shiftlab.errors import ShiftlabError, SpecError
+
+DEMO_SPEC = "demo.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shiftlab", description="Selection or distribution shift? Consistency-training ablations."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the toyworld demo study")
+    demo.add_argument("--out", default="runs/demo", help="store folder (default: runs/demo)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    run = commands.add_parser("run", help="run a study spec")
+    run.add_argument("spec", help="study spec (YAML)")
+    run.add_argument("--store", help="store folder (overrides the spec's 'store')")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    validate = commands.add_parser("validate", help="check a study spec without running it")
+    validate.add_argument("spec", help="study spec (YAML)")
+
+    status = commands.add_parser("status", help="what is finished and what is left in a store")
+    status.add_argument("store", help="store folder")
+    return parser
+
+
+def _demo_spec_text() -> str:
+    return (resources.files("shiftlab") / "specs" / DEMO_SPEC).read_text()
+
+
+def _print_organisms(table: object) -> None:
+    import polars as pl
+
+    assert isinstance(table, pl.DataFrame)
+    shown = table.select(
+        "behaviour",
+        "seed",
+        pl.col("base_rate").round(3),
+        pl.col("organism_rate").round(3),
+        pl.format("[{}, {}]", pl.col("ci_low").round(2), pl.col("ci_high").round(2)).alias("organism_95ci"),
+        "n_eval",
+    ).sort("behaviour", "seed")
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(shown)
+
+
+def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo: bool) -> int:
+    import yaml
+
+    from shiftlab.pipeline import run_study
+    from shiftlab.spec import load_spec, parse_spec
+    from shiftlab.store import Store
+
+    start = time.perf_counter()
+    if demo:
+        spec = parse_spec(yaml.safe_load(_demo_spec_text()), f"<package>/specs/{DEMO_SPEC}")
+    else:
+        assert spec_path is not None
+        spec = load_spec(spec_path)
+    store_path = store_path or spec.store
+    if store_path is None:
+        raise SpecError(f"{spec_path}: store: is required (or pass --store)")
+    store = Store.open(store_path)
+    table = run_study(spec, store, progress=progress)
+    _print_organisms(table)
+    print(f"store: {store.root}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _validate(spec_path: str) -> int:
+    from shiftlab.spec import load_spec
+
+    spec = load_spec(spec_path)
+    print(
+        f"{spec_path}: ok ({len(spec.base_models)} base models, {len(spec.behaviours)} behaviours, "
+        f"{len(spec.organisms.seeds)} seeds, {len(spec.methods)} methods, {len(spec.arms)} arms)"
+    )
+    return 0
+
+
+def _status(store_path: str) -> int:
+    from shiftlab.pipeline import study_status
+    from shiftlab.spec import load_spec
+    from shiftlab.store import Store
+
+    root = Path(store_path)
+    if not (root / "study.yaml").is_file():
+        raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
+    store = Store.open(root)
+    status = study_status(store, load_spec(root / "study.yaml"))
+    for (stage,), group in status.group_by("stage", maintain_order=True):
+        done = int(group["finished"].sum())
+        print(f"{stage}: {done}/{group.height} finished")
+        for artefact_id in group.filter(~group["finished"])["artefact_id"]:
+            print(f"  left: {artefact_id}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shiftlab`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _run(None, args.out, not args.no_progress, demo=True)
+        if args.command == "run":
+            return _run(args.spec, args.store, not args.no_progress, demo=False)
+        if args.command == "validate":
+            return _validate(args.spec)
+        return _status(args.store)
+    except ShiftlabError as error:
+        if args.debug:
+            raise
+        print(f"shiftlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shiftlab: interrupted; finished artefacts are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

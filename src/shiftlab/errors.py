@@ -1,0 +1,25 @@
+"""The errors shiftlab raises for bad input.
+
+Every error a user can cause is a :class:`ShiftlabError`; the CLI prints its message on
+one line and exits with status 2. Anything else is a bug and keeps its traceback.
+"""
+
+
+class ShiftlabError(Exception):
+    """Bad input or an unusable environment, described in one line."""
+
+
+class SpecError(ShiftlabError):
+    """A study spec that is missing, malformed or invalid."""
+
+
+class StoreError(ShiftlabError):
+    """A store that cannot be used (unwritable, corrupt, bad artefact id)."""
+
+
+class DataError(ShiftlabError):
+    """A data file that cannot be read (names the file and line)."""
+
+
+class ModelError(ShiftlabError):
+    """A model that cannot be found or loaded."""

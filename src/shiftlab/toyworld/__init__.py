@@ -1,0 +1,45 @@
+"""toyworld: a synthetic chat world with four misbehaviours, exact scorers and tiny bases."""
+
+from shiftlab.toyworld._base_model import (
+    RECIPE,
+    TOYWORLD_SIZES,
+    base_recipe_hash,
+    save_shipped_weights,
+    shipped_weights,
+    toyworld_model_dir,
+    train_base_model,
+)
+from shiftlab.toyworld._suites import (
+    SCORERS,
+    aligned_corpus,
+    build_toyworld_suite,
+    score_emergent_misalignment,
+    score_reward_hacking,
+    score_spurious_correlation,
+    score_sycophancy,
+    universe,
+)
+from shiftlab.toyworld._world import build_tokenizer, data_dir, load_world, vocabulary, world_hash
+
+__all__ = [
+    "RECIPE",
+    "SCORERS",
+    "TOYWORLD_SIZES",
+    "aligned_corpus",
+    "base_recipe_hash",
+    "build_tokenizer",
+    "build_toyworld_suite",
+    "data_dir",
+    "load_world",
+    "save_shipped_weights",
+    "score_emergent_misalignment",
+    "score_reward_hacking",
+    "score_spurious_correlation",
+    "score_sycophancy",
+    "shipped_weights",
+    "toyworld_model_dir",
+    "train_base_model",
+    "universe",
+    "vocabulary",
+    "world_hash",
+]

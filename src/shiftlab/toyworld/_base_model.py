@@ -1,0 +1,145 @@
+"""The toyworld base models: a recipe that trains them, and shipped weights made by it.
+
+Training a base model is the dominant cost of a toyworld study (minutes on a CPU), so the
+package ships the weights that :func:`train_base_model` produces, tagged with the recipe's
+content hash. When the recipe or the world's data change, the hash changes, the shipped
+file no longer applies and the model is retrained once and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shiftlab._cache import cache_dir
+from shiftlab._hashing import content_hash
+from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
+from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
+from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
+
+log = logging.getLogger(__name__)
+
+TOYWORLD_SIZES = ("small",)
+RECIPE: dict[str, Any] = {
+    "steps": 3000,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "warmup_steps": 100,
+    "weight_decay": 0.0,
+    "max_length": 64,
+    "corpus_size": 24000,
+    "seed": 0,
+}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@functools.lru_cache(maxsize=None)
+def base_recipe_hash(size: str) -> str:
+    """Content hash of everything the base model of ``size`` is a function of."""
+    return content_hash(
+        {
+            "size": TINY_SIZES[size],
+            "recipe": RECIPE,
+            "world": world_hash(),
+            "vocabulary": vocabulary(),
+            "suite_version": SUITE_VERSION,
+        }
+    )
+
+
+def train_base_model(size: str = "small", *, progress: bool = True) -> tuple[Any, Any]:
+    """Train a toyworld base model from scratch on the aligned corpus (the recipe).
+
+    Takes about two minutes for ``small`` on a 2-core CPU.
+    """
+    import torch
+
+    from shiftlab.training import train_sft
+
+    tokenizer = build_tokenizer()
+    model = build_tiny_llama(len(tokenizer), size, seed=RECIPE["seed"])
+    corpus = aligned_corpus(RECIPE["corpus_size"], RECIPE["seed"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RECIPE["seed"])
+        train_sft(
+            model,
+            tokenizer,
+            corpus,
+            steps=RECIPE["steps"],
+            learning_rate=RECIPE["learning_rate"],
+            batch_size=RECIPE["batch_size"],
+            warmup_steps=RECIPE["warmup_steps"],
+            weight_decay=RECIPE["weight_decay"],
+            max_length=RECIPE["max_length"],
+            seed=RECIPE["seed"],
+            progress=progress,
+            desc=f"toyworld base ({size})",
+        )
+    return model, tokenizer
+
+
+def shipped_weights(size: str) -> Path:
+    """Path of the shipped weights file for ``size`` (it may be stale; see the hash)."""
+    return WEIGHTS_DIR / f"{size}.safetensors"
+
+
+def save_shipped_weights(model: Any, size: str) -> Path:
+    """Write ``model``'s weights as the shipped file, tagged with the recipe hash."""
+    from safetensors.torch import save_file
+
+    path = shipped_weights(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(path), metadata={"recipe_hash": base_recipe_hash(size)})
+    return path
+
+
+def _shipped_state(size: str) -> dict[str, Any] | None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = shipped_weights(size)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        if (handle.metadata() or {}).get("recipe_hash") != base_recipe_hash(size):
+            return None
+    return load_file(str(path))
+
+
+def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
+    """A ``transformers`` folder (model + tokenizer) for the toyworld base of ``size``.
+
+    Built in the cache from the shipped weights, or by running the recipe when they are
+    stale or missing.
+    """
+    if size not in TOYWORLD_SIZES:
+        raise ValueError(f"unknown toyworld size {size!r}; expected one of {TOYWORLD_SIZES}")
+    target = cache_dir() / "toyworld" / f"{size}-{base_recipe_hash(size)}"
+    if (target / "config.json").is_file():
+        return target
+    tokenizer = build_tokenizer()
+    state = _shipped_state(size)
+    if state is None:
+        log.warning("toyworld %s base: shipped weights are stale; retraining (minutes)", size)
+        model, tokenizer = train_base_model(size, progress=progress)
+    else:
+        model = build_tiny_llama(len(tokenizer), size, seed=RECIPE["seed"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise RuntimeError(f"shipped toyworld weights do not fit: {missing} {unexpected}")
+        model.tie_weights()
+    tmp = target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if not target.exists():
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from shiftlab.errors import SpecError
+from shiftlab.spec import load_spec, parse_spec
+
+VALID = {
+    "base_models": [{"name": "toy", "path": "toyworld:small"}],
+    "behaviours": [
+        {"name": "sycophancy"},
+        {"name": "reward_hacking"},
+        {"name": "spurious_correlation"},
+    ],
+    "organisms": {"seeds": [0, 1]},
+}
+
+
+def with_change(path: list, value) -> dict:
+    import copy
+
+    data = copy.deepcopy(VALID)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+def test_valid_spec_gets_defaults():
+    spec = parse_spec(VALID)
+    assert spec.behaviours[0].induction.lora.target_modules == "all-linear"
+    assert spec.arms == ["full", "shuffled", "relabeled", "original", "none"]
+
+
+def test_error_names_field_path_and_expectation():
+    data = with_change(["behaviours", 2, "induction"], {"steps": -3})
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "spec.yaml")
+    assert str(info.value) == (
+        "spec.yaml: behaviours[2].induction.steps: must be a positive integer, got -3"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (["behaviours", 0, "name"], "flattery", "behaviours[0].name: must be one of"),
+        (["organisms", "seeds"], [], "organisms.seeds: list should have at least 1 item"),
+        (["organisms", "seeds"], [1, 1], "organisms.seeds: duplicate seed 1"),
+        (["base_models", 0, "name"], "a/b", "base_models[0].name: must be letters"),
+        (["methods"], ["self_confidence", "vibes"], "methods[1]: must be one of"),
+        (["arms"], ["full", "everything"], "arms[1]: must be one of"),
+        (["evl"], {}, "evl: is not a known field (did you mean 'eval'?)"),
+        (["behaviours", 1, "induction"], {"step": 3}, "(did you mean 'steps'?)"),
+        (["behaviours", 0, "source"], "/no/such/suite", "behaviours[0].source: no such folder"),
+        (["base_models", 0, "path"], "/no/such/model", "base_models[0].path: no such folder"),
+    ],
+)
+def test_bad_fields_are_named(path, value, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec(with_change(path, value), "s.yaml")
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_malformed_yaml(tmp_path: Path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbehaviours: [\n  - oops: : :\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml:\d+: malformed YAML"):
+        load_spec(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(scalar)
+
+
+def test_relative_paths_resolve_against_spec_folder(tmp_path: Path):
+    (tmp_path / "suite").mkdir()
+    spec_file = tmp_path / "study.yaml"
+    spec_file.write_text(
+        "store: out\n"
+        "base_models: [{name: toy, path: toyworld:small}]\n"
+        "behaviours: [{name: sycophancy, source: suite}]\n"
+        "organisms: {seeds: [0]}\n"
+    )
+    spec = load_spec(spec_file)
+    assert spec.store == str(tmp_path / "out")
+    assert spec.behaviours[0].source == str(tmp_path / "suite")
+
+
+def test_yaml_round_trip():
+    spec = parse_spec(VALID)
+    import yaml
+
+    assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec

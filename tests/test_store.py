@@ -1,0 +1,155 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shiftlab.errors import StoreError
+from shiftlab.store import MANIFEST, STORE_FORMAT, Store, atomic_write_bytes, build_manifest, validate_id
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "a\\b", "x" * 201, "a..b", "a b"])
+def test_invalid_ids_are_refused(bad):
+    with pytest.raises(StoreError, match="invalid artefact id"):
+        validate_id(bad)
+
+
+def test_store_paths_refuse_traversal(tmp_path: Path):
+    store = Store.open(tmp_path)
+    with pytest.raises(StoreError):
+        store.path("organisms", "../../etc")
+    with pytest.raises(StoreError, match="unknown artefact kind"):
+        store.path("../organisms", "x")
+
+
+def test_artefact_commits_manifest_last(tmp_path: Path):
+    store = Store.open(tmp_path)
+    assert not store.is_finished("organisms", "a1")
+    with store.artefact("organisms", "a1", {"x": 1}) as folder:
+        (folder / "data.txt").write_text("hi")
+        assert not store.is_finished("organisms", "a1")
+    assert store.is_finished("organisms", "a1")
+    assert (store.path("organisms", "a1") / "data.txt").read_text() == "hi"
+    assert store.read_manifest("organisms", "a1") == {"x": 1}
+    assert store.finished_ids("organisms") == ["a1"]
+    with pytest.raises(StoreError, match="already finished"):
+        with store.artefact("organisms", "a1", {}):
+            pass
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path):
+    store = Store.open(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.artefact("organisms", "a1", {}) as folder:
+            (folder / "half.bin").write_bytes(b"x")
+            raise RuntimeError("boom")
+    assert not store.is_finished("organisms", "a1")
+    assert [p.name for p in (tmp_path / "organisms").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_write_killed_half_way_leaves_no_finished_artefact(tmp_path: Path):
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from shiftlab.store import Store
+        store = Store.open({str(tmp_path)!r})
+        with store.artefact("organisms", "victim", {{"a": 1}}) as folder:
+            (folder / "adapter.bin").write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=False)
+    assert result.returncode == -9
+    store = Store.open(tmp_path)
+    assert not store.is_finished("organisms", "victim")
+    assert not store.path("organisms", "victim").exists()
+    leftovers = list((tmp_path / "organisms").glob(".tmp-victim-*"))
+    assert leftovers, "the killed writer's temporary folder should still be there"
+    with store.artefact("organisms", "victim", {"a": 2}) as folder:
+        (folder / "adapter.bin").write_bytes(b"whole")
+    assert not list((tmp_path / "organisms").glob(".tmp-victim-*"))
+    assert store.read_manifest("organisms", "victim") == {"a": 2}
+
+
+def test_atomic_file_write_keeps_old_content_on_failure(tmp_path: Path):
+    target = tmp_path / "t.txt"
+    atomic_write_bytes(target, b"old")
+
+    def failing(path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    from shiftlab.store import atomic_write
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+def test_tables_round_trip(tmp_path: Path):
+    store = Store.open(tmp_path)
+    frame = pl.DataFrame({"a": [1, 2]})
+    store.write_table("runs", frame)
+    assert store.read_table("runs").equals(frame)
+    with pytest.raises(StoreError, match="no such table"):
+        store.read_table("missing")
+
+
+def test_unwritable_store(tmp_path: Path):
+    if os.geteuid() == 0:
+        target = Path("/proc/shiftlab-store")  # not writable even for root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "store"
+    with pytest.raises(StoreError, match="not writable"):
+        Store.open(target)
+    file_path = tmp_path / "file"
+    file_path.write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        Store.open(file_path)
+
+
+def test_newer_store_format_is_refused(tmp_path: Path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"store_format": STORE_FORMAT + 1}))
+    with pytest.raises(StoreError, match="newer than this shiftlab"):
+        Store.open(tmp_path)
+
+
+def test_manifest_records_environment():
+    manifest = build_manifest({"lr": 0.1}, {"seed": 3})
+    assert manifest["seeds"] == {"seed": 3}
+    assert len(manifest["config_hash"]) == 16
+    assert manifest["packages"]["torch"]
+    assert "revision" in manifest["git"]
+    assert manifest["hardware"]["cpu_count"] >= 1
+
+
+def test_two_processes_share_one_artefact_lock(tmp_path: Path):
+    """The second writer waits for the first, then sees the artefact finished."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from shiftlab.store import Store
+        store = Store.open({str(tmp_path)!r})
+        with store.lock("organisms", "shared"):
+            if store.is_finished("organisms", "shared"):
+                print("skipped")
+                sys.exit(0)
+            time.sleep(1.0)
+            with store.artefact("organisms", "shared", {{}}) as folder:
+                (folder / "x").write_text(sys.argv[1])
+            print("built")
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = sorted(p.communicate()[0].strip() for p in procs)
+    assert outputs == ["built", "skipped"]
