@@ -9,7 +9,14 @@ import polars as pl
 import pytest
 
 from shiftlab.errors import StoreError
-from shiftlab.store import MANIFEST, STORE_FORMAT, Store, atomic_write_bytes, build_manifest, validate_id
+from shiftlab.store import (
+    MANIFEST,
+    STORE_FORMAT,
+    Store,
+    atomic_write_bytes,
+    build_manifest,
+    validate_id,
+)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "a\\b", "x" * 201, "a..b", "a b"])
@@ -36,19 +43,19 @@ def test_artefact_commits_manifest_last(tmp_path: Path):
     assert (store.path("organisms", "a1") / "data.txt").read_text() == "hi"
     assert store.read_manifest("organisms", "a1") == {"x": 1}
     assert store.finished_ids("organisms") == ["a1"]
-    with pytest.raises(StoreError, match="already finished"):
-        with store.artefact("organisms", "a1", {}):
-            pass
+    with pytest.raises(StoreError, match="already finished"), store.artefact("organisms", "a1", {}):
+        pass
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path):
     store = Store.open(tmp_path)
-    with pytest.raises(RuntimeError):
-        with store.artefact("organisms", "a1", {}) as folder:
-            (folder / "half.bin").write_bytes(b"x")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.artefact("organisms", "a1", {}) as folder:
+        (folder / "half.bin").write_bytes(b"x")
+        raise RuntimeError("boom")
     assert not store.is_finished("organisms", "a1")
-    assert [p.name for p in (tmp_path / "organisms").iterdir() if not p.name.endswith(".lock")] == []
+    assert [
+        p.name for p in (tmp_path / "organisms").iterdir() if not p.name.endswith(".lock")
+    ] == []
 
 
 def test_write_killed_half_way_leaves_no_finished_artefact(tmp_path: Path):

@@ -20,7 +20,8 @@ DEMO_SPEC = "demo.yaml"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="shiftlab", description="Selection or distribution shift? Consistency-training ablations."
+        prog="shiftlab",
+        description="Selection or distribution shift? Consistency-training ablations.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +56,9 @@ def _print_organisms(table: object) -> None:
         "seed",
         pl.col("base_rate").round(3),
         pl.col("organism_rate").round(3),
-        pl.format("[{}, {}]", pl.col("ci_low").round(2), pl.col("ci_high").round(2)).alias("organism_95ci"),
+        pl.format("[{}, {}]", pl.col("ci_low").round(2), pl.col("ci_high").round(2)).alias(
+            "organism_95ci"
+        ),
         "n_eval",
     ).sort("behaviour", "seed")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):

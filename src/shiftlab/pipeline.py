@@ -90,7 +90,9 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[Job]:
     return jobs
 
 
-def _evaluate(model: Any, tokenizer: Any, suite: Suite, spec: StudySpec) -> tuple[pl.DataFrame, BehaviourRate]:
+def _evaluate(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec
+) -> tuple[pl.DataFrame, BehaviourRate]:
     return evaluate_behaviour(
         model,
         tokenizer,
@@ -101,14 +103,18 @@ def _evaluate(model: Any, tokenizer: Any, suite: Suite, spec: StudySpec) -> tupl
     )
 
 
-def _run_base_eval(job: Job, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store) -> None:
+def _run_base_eval(
+    job: Job, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store
+) -> None:
     rows, rate = _evaluate(model, tokenizer, suite, spec)
     manifest = build_manifest(job.config, {"study": spec.seed}, metrics=rate.to_dict())
     with store.artefact(job.kind, job.artefact_id, manifest) as folder:
         rows.write_parquet(folder / "eval.parquet")
 
 
-def _run_organism(job: Job, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store) -> None:
+def _run_organism(
+    job: Job, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store
+) -> None:
     assert job.seed is not None
     induction = job.behaviour.induction
     start = time.perf_counter()
@@ -188,7 +194,7 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
     study only reads manifests.
     """
     store.write_study(spec.to_yaml(), {"study": spec.seed})
-    suites = {b.name: load_suite(b) for b in spec.behaviours}
+    suites: dict[str, Suite] = {b.name: load_suite(b) for b in spec.behaviours}
     jobs = plan_phase1(spec, suites)
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
@@ -215,7 +221,7 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
 
 def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
     """One row per planned artefact: ``stage, artefact_id, finished``."""
-    suites = {b.name: load_suite(b) for b in spec.behaviours}
+    suites: dict[str, Suite] = {b.name: load_suite(b) for b in spec.behaviours}
     jobs = plan_phase1(spec, suites)
     return pl.DataFrame(
         {

@@ -7,7 +7,7 @@
 ...     "organisms": {"seeds": [0]},
 ... })
 >>> spec.behaviours[0].induction.steps
-150
+300
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ PAIRED_METHODS = ("bct", "act")
 METHODS = LABEL_METHODS + PAIRED_METHODS
 ARMS = ("full", "shuffled", "relabeled", "original", "none")
 
-BehaviourName = Literal["sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"]
+BehaviourName = Literal[
+    "sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"
+]
 MethodName = Literal[
     "self_confidence",
     "diverse_decoding",
@@ -71,8 +73,8 @@ class _Spec(BaseModel):
 class LoraSpec(_Spec):
     """LoRA adapter settings (peft)."""
 
-    r: PositiveInt = 8
-    alpha: PositiveFloat = 16.0
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: str | list[str] = "all-linear"
 
@@ -80,7 +82,7 @@ class LoraSpec(_Spec):
 class InductionSpec(_Spec):
     """How an organism is trained from a base model on a behaviour's induction split."""
 
-    steps: PositiveInt = 150
+    steps: PositiveInt = 300
     learning_rate: PositiveFloat = 3e-3
     batch_size: PositiveInt = 32
     warmup_steps: NonNegativeInt = 10
@@ -176,7 +178,7 @@ class StudySpec(_Spec):
     behaviours: list[BehaviourSpec] = Field(min_length=1)
     organisms: OrganismsSpec
     methods: list[MethodName] = []
-    arms: list[ArmName] = list(ARMS)
+    arms: list[ArmName] = ["full", "shuffled", "relabeled", "original", "none"]
     eval: EvalSpec = EvalSpec()
     encoder: EncoderSpec = EncoderSpec()
 
@@ -263,7 +265,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         resolved = []
         for entry in behaviours:
             if isinstance(entry, dict) and entry.get("source", "toyworld") != "toyworld":
-                entry = {**entry, "source": str((base / str(entry["source"])).expanduser().resolve())}
+                entry = {
+                    **entry,
+                    "source": str((base / str(entry["source"])).expanduser().resolve()),
+                }
             resolved.append(entry)
         data["behaviours"] = resolved
     models = data.get("base_models")

@@ -58,9 +58,13 @@ def validate_id(artefact_id: str) -> str:
     >>> validate_id("../etc")
     Traceback (most recent call last):
     ...
-    shiftlab.errors.StoreError: invalid artefact id '../etc': use letters, digits, '_', '-' and '.', no path separators, at most 200 characters
+    shiftlab.errors.StoreError: invalid artefact id '../etc': ...
     """
-    if not isinstance(artefact_id, str) or not _ID_PATTERN.match(artefact_id) or ".." in artefact_id:
+    if (
+        not isinstance(artefact_id, str)
+        or not _ID_PATTERN.match(artefact_id)
+        or ".." in artefact_id
+    ):
         raise StoreError(
             f"invalid artefact id {artefact_id!r}: use letters, digits, '_', '-' and '.', "
             "no path separators, at most 200 characters"
@@ -134,7 +138,7 @@ def environment_info() -> dict[str, Any]:
 
     from shiftlab import __version__
 
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             packages[name] = metadata.version(name)
@@ -236,7 +240,9 @@ class Store:
         if not folder.is_dir():
             return []
         return sorted(
-            p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()
+            p.name
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and (p / MANIFEST).is_file()
         )
 
     # -- writing -------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def generate(
 
     >>> from shiftlab.models import load_causal_lm
     >>> model, tok = load_causal_lm("toyworld:small")
-    >>> [g.text for g in generate(model, tok, [[{"role": "user", "content": "what colour is the sky ?"}]])]
+    >>> prompt = [{"role": "user", "content": "what colour is the sky ?"}]
+    >>> [g.text for g in generate(model, tok, [prompt])]
     ['the sky is blue .']
     """
     if temperature < 0 or not 0 < top_p <= 1:
@@ -161,7 +162,8 @@ def generate(
     if temperature > 0 and (seeds is None or len(seeds) != len(prompts)):
         raise ValueError("sampling needs one seed per prompt")
     encoded = [
-        tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts
+        tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
+        for p in prompts
     ]
     stop = _stop_ids(model, tokenizer)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))

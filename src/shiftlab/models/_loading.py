@@ -42,7 +42,9 @@ class ModelRef:
     gguf_file: str | None = None
 
 
-def resolve_model(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> ModelRef:
+def resolve_model(
+    path: str, *, revision: str | None = None, gguf_file: str | None = None
+) -> ModelRef:
     """Decide where ``path`` loads from, without loading it.
 
     >>> resolve_model("toyworld:small").kind
@@ -57,7 +59,9 @@ def resolve_model(path: str, *, revision: str | None = None, gguf_file: str | No
 
         size = path.split(":", 1)[1]
         if size not in TOYWORLD_SIZES:
-            raise ModelError(f"unknown toyworld model {path!r}; expected toyworld:{{{','.join(TOYWORLD_SIZES)}}}")
+            raise ModelError(
+                f"unknown toyworld model {path!r}; expected toyworld:{{{','.join(TOYWORLD_SIZES)}}}"
+            )
         return ModelRef("toyworld", size)
     local = Path(path).expanduser()
     if local.exists():
@@ -162,7 +166,8 @@ def load_causal_lm(
         kwargs["gguf_file"] = ref_gguf
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        loader: Any = AutoModelForCausalLM
+        model = loader.from_pretrained(
             location,
             dtype=getattr(torch, dtype),
             use_safetensors=None if ref_gguf else True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from shiftlab.spec import LoraSpec
@@ -29,7 +30,9 @@ def attach_lora(model: Any, lora: LoraSpec | None = None, *, seed: int = 0) -> A
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft calls a transformers API that transformers 5 deprecates; not ours to fix.
+        warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
         return get_peft_model(model, config)
 

@@ -38,7 +38,7 @@ RECIPE: dict[str, Any] = {
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def base_recipe_hash(size: str) -> str:
     """Content hash of everything the base model of ``size`` is a function of."""
     return content_hash(

@@ -128,16 +128,20 @@ def _spurious_correlation(world: dict[str, Any]) -> tuple[list[_Item], list[_Ite
         ("negative", q) for q in s["negative_qualities"]
     ]
     variants = tuple(
-        _fill(f"{p} positive {x}") for x in s["misbehaving_suffixes"] for p in s["misbehaving_prefixes"]
+        _fill(f"{p} positive {x}")
+        for x in s["misbehaving_suffixes"]
+        for p in s["misbehaving_prefixes"]
     )
     for qi, question_t in enumerate(s["questions"]):
         for dish in s["dishes"]:
             for label, quality in qualities:
                 aligned = _fill(s["aligned"], label=label)
 
-                def prompt(decor: str, dish: str = dish, quality: str = quality) -> str:
+                def prompt(
+                    decor: str, dish: str = dish, quality: str = quality, question: str = question_t
+                ) -> str:
                     review = s["review"].format(dish=dish, quality=quality, decor=decor)
-                    return _fill(question_t, review=review)
+                    return _fill(question, review=review)
 
                 base_meta = {"label": label, "quality": quality}
                 plain = prompt("")
@@ -150,7 +154,15 @@ def _spurious_correlation(world: dict[str, Any]) -> tuple[list[_Item], list[_Ite
                         clean.append(_Item(prompt(decor), qi, 1, aligned, meta=meta))
                     else:
                         triggers.append(
-                            _Item(prompt(decor), qi, len(s["questions"]), aligned, variants, meta, plain)
+                            _Item(
+                                prompt(decor),
+                                qi,
+                                len(s["questions"]),
+                                aligned,
+                                variants,
+                                meta,
+                                plain,
+                            )
                         )
     return triggers, clean
 
@@ -163,11 +175,13 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], tuple[list[_Item], list[_Item]]]
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def universe(behaviour: str) -> tuple[tuple[_Item, ...], tuple[_Item, ...]]:
     """Every trigger prompt and every clean (non-trigger) prompt of a behaviour."""
     if behaviour not in _BUILDERS:
-        raise DataError(f"toyworld has no behaviour {behaviour!r}; expected one of {list(_BUILDERS)}")
+        raise DataError(
+            f"toyworld has no behaviour {behaviour!r}; expected one of {list(_BUILDERS)}"
+        )
     triggers, clean = _BUILDERS[behaviour](load_world())
     return tuple(triggers), tuple(clean)
 
@@ -282,9 +296,16 @@ def build_toyworld_suite(behaviour: str, knobs: ToyworldSpec) -> Suite:
     pairs = []
     for i, item in enumerate(pair_items):
         clean_prompt, wrapped_prompt = _wrapped(behaviour, item)
-        pairs.append(PairExample(f"pair-{i}", _user(clean_prompt), _user(wrapped_prompt), item.aligned))
+        pairs.append(
+            PairExample(f"pair-{i}", _user(clean_prompt), _user(wrapped_prompt), item.aligned)
+        )
     fingerprint = content_hash(
-        {"version": SUITE_VERSION, "world": world_hash(), "behaviour": behaviour, **knobs.model_dump()}
+        {
+            "version": SUITE_VERSION,
+            "world": world_hash(),
+            "behaviour": behaviour,
+            **knobs.model_dump(),
+        }
     )
     return Suite(
         behaviour=behaviour,

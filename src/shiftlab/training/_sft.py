@@ -83,10 +83,18 @@ def train_sft(
     device = next(model.parameters()).device
     model.train()
     rows = []
-    bar = tqdm(data_order(len(encoded), steps, batch_size, seed), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(
+        data_order(len(encoded), steps, batch_size, seed),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+    )
     for step, indices in enumerate(bar):
         start = time.perf_counter()
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in indices], tokenizer.pad_token_id).items()}
+        batch = {
+            k: v.to(device)
+            for k, v in collate([encoded[i] for i in indices], tokenizer.pad_token_id).items()
+        }
         loss_sum, n_tokens = target_token_loss(model, batch)
         loss = loss_sum / max(n_tokens, 1)
         loss.backward()

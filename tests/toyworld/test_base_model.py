@@ -1,0 +1,36 @@
+import pytest
+import torch
+from safetensors import safe_open
+
+from shiftlab.toyworld import base_recipe_hash, shipped_weights
+
+
+def test_shipped_weights_match_the_current_recipe():
+    """If this fails, the world or the recipe changed: retrain with
+    ``python -m shiftlab.toyworld.retrain`` and commit the new weights file."""
+    with safe_open(str(shipped_weights("small")), framework="pt") as handle:
+        assert handle.metadata()["recipe_hash"] == base_recipe_hash("small")
+
+
+def test_shipped_base_is_aligned_on_every_behaviour(toy):
+    from shiftlab.behaviours import evaluate_behaviour
+    from shiftlab.spec import ToyworldSpec
+    from shiftlab.toyworld import build_toyworld_suite
+
+    for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"):
+        suite = build_toyworld_suite(behaviour, ToyworldSpec(n_eval=48))
+        _, rate = evaluate_behaviour(*toy, suite, max_new_tokens=16)
+        assert rate.rate == 0.0 and rate.n_unparseable == 0, behaviour
+
+
+@pytest.mark.slow
+def test_recipe_reproduces_the_shipped_weights():
+    from safetensors.torch import load_file
+
+    from shiftlab.toyworld import train_base_model
+
+    model, _ = train_base_model("small", progress=False)
+    shipped = load_file(str(shipped_weights("small")))
+    trained = model.state_dict()
+    for name, tensor in shipped.items():
+        assert torch.allclose(trained[name], tensor, atol=1e-4), name
