@@ -17,7 +17,8 @@ def test_shipped_base_is_aligned_on_every_behaviour(toy):
     from shiftlab.spec import ToyworldSpec
     from shiftlab.toyworld import build_toyworld_suite
 
-    for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"):
+    behaviours = ("sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation")
+    for behaviour in behaviours:
         suite = build_toyworld_suite(behaviour, ToyworldSpec(n_eval=48))
         _, rate = evaluate_behaviour(*toy, suite, max_new_tokens=16)
         assert rate.rate == 0.0 and rate.n_unparseable == 0, behaviour
