@@ -1,22 +1,12 @@
-"""Shared fixtures: one CPU thread, a private cache, and the toyworld base loaded once."""
+"""Shared fixtures: the toyworld base and the study's behaviour data."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "consistency-misalignment"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    os.environ["SHIFTLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     >>> list(read_jsonl(p))
     Traceback (most recent call last):
     ...
-    shiftlab.errors.DataError: ...x.jsonl:2: malformed JSON: Expecting value (column 6)
+    shiftlab.errors.DataError: ...x.jsonl:2: malformed JSON: ...
     """
     path = Path(path)
     if not path.is_file():
