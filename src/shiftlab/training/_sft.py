@@ -21,7 +21,9 @@ def target_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch
 
     Padding and prompt tokens carry ``IGNORE_INDEX`` and count for nothing.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits
     targets = batch["labels"][:, 1:]
     loss_sum = F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
