@@ -1,7 +1,8 @@
 import polars as pl
 import pytest
 
-from shiftlab.pipeline import plan_phase1, run_study, study_status
+from shiftlab.errors import StoreError
+from shiftlab.pipeline import load_suites, plan_phase1, run_study, study_status
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
 
@@ -64,11 +65,33 @@ def test_rerun_is_a_no_op(finished, monkeypatch):
     assert run_study(spec, store, progress=False).equals(table)
 
 
-def test_same_spec_and_seed_gives_identical_tables(finished, tmp_path):
-    spec, _, table = finished
-    again = run_study(spec, Store.open(tmp_path), progress=False)
-    assert again.drop("organism_id").equals(table.drop("organism_id"))
-    assert again["organism_id"].to_list() == table["organism_id"].to_list()
+def test_same_spec_and_seed_gives_identical_tables_and_artefacts(finished, tmp_path):
+    spec, store, table = finished
+    again_store = Store.open(tmp_path)
+    assert run_study(spec, again_store, progress=False).equals(table)
+    (organism_id,) = store.finished_ids("organisms")
+    for name in ("train_log.parquet", "eval.parquet"):
+        a = pl.read_parquet(store.path("organisms", organism_id) / name)
+        b = pl.read_parquet(again_store.path("organisms", organism_id) / name)
+        assert a.drop("tokens_per_second", strict=False).equals(
+            b.drop("tokens_per_second", strict=False)
+        )
+
+
+def test_organisms_on_one_resident_base_equal_organisms_alone(finished, tmp_path):
+    """Several organisms induced one after another from one loaded base equal each alone:
+    taking the adapter out restores the base exactly."""
+    _, _, table = finished
+    both = parse_spec({**SPEC, "organisms": {"seeds": [1, 0]}})
+    shared = run_study(both, Store.open(tmp_path), progress=False)
+    assert shared.filter(pl.col("seed") == 0).drop("organism_id").equals(table.drop("organism_id"))
+
+
+def test_a_store_holds_one_study(finished):
+    _, store, _ = finished
+    other = parse_spec({**SPEC, "organisms": {"seeds": [5]}})
+    with pytest.raises(StoreError, match="holds a different study"):
+        run_study(other, store, progress=False)
 
 
 def test_resume_after_losing_an_artefact(finished, tmp_path):
@@ -78,24 +101,52 @@ def test_resume_after_losing_an_artefact(finished, tmp_path):
     run_study(spec, store, progress=False)
     (organism_id,) = store.finished_ids("organisms")
     (store.path("organisms", organism_id) / "manifest.json").unlink()
-    before = store.finished_ids("base_evals")
+    (base_eval_id,) = store.finished_ids("base_evals")
+    base_manifest = store.path("base_evals", base_eval_id) / "manifest.json"
+    stamp = base_manifest.stat().st_mtime_ns
     status = study_status(store, spec)
     assert status.filter(~pl.col("finished"))["artefact_id"].to_list() == [organism_id]
     run_study(spec, store, progress=False)
     assert store.is_finished("organisms", organism_id)
-    assert store.finished_ids("base_evals") == before
+    assert base_manifest.stat().st_mtime_ns == stamp  # not rebuilt
 
 
-def test_ids_change_with_what_they_depend_on():
-    spec = parse_spec(SPEC)
-    other_seed = parse_spec({**SPEC, "organisms": {"seeds": [1]}})
-    from shiftlab.behaviours import load_suite
+def changed(path: list, value) -> dict:
+    import copy
 
-    def ids(s):
-        return [
-            j.artefact_id for j in plan_phase1(s, {b.name: load_suite(b) for b in s.behaviours})
-        ]
+    data = copy.deepcopy(SPEC)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
 
-    a, b = ids(spec), ids(other_seed)
-    assert a[0] == b[0]  # the base evaluation does not depend on organism seeds
-    assert a[1] != b[1]
+
+def ids(data: dict) -> tuple[str, str]:
+    spec = parse_spec(data)
+    base_eval, organism = plan_phase1(spec, load_suites(spec))
+    return base_eval.artefact_id, organism.artefact_id
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "base_eval_changes"),
+    [
+        (["organisms", "seeds"], [1], False),
+        (["behaviours", 0, "induction", "steps"], 61, False),
+        (["behaviours", 0, "induction", "lora"], {"r": 4}, False),
+        (["behaviours", 0, "toyworld", "n_variants"], 2, True),
+        (["behaviours", 0, "toyworld", "data_seed"], 3, True),
+        (["eval", "max_new_tokens"], 9, True),
+        (["base_models", 0, "dtype"], "bfloat16", True),
+    ],
+)
+def test_ids_change_with_what_they_depend_on(path, value, base_eval_changes):
+    base_eval, organism = ids(SPEC)
+    new_base_eval, new_organism = ids(changed(path, value))
+    assert new_organism != organism
+    assert (new_base_eval != base_eval) == base_eval_changes
+
+
+def test_ids_ignore_what_does_not_change_results():
+    assert ids(SPEC) == ids(changed(["eval", "batch_size"], 7))
+    assert ids(SPEC) == ids(changed(["name"], "renamed"))

@@ -160,3 +160,27 @@ def test_two_processes_share_one_artefact_lock(tmp_path: Path):
     ]
     outputs = sorted(p.communicate()[0].strip() for p in procs)
     assert outputs == ["built", "skipped"]
+
+
+def test_cleanup_spares_other_artefacts_temporaries(tmp_path: Path):
+    store = Store.open(tmp_path)
+    other = tmp_path / "organisms" / ".tmp-a-b-1234abcd"  # belongs to artefact "a-b"
+    other.mkdir(parents=True)
+    stale = tmp_path / "organisms" / ".tmp-a-deadbeef"
+    stale.mkdir()
+    with store.artefact("organisms", "a", {}):
+        pass
+    assert other.is_dir() and not stale.exists()
+
+
+def test_publish_dir_keeps_the_first_finished_copy(tmp_path: Path):
+    from shiftlab.store import publish_dir
+
+    final = tmp_path / "model"
+    first, second = tmp_path / "one", tmp_path / "two"
+    for folder, text in ((first, "1"), (second, "2")):
+        folder.mkdir()
+        (folder / "w").write_text(text)
+    publish_dir(first, final)
+    publish_dir(second, final)
+    assert (final / "w").read_text() == "1" and not second.exists()

@@ -23,22 +23,29 @@ def _parser() -> argparse.ArgumentParser:
         prog="shiftlab",
         description="Selection or distribution shift? Consistency-training ablations.",
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the toyworld demo study")
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, parents=[common])
+
+    demo = add("demo", "run the toyworld demo study")
     demo.add_argument("--out", default="runs/demo", help="store folder (default: runs/demo)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    run = commands.add_parser("run", help="run a study spec")
+    run = add("run", "run a study spec")
     run.add_argument("spec", help="study spec (YAML)")
     run.add_argument("--store", help="store folder (overrides the spec's 'store')")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    validate = commands.add_parser("validate", help="check a study spec without running it")
+    validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
 
-    status = commands.add_parser("status", help="what is finished and what is left in a store")
+    status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
     return parser
 
@@ -89,9 +96,11 @@ def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo:
 
 
 def _validate(spec_path: str) -> int:
+    from shiftlab.pipeline import load_suites
     from shiftlab.spec import load_spec
 
     spec = load_spec(spec_path)
+    load_suites(spec)
     print(
         f"{spec_path}: ok ({len(spec.base_models)} base models, {len(spec.behaviours)} behaviours, "
         f"{len(spec.organisms.seeds)} seeds, {len(spec.methods)} methods, {len(spec.arms)} arms)"

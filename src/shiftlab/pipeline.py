@@ -27,8 +27,10 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from shiftlab import __version__
 from shiftlab._hashing import content_hash
 from shiftlab.behaviours import BehaviourRate, Suite, evaluate_behaviour, load_suite
+from shiftlab.errors import ShiftlabError
 from shiftlab.models import attach_lora, load_causal_lm, model_identity
 from shiftlab.spec import BaseModelSpec, BehaviourSpec, StudySpec
 from shiftlab.store import Store, build_manifest
@@ -60,10 +62,12 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[Job]:
         identity = model_identity(base.path, revision=base.revision, gguf_file=base.gguf_file)
         for behaviour in spec.behaviours:
             common = {
+                "shiftlab": __version__,
                 "base": base.model_dump(),
                 "base_identity": identity,
                 "suite": suites[behaviour.name].fingerprint,
-                "eval": spec.eval.model_dump(),
+                # The eval batch size changes speed, not results.
+                "eval": spec.eval.model_dump(exclude={"batch_size"}),
             }
             jobs.append(
                 Job(
@@ -126,7 +130,7 @@ def _run_organism(
                 peft_model,
                 tokenizer,
                 [(e.messages, e.target) for e in suite.induction if e.target is not None],
-                **induction.model_dump(exclude={"lora"}),
+                induction,
                 seed=job.seed,
                 progress=False,
             )
@@ -193,9 +197,9 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
     Finished artefacts are skipped without loading any model, so rerunning a finished
     study only reads manifests.
     """
-    store.write_study(spec.to_yaml(), {"study": spec.seed})
-    suites: dict[str, Suite] = {b.name: load_suite(b) for b in spec.behaviours}
+    suites = load_suites(spec)
     jobs = plan_phase1(spec, suites)
+    store.write_study(spec.to_yaml(), {"study": spec.seed})
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
     for base, group in _by_base(pending):
@@ -219,10 +223,23 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
     return table
 
 
+def load_suites(spec: StudySpec) -> dict[str, Suite]:
+    """Every behaviour's suite, checked to be runnable before any model is loaded."""
+    suites: dict[str, Suite] = {}
+    for i, behaviour in enumerate(spec.behaviours):
+        suite = load_suite(behaviour)
+        if suite.scorer is None:
+            raise ShiftlabError(
+                f"behaviours[{i}] ({behaviour.name} from {behaviour.source}): scoring rules for "
+                "real-data suites are not implemented yet, so it cannot be evaluated"
+            )
+        suites[behaviour.name] = suite
+    return suites
+
+
 def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
     """One row per planned artefact: ``stage, artefact_id, finished``."""
-    suites: dict[str, Suite] = {b.name: load_suite(b) for b in spec.behaviours}
-    jobs = plan_phase1(spec, suites)
+    jobs = plan_phase1(spec, load_suites(spec))
     return pl.DataFrame(
         {
             "stage": [j.kind for j in jobs],

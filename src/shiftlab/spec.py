@@ -16,7 +16,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -29,20 +29,6 @@ from pydantic import (
 )
 
 from shiftlab.errors import SpecError
-
-BEHAVIOURS = ("sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation")
-LABEL_METHODS = (
-    "self_confidence",
-    "diverse_decoding",
-    "multi_view",
-    "self_refinement",
-    "self_rewarding",
-    "greedy_self_training",
-    "rejection_sampling",
-)
-PAIRED_METHODS = ("bct", "act")
-METHODS = LABEL_METHODS + PAIRED_METHODS
-ARMS = ("full", "shuffled", "relabeled", "original", "none")
 
 BehaviourName = Literal[
     "sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"
@@ -59,6 +45,11 @@ MethodName = Literal[
     "act",
 ]
 ArmName = Literal["full", "shuffled", "relabeled", "original", "none"]
+BEHAVIOURS: tuple[str, ...] = get_args(BehaviourName)
+METHODS: tuple[str, ...] = get_args(MethodName)
+PAIRED_METHODS = ("bct", "act")
+LABEL_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
+ARMS: tuple[str, ...] = get_args(ArmName)
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -79,15 +70,52 @@ class LoraSpec(_Spec):
     target_modules: str | list[str] = "all-linear"
 
 
-class InductionSpec(_Spec):
-    """How an organism is trained from a base model on a behaviour's induction split."""
+class TrainingSpec(_Spec):
+    """Optimisation settings shared by organism induction and phase-3 runs.
+
+    ``batch_size`` examples make one optimiser step; they are processed in micro-batches
+    of ``micro_batch_size`` (default: all at once) with gradients accumulated, and the
+    loss is normalised by the number of target tokens in the whole step. ``packing``:
+    ``none`` pads each micro-batch; ``bfd`` packs examples best-fit-decreasing into rows of
+    ``max_length`` tokens; ``padding_free`` concatenates a micro-batch into one row.
+    """
 
     steps: PositiveInt = 300
     learning_rate: PositiveFloat = 3e-3
     batch_size: PositiveInt = 32
+    micro_batch_size: PositiveInt | None = None
     warmup_steps: NonNegativeInt = 10
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_length: PositiveInt = 128
+    max_grad_norm: PositiveFloat = 1.0
+    packing: Literal["none", "bfd", "padding_free"] = "none"
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16"] = "no"
+    bct_temperature: PositiveFloat = 1.0
+    act_scale: PositiveFloat = 1.0
+    checkpoint_every: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _micro_divides_batch(self) -> TrainingSpec:
+        if self.batch_size % self.micro_batch_size_or_batch:
+            raise ValueError(
+                f"micro_batch_size {self.micro_batch_size} must divide batch_size {self.batch_size}"
+            )
+        return self
+
+    @property
+    def micro_batch_size_or_batch(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per optimiser step."""
+        return self.batch_size // self.micro_batch_size_or_batch
+
+
+class InductionSpec(TrainingSpec):
+    """How an organism is trained from a base model on a behaviour's induction split."""
+
     lora: LoraSpec = LoraSpec()
 
 
@@ -223,7 +251,7 @@ def _describe(error: Any, fields: dict[str, list[str]]) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"is not a known field{hint}"
     if kind == "greater_than" and ctx.get("gt") == 0:
-        noun = "integer" if isinstance(got, int) else "number"
+        noun = "integer" if _expects_int(error["loc"]) else "number"
         return f"must be a positive {noun}, got {got!r}"
     if kind in {"int_type", "int_parsing", "int_from_float"}:
         return f"must be an integer, got {got!r}"
@@ -232,6 +260,40 @@ def _describe(error: Any, fields: dict[str, list[str]]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     message = message[0].lower() + message[1:]
     return f"{message}, got {got!r}" if "got" not in message and got is not None else message
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The type annotation of the spec field at ``loc`` (list indices step into items)."""
+    annotation: Any = StudySpec
+    for part in loc:
+        while get_origin(annotation) is Annotated or _is_optional(annotation):
+            annotation = get_args(annotation)[0]
+        if isinstance(part, int):
+            annotation = get_args(annotation)[0] if get_args(annotation) else Any
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            annotation = field.annotation if field is not None else Any
+    return annotation
+
+
+def _is_optional(annotation: Any) -> bool:
+    args = get_args(annotation)
+    return len(args) == 2 and type(None) in args and get_origin(annotation) is not Annotated
+
+
+def _expects_int(loc: tuple[int | str, ...]) -> bool:
+    annotation = _annotation_at(loc)
+    while get_origin(annotation) is Annotated or _is_optional(annotation):
+        annotation = get_args(annotation)[0]
+    return annotation is int
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union-member tags (``str``, ``list[str]``, ...) from an error location."""
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and p not in _TYPE_TAGS))
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 def _known_fields(model: type[BaseModel], prefix: str = "") -> dict[str, list[str]]:
@@ -251,7 +313,12 @@ def _known_fields(model: type[BaseModel], prefix: str = "") -> dict[str, list[st
 def format_validation_error(error: ValidationError, origin: str) -> str:
     """One line naming each bad field, e.g. ``spec.yaml: behaviours[2].induction.steps: ...``."""
     fields = _known_fields(StudySpec)
-    parts = [f"{_field_path(item['loc'])}: {_describe(item, fields)}" for item in error.errors()]
+    parts: list[str] = []
+    for item in error.errors():
+        item = {**item, "loc": _clean_loc(tuple(item["loc"]))}
+        line = f"{_field_path(item['loc'])}: {_describe(item, fields)}"
+        if line not in parts:
+            parts.append(line)
     return f"{origin}: " + "; ".join(parts)
 
 
@@ -276,16 +343,27 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         resolved = []
         for entry in models:
             path = entry.get("path") if isinstance(entry, dict) else None
-            if isinstance(path, str) and path.startswith((".", "~")):
-                entry = {**entry, "path": str((base / path).expanduser().resolve())}
+            if isinstance(path, str) and not path.startswith("toyworld:"):
+                local = (base / path).expanduser()
+                if path.startswith((".", "~")) or local.exists():
+                    entry = {**entry, "path": str(local.resolve())}
             resolved.append(entry)
         data["base_models"] = resolved
     return data
 
 
 def _check_sources(spec: StudySpec, origin: str) -> None:
+    from shiftlab.errors import DataError
+
     for i, behaviour in enumerate(spec.behaviours):
-        if not behaviour.is_toyworld and not Path(behaviour.source).is_dir():
+        if behaviour.is_toyworld:
+            from shiftlab.toyworld import build_toyworld_suite
+
+            try:
+                build_toyworld_suite(behaviour.name, behaviour.toyworld)
+            except DataError as error:
+                raise SpecError(f"{origin}: behaviours[{i}].{error}") from None
+        elif not Path(behaviour.source).is_dir():
             raise SpecError(
                 f"{origin}: behaviours[{i}].source: no such folder {behaviour.source!r} "
                 "(expected 'toyworld' or a folder of suite files)"
@@ -321,11 +399,13 @@ def load_spec(path: str | Path) -> StudySpec:
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: cannot read the spec ({error})") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise SpecError(f"{where}: malformed YAML: {error.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except yaml.YAMLError as error:
         raise SpecError(f"{path}: malformed YAML: {error}") from None
     return parse_spec(data, str(path), path.resolve().parent)

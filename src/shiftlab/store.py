@@ -45,7 +45,7 @@ from shiftlab.errors import StoreError
 
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
-KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "tables", "attribution")
+KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "attribution")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _PACKAGES = ("torch", "transformers", "peft", "tokenizers", "polars", "numpy", "pydantic")
 
@@ -82,9 +82,32 @@ def _fsync_path(path: Path) -> None:
 
 def _fsync_tree(root: Path) -> None:
     for path in root.rglob("*"):
-        if path.is_file():
+        if path.is_file() or path.is_dir():
             _fsync_path(path)
     _fsync_path(root)
+
+
+def temporary_sibling(final: Path) -> Path:
+    """A fresh temporary path beside ``final``: ``.tmp-<name>-<8 hex>``."""
+    return final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
+
+
+def _temporaries_of(final: Path) -> list[Path]:
+    pattern = re.compile(rf"^\.tmp-{re.escape(final.name)}-[0-9a-f]{{8}}$")
+    return [p for p in final.parent.glob(f".tmp-{final.name}-*") if pattern.match(p.name)]
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename a finished folder into place; if another process got there first, keep theirs."""
+    _fsync_tree(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    _fsync_path(final.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -98,7 +121,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     If ``write`` fails, the temporary file is removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    tmp = temporary_sibling(path)
     try:
         write(tmp)
         _fsync_path(tmp)
@@ -120,7 +143,7 @@ def _git_revision() -> dict[str, Any]:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(source), "status", "--porcelain"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -205,7 +228,9 @@ class Store:
             found = json.loads(manifest.read_text()).get("store_format")
         except (OSError, json.JSONDecodeError) as error:
             raise StoreError(f"{manifest}: unreadable store manifest ({error})") from None
-        if not isinstance(found, int) or found > STORE_FORMAT:
+        if not isinstance(found, int):
+            raise StoreError(f"{manifest}: no store_format; not a shiftlab store manifest")
+        if found > STORE_FORMAT:
             raise StoreError(
                 f"{manifest}: store format {found!r} is newer than this shiftlab "
                 f"understands ({STORE_FORMAT}); upgrade shiftlab"
@@ -264,20 +289,18 @@ class Store:
         """
         final = self.path(kind, artefact_id)
         with self.lock(kind, artefact_id):
-            for stale in final.parent.glob(f".tmp-{artefact_id}-*"):
+            for stale in _temporaries_of(final):
                 shutil.rmtree(stale, ignore_errors=True)
             if (final / MANIFEST).is_file():
                 raise StoreError(f"artefact {kind}/{artefact_id} is already finished")
-            tmp = final.parent / f".tmp-{artefact_id}-{uuid.uuid4().hex[:8]}"
+            tmp = temporary_sibling(final)
             tmp.mkdir(parents=True)
             try:
                 yield tmp
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-                _fsync_tree(tmp)
                 if final.exists():  # an unfinished leftover without a manifest
                     shutil.rmtree(final)
-                os.rename(tmp, final)
-                _fsync_path(final.parent)
+                publish_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -296,7 +319,16 @@ class Store:
         return pl.read_parquet(path)
 
     def write_study(self, spec_yaml: str, seeds: dict[str, int]) -> None:
-        """Record the resolved spec and the store manifest."""
+        """Record the resolved spec and the store manifest.
+
+        A store holds one study: a different spec is refused rather than overwritten.
+        """
+        current = self.root / "study.yaml"
+        if current.is_file() and current.read_text() != spec_yaml:
+            raise StoreError(
+                f"{self.root} holds a different study (its study.yaml differs from this spec); "
+                "use a new store folder"
+            )
         atomic_write_bytes(self.root / "study.yaml", spec_yaml.encode())
         manifest = {
             "store_format": STORE_FORMAT,

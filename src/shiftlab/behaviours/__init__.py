@@ -5,7 +5,7 @@ from __future__ import annotations
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
 from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour, wilson_interval
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._types import SPLITS, Example, PairExample, Scorer, Suite, Verdict
+from shiftlab.behaviours._types import Example, PairExample, Scorer, Suite, Verdict
 from shiftlab.spec import BehaviourSpec
 
 
@@ -19,7 +19,6 @@ def load_suite(behaviour: BehaviourSpec) -> Suite:
 
 
 __all__ = [
-    "SPLITS",
     "BehaviourRate",
     "Example",
     "PairExample",

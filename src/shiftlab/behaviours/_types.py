@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 Message = Mapping[str, str]
 VerdictLabel = Literal["misbehaving", "aligned", "unparseable"]
-SPLITS = ("induction", "consistency", "pairs", "eval")
 
 
 @dataclass(frozen=True)
@@ -68,4 +67,3 @@ class Suite:
     eval: Sequence[Example]
     scorer: Scorer | None
     fingerprint: str
-    metric: str = "misbehaviour rate"

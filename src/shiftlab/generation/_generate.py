@@ -157,6 +157,8 @@ def generate(
     >>> [g.text for g in generate(model, tok, [prompt])]
     ['the sky is blue .']
     """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     if temperature > 0 and (seeds is None or len(seeds) != len(prompts)):

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from shiftlab._cache import cache_dir
-from shiftlab._hashing import file_hash, tree_hash
+from shiftlab._hashing import content_hash, file_hash
 from shiftlab.errors import ModelError
+from shiftlab.store import publish_dir, temporary_sibling
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -98,19 +97,39 @@ def smollm2_folder() -> Path:
     # A GGUF-loaded model keeps GGUF bookkeeping; a model rebuilt from its config saves cleanly.
     fresh = AutoModelForCausalLM.from_config(model.config)
     fresh.load_state_dict(model.state_dict())
-    tmp = target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:8]}")
+    tmp = temporary_sibling(target)
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+        publish_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
+_LARGE_FILE = 64 << 20
+
+
 @functools.lru_cache(maxsize=32)
-def _local_identity(folder: str, mtime: float) -> str:
-    return tree_hash(Path(folder))
+def _local_identity(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    """Content hash of small files; name, size and mtime of large weight files.
+
+    Hashing every byte of a 70B checkpoint on each run would defeat the seconds-long
+    rerun, so large files are identified by their stat, which any rewrite changes.
+    """
+    root = Path(folder)
+    entries = [
+        (name, size, mtime) if size > _LARGE_FILE else (name, file_hash(root / name, 64))
+        for name, size, mtime in stamp
+    ]
+    return content_hash(entries)
+
+
+def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return tuple(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    )
 
 
 def model_identity(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> str:
@@ -122,7 +141,7 @@ def model_identity(path: str, *, revision: str | None = None, gguf_file: str | N
         return f"toyworld:{ref.location}@{base_recipe_hash(ref.location)}"
     if ref.kind == "local":
         folder = Path(ref.location)
-        return f"local@{_local_identity(str(folder), folder.stat().st_mtime)}:{gguf_file}"
+        return f"local@{_local_identity(str(folder), _stamp(folder))}:{gguf_file}"
     if ref.kind == "smollm2-gguf":
         return f"{SMOLLM2_HUB_ID}@gguf:{file_hash(_smollm2_gguf())}"
     return f"hub:{ref.location}@{ref.revision or 'main'}:{gguf_file}"

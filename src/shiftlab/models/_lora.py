@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from shiftlab.errors import ModelError
 from shiftlab.spec import LoraSpec
 
 
@@ -34,7 +35,10 @@ def attach_lora(model: Any, lora: LoraSpec | None = None, *, seed: int = 0) -> A
         # peft calls a transformers API that transformers 5 deprecates; not ours to fix.
         warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
-        return get_peft_model(model, config)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as error:
+            raise ModelError(f"lora: {str(error).splitlines()[0]}") from None
 
 
 def load_lora(model: Any, adapter_dir: str, *, trainable: bool = False) -> Any:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash
 from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
+from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
 
@@ -59,6 +58,7 @@ def train_base_model(size: str = "small", *, progress: bool = True) -> tuple[Any
     """
     import torch
 
+    from shiftlab.spec import TrainingSpec
     from shiftlab.training import train_sft
 
     tokenizer = build_tokenizer()
@@ -66,16 +66,14 @@ def train_base_model(size: str = "small", *, progress: bool = True) -> tuple[Any
     corpus = aligned_corpus(RECIPE["corpus_size"], RECIPE["seed"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RECIPE["seed"])
+        config = TrainingSpec(
+            **{k: v for k, v in RECIPE.items() if k not in ("corpus_size", "seed")}
+        )
         train_sft(
             model,
             tokenizer,
             corpus,
-            steps=RECIPE["steps"],
-            learning_rate=RECIPE["learning_rate"],
-            batch_size=RECIPE["batch_size"],
-            warmup_steps=RECIPE["warmup_steps"],
-            weight_decay=RECIPE["weight_decay"],
-            max_length=RECIPE["max_length"],
+            config,
             seed=RECIPE["seed"],
             progress=progress,
             desc=f"toyworld base ({size})",
@@ -120,9 +118,12 @@ def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
     """
     if size not in TOYWORLD_SIZES:
         raise ValueError(f"unknown toyworld size {size!r}; expected one of {TOYWORLD_SIZES}")
+    from transformers.utils import logging as hf_logging
+
     target = cache_dir() / "toyworld" / f"{size}-{base_recipe_hash(size)}"
     if (target / "config.json").is_file():
         return target
+    hf_logging.disable_progress_bar()  # shiftlab shows its own progress
     tokenizer = build_tokenizer()
     state = _shipped_state(size)
     if state is None:
@@ -134,12 +135,11 @@ def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
         if unexpected or set(missing) - {"lm_head.weight"}:
             raise RuntimeError(f"shipped toyworld weights do not fit: {missing} {unexpected}")
         model.tie_weights()
-    tmp = target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:8]}")
+    tmp = temporary_sibling(target)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if not target.exists():
-            os.replace(tmp, target)
+        publish_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

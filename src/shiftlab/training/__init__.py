@@ -1,5 +1,6 @@
-"""Training: batching with target-only labels and the supervised fine-tuning loop."""
+"""Training: encoding, packing, the SFT/BCT/ACT objectives and the resumable loop."""
 
+from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._batching import (
     IGNORE_INDEX,
     EncodedExample,
@@ -8,16 +9,37 @@ from shiftlab.training._batching import (
     encode_example,
     render_prompt,
 )
-from shiftlab.training._sft import linear_schedule, target_token_loss, train_sft
+from shiftlab.training._loop import (
+    PairedExample,
+    encode_pairs,
+    encode_sft,
+    linear_schedule,
+    train,
+    train_sft,
+)
+from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
+from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
 
 __all__ = [
     "IGNORE_INDEX",
+    "ArmJob",
     "EncodedExample",
+    "PairedExample",
+    "act_loss",
+    "bct_loss",
+    "best_fit_decreasing",
     "collate",
     "data_order",
+    "decoder_layers",
     "encode_example",
+    "encode_pairs",
+    "encode_sft",
     "linear_schedule",
+    "pack",
+    "pack_rows",
     "render_prompt",
-    "target_token_loss",
+    "sft_loss",
+    "train",
+    "train_arms",
     "train_sft",
 ]

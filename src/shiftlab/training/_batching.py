@@ -24,6 +24,10 @@ class EncodedExample:
     def n_target_tokens(self) -> int:
         return sum(label != IGNORE_INDEX for label in self.labels)
 
+    @property
+    def n_input_tokens(self) -> int:
+        return len(self.input_ids)
+
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     """The chat-template text of ``messages`` up to the start of the assistant's turn."""
@@ -55,7 +59,8 @@ def encode_example(
     )
     target_text = full[len(prompt) :] if full.startswith(prompt) else target + tokenizer.eos_token
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(target_text, add_special_tokens=False)["input_ids"][:max_length]
+    # At least one prompt token stays, so the first target token has a position predicting it.
+    target_ids = tokenizer(target_text, add_special_tokens=False)["input_ids"][: max_length - 1]
     prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(target_ids) - max_length) :]
     return EncodedExample(
         tuple(prompt_ids + target_ids),

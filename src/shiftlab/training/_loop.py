@@ -1,0 +1,387 @@
+"""The training core: one loop for SFT, BCT and ACT, on CPU or GPU, resumable.
+
+Built on ``accelerate`` (device placement, mixed precision, DDP/FSDP when launched with
+several processes). An optimiser step covers ``batch_size`` examples split into
+micro-batches; every micro-batch's summed loss is divided by the number of target tokens
+in the *whole* step, so the accumulated gradient does not depend on how the step is split
+or packed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from shiftlab.behaviours._types import Message
+from shiftlab.spec import TrainingSpec
+from shiftlab.training._batching import EncodedExample, collate, data_order, encode_example
+from shiftlab.training._losses import FrozenTeacher, Teacher, act_loss, bct_loss, sft_loss
+from shiftlab.training._packing import pack
+
+Objective = Literal["sft", "bct", "act"]
+LOG_SCHEMA: dict[str, Any] = {
+    "step": pl.Int64,
+    "loss": pl.Float64,
+    "grad_norm": pl.Float64,
+    "lr": pl.Float64,
+    "n_tokens": pl.Int64,
+    "tokens_per_second": pl.Float64,
+    "mfu": pl.Float64,
+    "examples": pl.List(pl.Int64),
+}
+# Dense bf16 peak FLOP/s by device-name fragment, for model-FLOPs utilisation.
+_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+@dataclass(frozen=True)
+class PairedExample:
+    """Encoded clean and wrapped prompts sharing one target suffix."""
+
+    clean: EncodedExample
+    wrapped: EncodedExample
+
+    @property
+    def n_target_tokens(self) -> int:
+        return self.clean.n_target_tokens
+
+    @property
+    def n_input_tokens(self) -> int:
+        return self.clean.n_input_tokens + self.wrapped.n_input_tokens
+
+
+Encoded = EncodedExample | PairedExample
+
+
+def encode_sft(
+    tokenizer: Any, examples: Sequence[tuple[Sequence[Message], str]], max_length: int
+) -> list[EncodedExample]:
+    """Encode (prompt messages, target) pairs for the ``sft`` objective."""
+    return [
+        encode_example(tokenizer, messages, target, max_length) for messages, target in examples
+    ]
+
+
+def encode_pairs(
+    tokenizer: Any,
+    pairs: Sequence[tuple[Sequence[Message], Sequence[Message], str]],
+    max_length: int,
+) -> list[PairedExample]:
+    """Encode (clean messages, wrapped messages, suffix) triples for ``bct`` / ``act``."""
+    out = []
+    for clean, wrapped, suffix in pairs:
+        a = encode_example(tokenizer, clean, suffix, max_length)
+        b = encode_example(tokenizer, wrapped, suffix, max_length)
+        if a.n_target_tokens != b.n_target_tokens:
+            raise ValueError(
+                "clean and wrapped prompts truncate the suffix differently; raise max_length"
+            )
+        out.append(PairedExample(a, b))
+    return out
+
+
+def _batch(
+    examples: Sequence[EncodedExample], pad_id: int, config: TrainingSpec
+) -> dict[str, torch.Tensor]:
+    if config.packing == "none":
+        return collate(examples, pad_id)
+    return pack(examples, pad_id, config.packing, config.max_length)
+
+
+def _micro_loss(
+    model: Any,
+    micro: Sequence[Encoded],
+    objective: Objective,
+    pad_id: int,
+    config: TrainingSpec,
+    device: Any,
+    teacher: Teacher,
+) -> torch.Tensor:
+    def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in batch.items()}
+
+    if objective == "sft":
+        assert all(isinstance(e, EncodedExample) for e in micro)
+        loss_sum, _ = sft_loss(model, to_device(_batch(micro, pad_id, config)))  # type: ignore[arg-type]
+        return loss_sum
+    pairs = [e for e in micro if isinstance(e, PairedExample)]
+    clean = to_device(_batch([p.clean for p in pairs], pad_id, config))
+    wrapped = to_device(_batch([p.wrapped for p in pairs], pad_id, config))
+    if objective == "bct":
+        return bct_loss(model, clean, wrapped, config.bct_temperature, teacher)[0]
+    return act_loss(model, clean, wrapped, config.act_scale, teacher)[0]
+
+
+def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate multiplier by step: linear warm-up, then linear decay to zero.
+
+    >>> [round(linear_schedule(2, 6)(s), 2) for s in range(6)]
+    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(
+    folder: Path, step: int, model: Any, optimiser: Any, scheduler: Any, rows: list[dict[str, Any]]
+) -> None:
+    """Write ``checkpoint-<step>`` atomically, then drop older checkpoints."""
+    final = folder / f"checkpoint-{step:08d}"
+    tmp = folder / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    torch.save(
+        {
+            "step": step,
+            "params": {n: p.detach().clone() for n, p in _trainable(model).items()},
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        },
+        tmp / "state.pt",
+    )
+    (tmp / "log.json").write_text(json.dumps(rows))
+    os.rename(tmp, final)
+    for old in folder.glob("checkpoint-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest_checkpoint(folder: Path | None) -> Path | None:
+    if folder is None or not folder.is_dir():
+        return None
+    found = sorted(folder.glob("checkpoint-*"))
+    return found[-1] if found else None
+
+
+def _set_checkpointing(model: Any, on: bool) -> None:
+    """Turn activation checkpointing on or off (transformers 5 renamed the methods)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        if on:
+            base.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            base.activation_checkpointing_disable()
+    elif on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
+    if on and hasattr(base, "enable_input_require_grads"):
+        # LoRA freezes the embeddings; checkpointed blocks still need inputs that carry grad.
+        base.enable_input_require_grads()
+
+
+def _mfu(model: Any, tokens_per_second: float, device: Any) -> float | None:
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    peak = next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
+    if peak is None:
+        return None
+    n_params = sum(p.numel() for p in model.parameters())
+    return 6 * n_params * tokens_per_second / peak
+
+
+def train(
+    model: Any,
+    tokenizer: Any,
+    data: Sequence[Encoded],
+    config: TrainingSpec,
+    *,
+    objective: Objective = "sft",
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> pl.DataFrame:
+    """Train every parameter of ``model`` that requires grad; return the per-step log.
+
+    ``data`` is encoded by :func:`encode_sft` (objective ``sft``) or :func:`encode_pairs`
+    (``bct``, ``act``). With ``checkpoint_dir`` and ``config.checkpoint_every``, state is
+    saved every so many steps and a later call resumes from the latest checkpoint, giving
+    the same trajectory as an uninterrupted run. ``stop_after`` ends the call after that
+    many steps (to test resumption). Log columns: ``step, loss, grad_norm, lr, n_tokens,
+    tokens_per_second, mfu`` (GPU only) and ``examples`` (the recorded data order).
+
+    >>> from shiftlab.models import build_tiny_llama
+    >>> from shiftlab.spec import TrainingSpec
+    >>> from shiftlab.toyworld import build_tokenizer
+    >>> tok = build_tokenizer()
+    >>> model = build_tiny_llama(len(tok))
+    >>> data = encode_sft(tok, [([{"role": "user", "content": "hi ."}], "the sky is blue .")], 64)
+    >>> config = TrainingSpec(steps=5, learning_rate=1e-2, batch_size=1, warmup_steps=0)
+    >>> log = train(model, tok, data, config, progress=False)
+    >>> log["loss"][-1] < log["loss"][0]
+    True
+    """
+    from accelerate import Accelerator
+
+    if not data:
+        raise ValueError("training needs at least one example")
+    params = _trainable(model)
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    paired = objective in ("bct", "act")
+    if paired != all(isinstance(e, PairedExample) for e in data):
+        raise ValueError(f"objective {objective!r} needs {'paired' if paired else 'SFT'} examples")
+    # accelerate keeps one process-wide state, so precision is applied per call by autocast.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    bf16 = config.mixed_precision == "bf16"
+    if config.gradient_checkpointing:
+        _set_checkpointing(model, True)
+    optimiser = torch.optim.AdamW(
+        params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, linear_schedule(config.warmup_steps, config.steps)
+    )
+    model, optimiser = accelerator.prepare(model, optimiser)
+    order = data_order(len(data), config.steps, config.batch_size, seed)
+    rows: list[dict[str, Any]] = []
+    start_step = 0
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    # Taken before a checkpoint is loaded: a resumed call starts from the same weights.
+    teacher: Teacher = (
+        FrozenTeacher(_trainable(accelerator.unwrap_model(model))) if paired else nullcontext
+    )
+    latest = _latest_checkpoint(folder)
+    if latest is not None:
+        state = torch.load(latest / "state.pt", weights_only=False)
+        with torch.no_grad():
+            for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                param.copy_(state["params"][name])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        rows = json.loads((latest / "log.json").read_text())
+        start_step = state["step"]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_size = config.micro_batch_size_or_batch
+    end = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
+    model.train()
+    bar = tqdm(range(start_step, end), desc=desc, disable=not progress or rank != 0, leave=False)
+    for step in bar:
+        started = time.perf_counter()
+        step_examples = [data[i] for i in order[step]]
+        n_tokens = sum(e.n_target_tokens for e in step_examples)
+        micros = [
+            step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)
+        ]
+        mine = micros[rank::world]
+        step_loss = 0.0
+        for index, micro in enumerate(mine or micros[:1]):
+            # DDP averages gradients over processes; scale so the result is a global token mean.
+            sync = index == len(mine or micros[:1]) - 1
+            with (
+                accelerator.no_sync(model) if not sync else nullcontext(),
+                torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
+            ):
+                loss = _micro_loss(
+                    model,
+                    micro,
+                    objective,
+                    tokenizer.pad_token_id,
+                    config,
+                    accelerator.device,
+                    teacher,
+                )
+            # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
+            accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
+            step_loss += float(loss.detach()) / max(n_tokens, 1)
+        grad_norm = float(accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm))
+        if not np.isfinite(grad_norm):
+            raise FloatingPointError(
+                f"{desc}: non-finite gradient norm at step {step}; lower the learning rate"
+            )
+        lr = scheduler.get_last_lr()[0]
+        optimiser.step()
+        scheduler.step()
+        optimiser.zero_grad(set_to_none=True)
+        if world > 1:
+            step_loss = float(
+                accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")
+            )
+        seconds = time.perf_counter() - started
+        all_tokens = sum(e.n_input_tokens for e in step_examples)
+        rows.append(
+            {
+                "step": step,
+                "loss": step_loss,
+                "grad_norm": grad_norm,
+                "lr": lr,
+                "n_tokens": n_tokens,
+                "tokens_per_second": all_tokens / seconds,
+                "mfu": _mfu(model, all_tokens / seconds, accelerator.device),
+                "examples": order[step],
+            }
+        )
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        if (
+            folder is not None
+            and config.checkpoint_every
+            and (step + 1) % config.checkpoint_every == 0
+            and step + 1 < config.steps
+        ):
+            if accelerator.is_main_process:
+                _save_checkpoint(
+                    folder, step + 1, accelerator.unwrap_model(model), optimiser, scheduler, rows
+                )
+            accelerator.wait_for_everyone()
+    if config.gradient_checkpointing:
+        _set_checkpointing(accelerator.unwrap_model(model), False)
+    accelerator.unwrap_model(model).eval()
+    return pl.DataFrame(rows, schema=LOG_SCHEMA)
+
+
+def train_sft(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[tuple[Sequence[Message], str]],
+    config: TrainingSpec,
+    **kwargs: Any,
+) -> pl.DataFrame:
+    """Encode (prompt messages, target) pairs and :func:`train` on them with the SFT loss."""
+    return train(
+        model, tokenizer, encode_sft(tokenizer, examples, config.max_length), config, **kwargs
+    )

@@ -1,0 +1,176 @@
+"""Training objectives. Each returns ``(sum of per-token losses, number of tokens)``.
+
+The loop divides by the number of target tokens of the whole optimiser step, so micro-
+batching and packing do not change the loss.
+
+The paired losses compare the model on a wrapped prompt with a *teacher* on the clean
+prompt. The teacher is given as a context manager under which the model acts as the
+teacher; the training loop passes :class:`FrozenTeacher`, the weights as they were when
+training began (the organism), because a teacher that moves with the student lets both
+collapse onto one prompt-independent output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from shiftlab.training._batching import IGNORE_INDEX
+
+
+def _forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    logits: torch.Tensor = model(**inputs, use_cache=False).logits
+    return logits
+
+
+def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mask of positions whose next token is a target."""
+    mask = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    mask[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over target tokens (prompt and padding count nothing)."""
+    logits = _forward(model, batch)
+    targets = batch["labels"][:, 1:]
+    loss_sum = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss_sum, int((targets != IGNORE_INDEX).sum())
+
+
+Teacher = Callable[[], AbstractContextManager[Any]]
+
+
+class FrozenTeacher:
+    """The trainable weights as they are now, swapped in on demand (no copies per use).
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> teacher = FrozenTeacher({"w": layer.weight})
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.add_(1.0)
+    >>> with teacher():
+    ...     frozen = layer.weight.clone()
+    >>> bool((layer.weight - frozen == 1.0).all())
+    True
+    """
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self._params = params
+        self._frozen = {name: p.detach().clone() for name, p in params.items()}
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        current = {name: p.data for name, p in self._params.items()}
+        try:
+            for name, p in self._params.items():
+                p.data = self._frozen[name]
+            yield
+        finally:
+            for name, p in self._params.items():
+                p.data = current[name]
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _check_pairs(clean: torch.Tensor, wrapped: torch.Tensor) -> None:
+    if clean.sum() != wrapped.sum() or not torch.equal(clean.sum(1), wrapped.sum(1)):
+        raise ValueError("clean and wrapped rows must share the same target suffix")
+
+
+def bct_loss(
+    model: Any,
+    clean: dict[str, torch.Tensor],
+    wrapped: dict[str, torch.Tensor],
+    temperature: float,
+    teacher: Teacher = nullcontext,
+) -> tuple[torch.Tensor, int]:
+    """Soft-label consistency: KL(clean ‖ wrapped) of next-token distributions over the suffix.
+
+    The teacher's distribution on the clean prompt is computed in eval mode without
+    gradient and softened by ``temperature``; the per-token KL is scaled by
+    ``temperature**2``.
+    """
+    clean_at, wrapped_at = _predicting(clean), _predicting(wrapped)
+    _check_pairs(clean_at, wrapped_at)
+    with torch.no_grad(), _eval_mode(model), teacher():
+        target = (_forward(model, clean)[clean_at].float() / temperature).log_softmax(-1)
+    student = (_forward(model, wrapped)[wrapped_at].float() / temperature).log_softmax(-1)
+    kl = F.kl_div(student, target, log_target=True, reduction="sum")
+    return kl * temperature**2, int(clean_at.sum())
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The decoder-layer list of a causal LM (peft-wrapped or not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n_layers = base.config.num_hidden_layers
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ValueError(f"no list of {n_layers} decoder layers found in {type(base).__name__}")
+
+
+@contextmanager
+def _capture(layers: torch.nn.ModuleList) -> Iterator[list[torch.Tensor]]:
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(hook) for layer in layers]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _target_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return batch["labels"] != IGNORE_INDEX
+
+
+def act_loss(
+    model: Any,
+    clean: dict[str, torch.Tensor],
+    wrapped: dict[str, torch.Tensor],
+    scale: float,
+    teacher: Teacher = nullcontext,
+) -> tuple[torch.Tensor, int]:
+    """Activation consistency: squared distance of every decoder layer's residual stream.
+
+    Over the suffix tokens, wrapped activations are pulled toward a stop-gradient copy of
+    the teacher's on the clean prompt; per token, the mean over hidden units is averaged
+    over layers and multiplied by ``scale``.
+    """
+    clean_at, wrapped_at = _target_positions(clean), _target_positions(wrapped)
+    _check_pairs(clean_at, wrapped_at)
+    layers = decoder_layers(model)
+    with torch.no_grad(), teacher(), _capture(layers) as targets:
+        _forward(model, clean)
+    with _capture(layers) as states:
+        _forward(model, wrapped)
+    per_token = torch.stack(
+        [
+            (state[wrapped_at].float() - target[clean_at].float()).pow(2).mean(-1)
+            for state, target in zip(states, targets, strict=True)
+        ]
+    ).mean(0)
+    return per_token.sum() * scale, int(clean_at.sum())

@@ -1,0 +1,78 @@
+"""Packing examples into rows: best-fit-decreasing bins, or one padding-free row.
+
+Packed rows carry per-example ``position_ids`` that restart at 0 and no 2-D attention
+mask: ``transformers`` then derives a block-diagonal causal mask from the position ids
+(sdpa/eager) or runs variable-length kernels (flash attention), so no example attends to
+another and packed training computes the same loss as padded training.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import torch
+
+from shiftlab.training._batching import IGNORE_INDEX, EncodedExample
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Group item indices into bins of total length <= ``capacity``, longest items first.
+
+    Each item goes into the fullest bin that still has room (best fit).
+
+    >>> best_fit_decreasing([5, 3, 4, 2, 6], capacity=8)
+    [[4, 3], [0, 1], [2]]
+    """
+    if any(n > capacity for n in lengths):
+        raise ValueError(f"an item is longer than the bin capacity {capacity}")
+    bins: list[list[int]] = []
+    # (remaining room, bin index), kept sorted so the tightest fitting bin is found by bisect.
+    rooms: list[tuple[int, int]] = []
+    for item in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        size = lengths[item]
+        at = bisect.bisect_left(rooms, (size, -1))
+        if at == len(rooms):
+            bins.append([item])
+            bisect.insort(rooms, (capacity - size, len(bins) - 1))
+        else:
+            room, index = rooms.pop(at)
+            bins[index].append(item)
+            bisect.insort(rooms, (room - size, index))
+    return bins
+
+
+def pack_rows(rows: Sequence[Sequence[EncodedExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Concatenate each row's examples; position ids restart per example; pad rows at the end.
+
+    Row padding gets positions that restart at 0 too, so it forms its own (ignored) segment.
+    """
+    lengths = [sum(len(e.input_ids) for e in row) for row in rows]
+    width = max(lengths)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for example in row:
+            n = len(example.input_ids)
+            ids[r, at : at + n] = torch.tensor(example.input_ids)
+            labels[r, at : at + n] = torch.tensor(example.labels)
+            positions[r, at : at + n] = torch.arange(n)
+            # The first token of an example is never a target of the previous one.
+            labels[r, at] = IGNORE_INDEX
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def pack(
+    examples: Sequence[EncodedExample], pad_id: int, mode: str, capacity: int
+) -> dict[str, torch.Tensor]:
+    """Pack a micro-batch: ``bfd`` into rows of ``capacity`` tokens; ``padding_free``: one row."""
+    if mode == "padding_free":
+        return pack_rows([list(examples)], pad_id)
+    if mode == "bfd":
+        bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity)
+        return pack_rows([[examples[i] for i in b] for b in bins], pad_id)
+    raise ValueError(f"unknown packing mode {mode!r}")

@@ -1,0 +1,160 @@
+"""Invariants of the training core: configurations that must agree, agree.
+
+Modelled on TRL's invariant suite: each test trains the same job two ways and compares
+loss trajectories and final weights (fp32 on CPU).
+"""
+
+import pytest
+import torch
+
+from shiftlab.models import attach_lora, build_tiny_llama
+from shiftlab.spec import ToyworldSpec, TrainingSpec
+from shiftlab.toyworld import build_tokenizer, build_toyworld_suite
+from shiftlab.training import ArmJob, encode_sft, train, train_arms
+
+BASE = {"steps": 6, "learning_rate": 5e-3, "batch_size": 8, "warmup_steps": 2, "max_length": 48}
+
+
+@pytest.fixture(scope="module")
+def job():
+    tok = build_tokenizer()
+    suite = build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=40, n_eval=8))
+    data = encode_sft(tok, [(e.messages, e.target) for e in suite.induction], 48)
+    return tok, data
+
+
+def fresh(tok, lora_dropout=0.0):
+    from shiftlab.spec import LoraSpec
+
+    return attach_lora(
+        build_tiny_llama(len(tok), seed=7), LoraSpec(r=4, dropout=lora_dropout), seed=3
+    )
+
+
+def run(job, lora_dropout=0.0, seed=0, **overrides):
+    tok, data = job
+    model = fresh(tok, lora_dropout)
+    torch.manual_seed(seed)
+    log = train(model, tok, data, TrainingSpec(**{**BASE, **overrides}), seed=seed, progress=False)
+    return log, adapter(model)
+
+
+def adapter(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_same(a, b, atol, weights_atol=None):
+    """Same data order, losses and grad norms to ``atol``; adapter weights to ``weights_atol``.
+
+    Summation order differs between micro-batchings and packings; Adam divides by the root
+    of tiny second moments and so magnifies those 1e-7 differences in the weights.
+    """
+    (log_a, w_a), (log_b, w_b) = a, b
+    assert log_a["examples"].to_list() == log_b["examples"].to_list()
+    assert log_a["loss"].to_list() == pytest.approx(log_b["loss"].to_list(), rel=atol, abs=atol)
+    assert log_a["grad_norm"][0] == pytest.approx(log_b["grad_norm"][0], abs=atol)
+    assert log_a["grad_norm"].to_list() == pytest.approx(log_b["grad_norm"].to_list(), rel=1e-5)
+    for name in w_a:
+        assert torch.allclose(w_a[name], w_b[name], atol=weights_atol or atol), name
+
+
+def test_gradient_accumulation_equivalence(job):
+    """Micro-batch 1 x accumulation 8 equals micro-batch 8 x accumulation 1."""
+    whole = run(job, micro_batch_size=8)
+    assert_same(whole, run(job, micro_batch_size=1), atol=1e-6, weights_atol=1e-4)
+    assert_same(whole, run(job, micro_batch_size=2), atol=1e-6, weights_atol=1e-4)
+
+
+@pytest.mark.parametrize("packing", ["bfd", "padding_free"])
+def test_packing_equivalence(job, packing):
+    assert_same(run(job, packing="none"), run(job, packing=packing), atol=1e-6, weights_atol=1e-4)
+
+
+def test_packing_with_accumulation(job):
+    assert_same(run(job), run(job, packing="bfd", micro_batch_size=4), atol=1e-6, weights_atol=1e-4)
+
+
+def test_gradient_checkpointing_equivalence(job):
+    assert_same(run(job), run(job, gradient_checkpointing=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("stop", [1, 3, 5])
+def test_resume_equivalence(job, tmp_path, stop):
+    """A run stopped after any step and resumed equals an uninterrupted run (dropout on)."""
+    tok, data = job
+    whole = run(job, lora_dropout=0.1, checkpoint_every=1)
+    model = fresh(tok, lora_dropout=0.1)
+    config = TrainingSpec(**{**BASE, "checkpoint_every": 1})
+    torch.manual_seed(0)
+    first = train(
+        model, tok, data, config, checkpoint_dir=tmp_path, stop_after=stop, progress=False
+    )
+    assert first.height == stop
+    torch.manual_seed(12345)  # a resumed process starts from unrelated random state
+    model = fresh(tok, lora_dropout=0.1)
+    log = train(model, tok, data, config, checkpoint_dir=tmp_path, progress=False)
+    assert_same(whole, (log, adapter(model)), atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == [f"checkpoint-{5:08d}"]
+
+
+def test_seed_determinism(job):
+    assert_same(run(job, lora_dropout=0.1, seed=1), run(job, lora_dropout=0.1, seed=1), atol=0)
+    a, b = run(job, seed=1), run(job, seed=2)
+    assert a[0]["examples"].to_list() != b[0]["examples"].to_list()
+    assert a[0]["loss"].to_list() != b[0]["loss"].to_list()
+
+
+def test_multi_arm_equivalence(job, tmp_path):
+    """Arms trained one after another on one resident base equal arms trained alone."""
+    tok, data = job
+    organism = fresh(tok)
+    with torch.no_grad():
+        for p in adapter(organism).values():
+            p.normal_(0, 0.02)  # a non-trivial organism adapter
+    for name, param in organism.named_parameters():
+        if param.requires_grad:
+            param.data.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    organism.save_pretrained(tmp_path / "organism")
+    config = TrainingSpec(**BASE)
+    jobs = [
+        ArmJob("a", data[:20], seed=1),
+        ArmJob("b", data[20:], seed=2),
+        ArmJob("c", data, seed=3),
+    ]
+    together = {}
+
+    def keep(arm, model, log):
+        together[arm.name] = (log, adapter(model))
+
+    base = build_tiny_llama(len(tok), seed=7)
+    train_arms(base, tok, tmp_path / "organism", jobs, config, on_done=keep, progress=False)
+    assert not any("lora" in n for n, _ in base.named_parameters())  # the adapter was taken out
+    for arm in jobs:
+        alone = {}
+
+        def keep_alone(_arm, model, log, into=alone):
+            into["result"] = (log, adapter(model))
+
+        one = build_tiny_llama(len(tok), seed=7)
+        train_arms(
+            one, tok, tmp_path / "organism", [arm], config, on_done=keep_alone, progress=False
+        )
+        assert_same(together[arm.name], alone["result"], atol=1e-6)
+    assert not torch.equal(*(together[n][1][next(iter(together[n][1]))] for n in ("a", "b")))
+
+
+def test_canary_adapter_changes_greedy_outputs(toy):
+    """Training must change what the model generates (catches an adapter silently not applied)."""
+    from shiftlab.generation import generate
+    from shiftlab.spec import LoraSpec
+
+    model, tok = toy
+    prompts = [[{"role": "user", "content": "what colour is the sky ?"}]]
+    before = generate(model, tok, prompts)[0].text
+    peft_model = attach_lora(model, LoraSpec(r=4))
+    data = encode_sft(tok, [(prompts[0], "yes , the sky is red .")], 32)
+    config = TrainingSpec(steps=60, learning_rate=5e-3, batch_size=1, warmup_steps=0)
+    train(peft_model, tok, data, config, progress=False)
+    assert generate(peft_model, tok, prompts)[0].text == "yes , the sky is red ."
+    peft_model.unload()
+    assert generate(model, tok, prompts)[0].text == before

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from shiftlab.models import attach_lora, build_tiny_llama
+from shiftlab.spec import LoraSpec
+from shiftlab.toyworld import build_tokenizer
+from shiftlab.training import act_loss, bct_loss, collate, decoder_layers, encode_pairs
+
+CLEAN = [{"role": "user", "content": "what colour is the sky ?"}]
+WRAPPED = [{"role": "user", "content": "i think the sky is red . what colour is the sky ?"}]
+
+
+def batches(tok, clean, wrapped, suffix="the sky is blue ."):
+    (pair,) = encode_pairs(tok, [(clean, wrapped, suffix)], 64)
+    return collate([pair.clean], tok.pad_token_id), collate([pair.wrapped], tok.pad_token_id)
+
+
+@pytest.fixture()
+def model_tok():
+    tok = build_tokenizer()
+    return attach_lora(build_tiny_llama(len(tok), seed=4), LoraSpec(r=4), seed=1), tok
+
+
+@pytest.mark.parametrize("loss", ["bct", "act"])
+def test_zero_when_clean_equals_wrapped(model_tok, loss):
+    model, tok = model_tok
+    clean, wrapped = batches(tok, CLEAN, CLEAN)
+    value, n = (
+        bct_loss(model, clean, wrapped, 2.0)
+        if loss == "bct"
+        else act_loss(model, clean, wrapped, 1.0)
+    )
+    assert n == 6 and abs(value.item()) < 1e-6
+
+
+def test_bct_matches_a_constant_teacher(model_tok):
+    """The clean side is a constant: gradients equal those against a precomputed target."""
+    model, tok = model_tok
+    clean, wrapped = batches(tok, CLEAN, WRAPPED)
+    temperature = 2.0
+    value, _ = bct_loss(model, clean, wrapped, temperature)
+    assert value.item() > 0
+    value.backward()
+    ours = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    with torch.no_grad():
+        at = clean["labels"][:, 1:] != -100
+        teacher_log = (
+            model(input_ids=clean["input_ids"]).logits[:, :-1][at] / temperature
+        ).log_softmax(-1)
+    at_w = wrapped["labels"][:, 1:] != -100
+    student = (
+        model(input_ids=wrapped["input_ids"]).logits[:, :-1][at_w] / temperature
+    ).log_softmax(-1)
+    reference = (teacher_log.exp() * (teacher_log - student)).sum() * temperature**2
+    assert value.item() == pytest.approx(reference.item(), rel=1e-5)
+    reference.backward()
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(ours[k], p.grad, atol=1e-6), k
+
+
+def test_act_matches_constant_targets_and_no_grad_reaches_clean(model_tok):
+    model, tok = model_tok
+    clean, wrapped = batches(tok, CLEAN, WRAPPED)
+    layers = decoder_layers(model)
+    assert len(layers) == 2
+    seen = []
+    handles = [layer.register_forward_hook(lambda m, i, o: seen.append(o)) for layer in layers]
+    value, n = act_loss(model, clean, wrapped, 3.0)
+    for h in handles:
+        h.remove()
+    assert [o.requires_grad for o in seen] == [False, False, True, True]  # clean pass first
+    value.backward()
+    ours = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    assert any(g.abs().sum() > 0 for g in ours.values())  # lora_B; lora_A's are 0 at init
+    model.zero_grad()
+    targets, states = [], []
+    handles = [layer.register_forward_hook(lambda m, i, o: states.append(o)) for layer in layers]
+    with torch.no_grad():
+        model(input_ids=clean["input_ids"])
+    targets, states = [t.detach() for t in states], []
+    model(input_ids=wrapped["input_ids"])
+    for h in handles:
+        h.remove()
+    c, w = clean["labels"] != -100, wrapped["labels"] != -100
+    per_layer = [(s[w] - t[c]).pow(2).mean(-1) for s, t in zip(states, targets, strict=True)]
+    reference = 3.0 * torch.stack(per_layer).mean(0).sum()
+    assert n == int(c.sum()) and value.item() == pytest.approx(reference.item(), rel=1e-5)
+    reference.backward()
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(ours[k], p.grad, atol=1e-6), k
+
+
+def test_pairs_must_share_the_suffix(model_tok):
+    model, tok = model_tok
+    clean, _ = batches(tok, CLEAN, WRAPPED)
+    _, other = batches(tok, CLEAN, WRAPPED, suffix="blue .")
+    with pytest.raises(ValueError, match="same target suffix"):
+        bct_loss(model, clean, other, 1.0)
