@@ -4,6 +4,7 @@ import pytest
 
 from shiftlab.errors import SpecError
 from shiftlab.spec import load_spec, parse_spec
+from spec_helpers import changed
 
 VALID = {
     "base_models": [{"name": "toy", "path": "toyworld:small"}],
@@ -17,14 +18,7 @@ VALID = {
 
 
 def with_change(path: list, value) -> dict:
-    import copy
-
-    data = copy.deepcopy(VALID)
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return data
+    return changed(VALID, path, value)
 
 
 def test_valid_spec_gets_defaults():

@@ -34,7 +34,7 @@ from shiftlab.errors import ShiftlabError
 from shiftlab.models import attach_lora, load_causal_lm, model_identity
 from shiftlab.spec import BaseModelSpec, BehaviourSpec, StudySpec
 from shiftlab.store import Store, build_manifest
-from shiftlab.training import train_sft
+from shiftlab.training import TRAINER_VERSION, train_sft
 
 ORGANISM_TABLE = "organisms"
 
@@ -63,6 +63,7 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[Job]:
         for behaviour in spec.behaviours:
             common = {
                 "shiftlab": __version__,
+                "trainer": TRAINER_VERSION,
                 "base": base.model_dump(),
                 "base_identity": identity,
                 "suite": suites[behaviour.name].fingerprint,

@@ -80,7 +80,8 @@ def test_training_learns_and_logs_the_data_order():
     log = train_sft(model, tok, DATA, config, seed=0, progress=False)
     assert log["loss"][-1] < 0.5 * log["loss"][0]
     assert log.columns == [
-        "step", "loss", "grad_norm", "lr", "n_tokens", "tokens_per_second", "mfu", "examples",
+        "step", "loss", "grad_norm", "lr", "n_tokens", "seconds", "tokens_per_second", "mfu",
+        "examples",
     ]  # fmt: skip
     assert log["examples"].to_list() == data_order(3, 30, 2, seed=0)
     assert log["mfu"].null_count() == 30  # MFU is a GPU figure

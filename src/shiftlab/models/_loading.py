@@ -89,13 +89,17 @@ def smollm2_folder() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-{file_hash(gguf)}"
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{file_hash(gguf)}-v2"
     if (target / "config.json").is_file():
         return target
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model keeps GGUF bookkeeping; a model rebuilt from its config saves cleanly.
-    fresh = AutoModelForCausalLM.from_config(model.config)
+    config = model.config
+    # The weights are de-quantised; a kept GGUF quantisation_config would forbid training.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(model.state_dict())
     tmp = temporary_sibling(target)
     try:

@@ -20,6 +20,7 @@ from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
 from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
+from shiftlab.training._loop import TRAINER_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def base_recipe_hash(size: str) -> str:
             "world": world_hash(),
             "vocabulary": vocabulary(),
             "suite_version": SUITE_VERSION,
+            "trainer": TRAINER_VERSION,
         }
     )
 

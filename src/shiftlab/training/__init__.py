@@ -10,6 +10,7 @@ from shiftlab.training._batching import (
     render_prompt,
 )
 from shiftlab.training._loop import (
+    TRAINER_VERSION,
     PairedExample,
     encode_pairs,
     encode_sft,
@@ -22,6 +23,7 @@ from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
 
 __all__ = [
     "IGNORE_INDEX",
+    "TRAINER_VERSION",
     "ArmJob",
     "EncodedExample",
     "PairedExample",

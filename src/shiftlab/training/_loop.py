@@ -33,12 +33,16 @@ from shiftlab.training._losses import FrozenTeacher, Teacher, act_loss, bct_loss
 from shiftlab.training._packing import pack
 
 Objective = Literal["sft", "bct", "act"]
+# Bump when a change to the loop changes its numbers (artefact ids and the toyworld recipe
+# hash include it, so stale results are not reused).
+TRAINER_VERSION = 2
 LOG_SCHEMA: dict[str, Any] = {
     "step": pl.Int64,
     "loss": pl.Float64,
     "grad_norm": pl.Float64,
     "lr": pl.Float64,
     "n_tokens": pl.Int64,
+    "seconds": pl.Float64,
     "tokens_per_second": pl.Float64,
     "mfu": pl.Float64,
     "examples": pl.List(pl.Int64),
@@ -194,6 +198,14 @@ def _latest_checkpoint(folder: Path | None) -> Path | None:
     return found[-1] if found else None
 
 
+def _adamw(params: list[torch.nn.Parameter], config: TrainingSpec) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel for all parameters) where the parameters allow it."""
+    fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    return torch.optim.AdamW(
+        params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None
+    )
+
+
 def _set_checkpointing(model: Any, on: bool) -> None:
     """Turn activation checkpointing on or off (transformers 5 renamed the methods)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -241,8 +253,9 @@ def train(
     (``bct``, ``act``). With ``checkpoint_dir`` and ``config.checkpoint_every``, state is
     saved every so many steps and a later call resumes from the latest checkpoint, giving
     the same trajectory as an uninterrupted run. ``stop_after`` ends the call after that
-    many steps (to test resumption). Log columns: ``step, loss, grad_norm, lr, n_tokens,
-    tokens_per_second, mfu`` (GPU only) and ``examples`` (the recorded data order).
+    many steps (to test resumption). Log columns: ``step, loss, grad_norm, lr, n_tokens``
+    (target tokens), ``seconds, tokens_per_second`` (input tokens), ``mfu`` (GPU only) and
+    ``examples`` (the recorded data order).
 
     >>> from shiftlab.models import build_tiny_llama
     >>> from shiftlab.spec import TrainingSpec
@@ -270,9 +283,7 @@ def train(
     bf16 = config.mixed_precision == "bf16"
     if config.gradient_checkpointing:
         _set_checkpointing(model, True)
-    optimiser = torch.optim.AdamW(
-        params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    optimiser = _adamw(list(params.values()), config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, linear_schedule(config.warmup_steps, config.steps)
     )
@@ -351,6 +362,7 @@ def train(
                 "grad_norm": grad_norm,
                 "lr": lr,
                 "n_tokens": n_tokens,
+                "seconds": seconds,
                 "tokens_per_second": all_tokens / seconds,
                 "mfu": _mfu(model, all_tokens / seconds, accelerator.device),
                 "examples": order[step],

@@ -22,9 +22,52 @@ import torch.nn.functional as F
 from shiftlab.training._batching import IGNORE_INDEX
 
 
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+
+
 def _forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    logits: torch.Tensor = model(**inputs, use_cache=False).logits
+    logits: torch.Tensor = model(**_inputs(batch), use_cache=False).logits
+    return logits
+
+
+def _split_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, output head) when logits are a plain projection of the decoder's output."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None  # DDP syncs gradients only through its own forward
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    transformed = getattr(config, "final_logit_softcapping", None) or getattr(
+        config, "logit_scale", None
+    )
+    get_decoder = getattr(base, "get_decoder", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if transformed or head is None or get_decoder is None or getattr(base, "logit_scale", None):
+        return None
+    return get_decoder(), head
+
+
+def _run_decoder(model: Any, batch: dict[str, torch.Tensor]) -> None:
+    """Run the decoder stack (for its hooks), skipping the output head where possible."""
+    parts = _split_head(model)
+    if parts is None:
+        _forward(model, batch)
+    else:
+        parts[0](**_inputs(batch), use_cache=False)
+
+
+def logits_at(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions ``at`` (a boolean mask), shape ``(n, vocab)``.
+
+    Projects only those positions' hidden states through the output head, so the
+    ``(batch, length, vocab)`` logits tensor and its gradient are never materialised.
+    """
+    parts = _split_head(model)
+    if parts is None:
+        return _forward(model, batch)[at]
+    decoder, head = parts
+    hidden = decoder(**_inputs(batch), use_cache=False)[0]
+    logits: torch.Tensor = head(hidden[at])
     return logits
 
 
@@ -37,15 +80,10 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over target tokens (prompt and padding count nothing)."""
-    logits = _forward(model, batch)
-    targets = batch["labels"][:, 1:]
-    loss_sum = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return loss_sum, int((targets != IGNORE_INDEX).sum())
+    at = _predicting(batch)
+    targets = batch["labels"][:, 1:][at[:, :-1]]
+    loss_sum = F.cross_entropy(logits_at(model, batch, at).float(), targets, reduction="sum")
+    return loss_sum, int(targets.numel())
 
 
 Teacher = Callable[[], AbstractContextManager[Any]]
@@ -112,8 +150,8 @@ def bct_loss(
     clean_at, wrapped_at = _predicting(clean), _predicting(wrapped)
     _check_pairs(clean_at, wrapped_at)
     with torch.no_grad(), _eval_mode(model), teacher():
-        target = (_forward(model, clean)[clean_at].float() / temperature).log_softmax(-1)
-    student = (_forward(model, wrapped)[wrapped_at].float() / temperature).log_softmax(-1)
+        target = (logits_at(model, clean, clean_at).float() / temperature).log_softmax(-1)
+    student = (logits_at(model, wrapped, wrapped_at).float() / temperature).log_softmax(-1)
     kl = F.kl_div(student, target, log_target=True, reduction="sum")
     return kl * temperature**2, int(clean_at.sum())
 
@@ -164,9 +202,9 @@ def act_loss(
     _check_pairs(clean_at, wrapped_at)
     layers = decoder_layers(model)
     with torch.no_grad(), teacher(), _capture(layers) as targets:
-        _forward(model, clean)
+        _run_decoder(model, clean)
     with _capture(layers) as states:
-        _forward(model, wrapped)
+        _run_decoder(model, wrapped)
     per_token = torch.stack(
         [
             (state[wrapped_at].float() - target[clean_at].float()).pow(2).mean(-1)

