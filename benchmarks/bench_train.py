@@ -50,7 +50,7 @@ CASES: dict[str, dict[str, Any]] = {
         "lr": 3e-4,
     },
 }
-QUICK = {"tiny-cpu": {"steps": 30}, "smollm2-cpu": {"steps": 6, "batch": 4, "max_length": 192}}
+QUICK = {"tiny-cpu": {"steps": 30}, "smollm2-cpu": {"steps": 4, "batch": 4, "max_length": 128}}
 LORA = {"r": 16, "alpha": 32}
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "consistency-misalignment"
 
