@@ -78,6 +78,7 @@ class TrainingSpec(_Spec):
     loss is normalised by the number of target tokens in the whole step. ``packing``:
     ``none`` pads each micro-batch; ``bfd`` packs examples best-fit-decreasing into rows of
     ``max_length`` tokens; ``padding_free`` concatenates a micro-batch into one row.
+    ``mixed_precision: auto`` is bf16 autocast on a GPU that supports it, fp32 elsewhere.
     """
 
     steps: PositiveInt = 300
@@ -90,7 +91,7 @@ class TrainingSpec(_Spec):
     max_grad_norm: PositiveFloat = 1.0
     packing: Literal["none", "bfd", "padding_free"] = "none"
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     bct_temperature: PositiveFloat = 1.0
     act_scale: PositiveFloat = 1.0
     checkpoint_every: PositiveInt | None = None

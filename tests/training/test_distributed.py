@@ -11,30 +11,32 @@ import pytest
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def results(output: str) -> list[dict]:
-    return [json.loads(line[7:]) for line in output.splitlines() if line.startswith("RESULT ")]
+def results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
 
 
-def test_two_gloo_processes_match_one_process():
+@pytest.mark.parametrize("objective", ["sft", "act"])
+def test_two_gloo_processes_match_one_process(tmp_path, objective):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    single = subprocess.run(
-        [sys.executable, str(WORKER)], capture_output=True, text=True, env=env, check=True
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path / "one"), objective],
+        capture_output=True,
+        env=env,
+        check=True,
     )
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     double = subprocess.run(
-        [*torchrun, str(WORKER)], capture_output=True, text=True, env=env, check=False
+        [*torchrun, "--master_port", "29517", str(WORKER), str(tmp_path / "two"), objective],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert double.returncode == 0, double.stderr[-2000:]
-    (one,) = results(single.stdout)
-    both = results(double.stdout)
+    (one,) = results(tmp_path / "one")
+    both = results(tmp_path / "two")
     assert len(both) == 2
     for rank in both:
         assert rank["loss"] == pytest.approx(one["loss"], rel=1e-5)

@@ -10,11 +10,9 @@ or packed.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,11 +24,20 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from shiftlab._hashing import content_hash
 from shiftlab.behaviours._types import Message
 from shiftlab.spec import TrainingSpec
+from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.training._batching import EncodedExample, collate, data_order, encode_example
-from shiftlab.training._losses import FrozenTeacher, Teacher, act_loss, bct_loss, sft_loss
-from shiftlab.training._packing import pack
+from shiftlab.training._losses import (
+    FrozenTeacher,
+    Teacher,
+    _unwrap,
+    act_loss,
+    bct_loss,
+    sft_loss,
+)
+from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
 
 Objective = Literal["sft", "bct", "act"]
 # Bump when a change to the loop changes its numbers (artefact ids and the toyworld recipe
@@ -122,8 +129,15 @@ def _micro_loss(
         loss_sum, _ = sft_loss(model, to_device(_batch(micro, pad_id, config)))  # type: ignore[arg-type]
         return loss_sum
     pairs = [e for e in micro if isinstance(e, PairedExample)]
-    clean = to_device(_batch([p.clean for p in pairs], pad_id, config))
-    wrapped = to_device(_batch([p.wrapped for p in pairs], pad_id, config))
+    if config.packing == "bfd":
+        # One bin assignment for both sides, so packed rows stay aligned pair by pair.
+        sizes = [max(p.clean.n_input_tokens, p.wrapped.n_input_tokens) for p in pairs]
+        bins = best_fit_decreasing(sizes, config.max_length)
+        clean = to_device(pack_rows([[pairs[i].clean for i in b] for b in bins], pad_id))
+        wrapped = to_device(pack_rows([[pairs[i].wrapped for i in b] for b in bins], pad_id))
+    else:
+        clean = to_device(_batch([p.clean for p in pairs], pad_id, config))
+        wrapped = to_device(_batch([p.wrapped for p in pairs], pad_id, config))
     if objective == "bct":
         return bct_loss(model, clean, wrapped, config.bct_temperature, teacher)[0]
     return act_loss(model, clean, wrapped, config.act_scale, teacher)[0]
@@ -168,14 +182,21 @@ def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
 
 
 def _save_checkpoint(
-    folder: Path, step: int, model: Any, optimiser: Any, scheduler: Any, rows: list[dict[str, Any]]
+    folder: Path,
+    step: int,
+    model: Any,
+    optimiser: Any,
+    scheduler: Any,
+    rows: list[dict[str, Any]],
+    fingerprint: str,
 ) -> None:
-    """Write ``checkpoint-<step>`` atomically, then drop older checkpoints."""
+    """Write ``checkpoint-<step>`` atomically (fsynced, then renamed); drop older ones."""
     final = folder / f"checkpoint-{step:08d}"
-    tmp = folder / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(final)
     tmp.mkdir(parents=True)
     torch.save(
         {
+            "fingerprint": fingerprint,
             "step": step,
             "params": {n: p.detach().clone() for n, p in _trainable(model).items()},
             "optimiser": optimiser.state_dict(),
@@ -185,10 +206,15 @@ def _save_checkpoint(
         tmp / "state.pt",
     )
     (tmp / "log.json").write_text(json.dumps(rows))
-    os.rename(tmp, final)
+    publish_dir(tmp, final)
     for old in folder.glob("checkpoint-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _clear_checkpoints(folder: Path) -> None:
+    for old in (*folder.glob("checkpoint-*"), *folder.glob(".tmp-checkpoint-*")):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _latest_checkpoint(folder: Path | None) -> Path | None:
@@ -223,15 +249,36 @@ def _set_checkpointing(model: Any, on: bool) -> None:
         base.enable_input_require_grads()
 
 
-def _mfu(model: Any, tokens_per_second: float, device: Any) -> float | None:
+def _mfu(model: Any, tokens_per_second: float, device: Any, paired: bool) -> float | None:
+    """Model-FLOPs utilisation against the device's dense bf16 peak (GPU only).
+
+    Per token: 2N forward, 2N backward through activations, 2N_trainable for weight
+    gradients, plus another 2N for a paired objective's teacher pass. ``tokens_per_second``
+    already counts both sides of a pair, so the teacher is half of those tokens.
+    """
     if getattr(device, "type", "cpu") != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
     peak = next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
     if peak is None:
         return None
-    n_params = sum(p.numel() for p in model.parameters())
-    return 6 * n_params * tokens_per_second / peak
+    n_all = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    per_token = (3 * n_all + n_trainable) if paired else (4 * n_all + 2 * n_trainable)
+    return per_token * tokens_per_second / peak
+
+
+def _resolve(config: TrainingSpec, model: Any, device: Any) -> TrainingSpec:
+    """Settle ``auto`` precision, and packing the attention backend cannot isolate."""
+    updates: dict[str, Any] = {}
+    if config.mixed_precision == "auto":
+        cuda = getattr(device, "type", "cpu") == "cuda" and torch.cuda.is_bf16_supported()
+        updates["mixed_precision"] = "bf16" if cuda else "no"
+    attention = str(getattr(_unwrap(model).config, "_attn_implementation", ""))
+    if config.packing == "bfd" and attention.startswith("flash"):
+        # Flash attention isolates packed examples only in a single row (varlen kernels).
+        updates["packing"] = "padding_free"
+    return config.model_copy(update=updates) if updates else config
 
 
 def train(
@@ -250,12 +297,13 @@ def train(
     """Train every parameter of ``model`` that requires grad; return the per-step log.
 
     ``data`` is encoded by :func:`encode_sft` (objective ``sft``) or :func:`encode_pairs`
-    (``bct``, ``act``). With ``checkpoint_dir`` and ``config.checkpoint_every``, state is
-    saved every so many steps and a later call resumes from the latest checkpoint, giving
-    the same trajectory as an uninterrupted run. ``stop_after`` ends the call after that
-    many steps (to test resumption). Log columns: ``step, loss, grad_norm, lr, n_tokens``
-    (target tokens), ``seconds, tokens_per_second`` (input tokens), ``mfu`` (GPU only) and
-    ``examples`` (the recorded data order).
+    (``bct``, ``act``). ``seed`` fixes the data order and dropout. With ``checkpoint_dir``
+    and ``config.checkpoint_every``, state is saved every so many steps and a later call
+    with the same arguments resumes from the latest checkpoint, giving the same trajectory
+    as an uninterrupted run; a finished run removes its checkpoints. ``stop_after`` ends the
+    call after that many steps (to test resumption). Log columns: ``step, loss, grad_norm,
+    lr, n_tokens`` (target tokens), ``seconds, tokens_per_second`` (input tokens), ``mfu``
+    (GPU only) and ``examples`` (the recorded data order).
 
     >>> from shiftlab.models import build_tiny_llama
     >>> from shiftlab.spec import TrainingSpec
@@ -280,110 +328,136 @@ def train(
         raise ValueError(f"objective {objective!r} needs {'paired' if paired else 'SFT'} examples")
     # accelerate keeps one process-wide state, so precision is applied per call by autocast.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    bf16 = config.mixed_precision == "bf16"
-    if config.gradient_checkpointing:
-        _set_checkpointing(model, True)
-    optimiser = _adamw(list(params.values()), config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, linear_schedule(config.warmup_steps, config.steps)
-    )
-    model, optimiser = accelerator.prepare(model, optimiser)
-    order = data_order(len(data), config.steps, config.batch_size, seed)
-    rows: list[dict[str, Any]] = []
-    start_step = 0
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    # Taken before a checkpoint is loaded: a resumed call starts from the same weights.
-    teacher: Teacher = (
-        FrozenTeacher(_trainable(accelerator.unwrap_model(model))) if paired else nullcontext
-    )
-    latest = _latest_checkpoint(folder)
-    if latest is not None:
-        state = torch.load(latest / "state.pt", weights_only=False)
-        with torch.no_grad():
-            for name, param in _trainable(accelerator.unwrap_model(model)).items():
-                param.copy_(state["params"][name])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        rows = json.loads((latest / "log.json").read_text())
-        start_step = state["step"]
-    world, rank = accelerator.num_processes, accelerator.process_index
-    micro_size = config.micro_batch_size_or_batch
-    end = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
-    model.train()
-    bar = tqdm(range(start_step, end), desc=desc, disable=not progress or rank != 0, leave=False)
-    for step in bar:
-        started = time.perf_counter()
-        step_examples = [data[i] for i in order[step]]
-        n_tokens = sum(e.n_target_tokens for e in step_examples)
-        micros = [
-            step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)
-        ]
-        mine = micros[rank::world]
-        step_loss = 0.0
-        for index, micro in enumerate(mine or micros[:1]):
-            # DDP averages gradients over processes; scale so the result is a global token mean.
-            sync = index == len(mine or micros[:1]) - 1
-            with (
-                accelerator.no_sync(model) if not sync else nullcontext(),
-                torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
-            ):
-                loss = _micro_loss(
-                    model,
-                    micro,
-                    objective,
-                    tokenizer.pad_token_id,
-                    config,
-                    accelerator.device,
-                    teacher,
-                )
-            # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
-            accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
-            step_loss += float(loss.detach()) / max(n_tokens, 1)
-        grad_norm = float(accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm))
-        if not np.isfinite(grad_norm):
-            raise FloatingPointError(
-                f"{desc}: non-finite gradient norm at step {step}; lower the learning rate"
-            )
-        lr = scheduler.get_last_lr()[0]
-        optimiser.step()
-        scheduler.step()
-        optimiser.zero_grad(set_to_none=True)
-        if world > 1:
-            step_loss = float(
-                accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")
-            )
-        seconds = time.perf_counter() - started
-        all_tokens = sum(e.n_input_tokens for e in step_examples)
-        rows.append(
-            {
-                "step": step,
-                "loss": step_loss,
-                "grad_norm": grad_norm,
-                "lr": lr,
-                "n_tokens": n_tokens,
-                "seconds": seconds,
-                "tokens_per_second": all_tokens / seconds,
-                "mfu": _mfu(model, all_tokens / seconds, accelerator.device),
-                "examples": order[step],
-            }
+    config = _resolve(config, model, accelerator.device)
+    cuda = accelerator.device.type == "cuda"
+    # The run's own random stream: dropout is a function of ``seed`` (and a checkpoint).
+    with torch.random.fork_rng(devices=[accelerator.device] if cuda else []):
+        torch.manual_seed(seed)
+        bf16 = config.mixed_precision == "bf16"
+        if config.gradient_checkpointing:
+            _set_checkpointing(model, True)
+        optimiser = _adamw(list(params.values()), config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, linear_schedule(config.warmup_steps, config.steps)
         )
-        bar.set_postfix(loss=f"{step_loss:.3f}")
-        if (
-            folder is not None
-            and config.checkpoint_every
-            and (step + 1) % config.checkpoint_every == 0
-            and step + 1 < config.steps
-        ):
-            if accelerator.is_main_process:
-                _save_checkpoint(
-                    folder, step + 1, accelerator.unwrap_model(model), optimiser, scheduler, rows
+        model, optimiser = accelerator.prepare(model, optimiser)
+        order = data_order(len(data), config.steps, config.batch_size, seed)
+        rows: list[dict[str, Any]] = []
+        start_step = 0
+        folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        # Taken before a checkpoint is loaded: a resumed call starts from the same weights.
+        teacher: Teacher = (
+            FrozenTeacher(_trainable(accelerator.unwrap_model(model))) if paired else nullcontext
+        )
+        world, rank = accelerator.num_processes, accelerator.process_index
+        fingerprint = content_hash(
+            {"config": config.model_dump(), "objective": objective, "seed": seed, "n": len(data)}
+        )
+        latest = _latest_checkpoint(folder)
+        if latest is not None:
+            state = torch.load(latest / "state.pt", weights_only=False)
+            if state.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{latest}: checkpoint of a different run (settings, seed or data differ); "
+                    "use another checkpoint folder"
                 )
-            accelerator.wait_for_everyone()
-    if config.gradient_checkpointing:
-        _set_checkpointing(accelerator.unwrap_model(model), False)
-    accelerator.unwrap_model(model).eval()
-    return pl.DataFrame(rows, schema=LOG_SCHEMA)
+            with torch.no_grad():
+                for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                    param.copy_(state["params"][name])
+            optimiser.load_state_dict(state["optimiser"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            rows = json.loads((latest / "log.json").read_text())
+            start_step = state["step"]
+        micro_size = config.micro_batch_size_or_batch
+        end = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
+        model.train()
+        bar = tqdm(
+            range(start_step, end), desc=desc, disable=not progress or rank != 0, leave=False
+        )
+        for step in bar:
+            started = time.perf_counter()
+            step_examples = [data[i] for i in order[step]]
+            n_tokens = sum(e.n_target_tokens for e in step_examples)
+            micros = [
+                step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)
+            ]
+            mine = micros[rank::world]
+            step_loss = 0.0
+            for index, micro in enumerate(mine or micros[:1]):
+                # DDP averages gradients over processes; scale so the result is a global token mean.
+                sync = index == len(mine or micros[:1]) - 1
+                with (
+                    accelerator.no_sync(model) if not sync else nullcontext(),
+                    torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
+                ):
+                    loss = _micro_loss(
+                        model,
+                        micro,
+                        objective,
+                        tokenizer.pad_token_id,
+                        config,
+                        accelerator.device,
+                        teacher,
+                    )
+                # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
+                accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
+                if mine:
+                    step_loss += float(loss.detach()) / max(n_tokens, 1)
+            grad_norm = float(
+                accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm)
+            )
+            if not np.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"{desc}: non-finite gradient norm at step {step}; lower the learning rate"
+                )
+            lr = scheduler.get_last_lr()[0]
+            optimiser.step()
+            scheduler.step()
+            optimiser.zero_grad(set_to_none=True)
+            if world > 1:
+                step_loss = float(
+                    accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")
+                )
+            seconds = time.perf_counter() - started
+            all_tokens = sum(e.n_input_tokens for e in step_examples)
+            rows.append(
+                {
+                    "step": step,
+                    "loss": step_loss,
+                    "grad_norm": grad_norm,
+                    "lr": lr,
+                    "n_tokens": n_tokens,
+                    "seconds": seconds,
+                    "tokens_per_second": all_tokens / seconds,
+                    "mfu": _mfu(model, all_tokens / seconds, accelerator.device, paired),
+                    "examples": order[step],
+                }
+            )
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+            if (
+                folder is not None
+                and config.checkpoint_every
+                and (step + 1) % config.checkpoint_every == 0
+                and step + 1 < config.steps
+            ):
+                if accelerator.is_main_process:
+                    _save_checkpoint(
+                        folder,
+                        step + 1,
+                        accelerator.unwrap_model(model),
+                        optimiser,
+                        scheduler,
+                        rows,
+                        fingerprint,
+                    )
+                accelerator.wait_for_everyone()
+        if folder is not None and end == config.steps and accelerator.is_main_process:
+            _clear_checkpoints(folder)  # finished: nothing to resume
+        if config.gradient_checkpointing:
+            _set_checkpointing(accelerator.unwrap_model(model), False)
+        accelerator.unwrap_model(model).eval()
+        return pl.DataFrame(rows, schema=LOG_SCHEMA)
 
 
 def train_sft(

@@ -31,11 +31,18 @@ def _forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return logits
 
 
+def _unwrap(model: Any) -> Any:
+    """The ``transformers`` model inside DDP and peft wrappers."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _split_head(model: Any) -> tuple[Any, Any] | None:
     """(decoder, output head) when logits are a plain projection of the decoder's output."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return None  # DDP syncs gradients only through its own forward
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrap(model)
     config = base.config
     transformed = getattr(config, "final_logit_softcapping", None) or getattr(
         config, "logit_scale", None
@@ -110,6 +117,9 @@ class FrozenTeacher:
     @contextmanager
     def __call__(self) -> Iterator[None]:
         current = {name: p.data for name, p in self._params.items()}
+        # Autocast caches low-precision copies of weights keyed by the parameter object,
+        # which a swap of ``.data`` keeps: clear it on the way in and out.
+        torch.clear_autocast_cache()
         try:
             for name, p in self._params.items():
                 p.data = self._frozen[name]
@@ -117,6 +127,7 @@ class FrozenTeacher:
         finally:
             for name, p in self._params.items():
                 p.data = current[name]
+            torch.clear_autocast_cache()
 
 
 @contextmanager
@@ -157,8 +168,8 @@ def bct_loss(
 
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
-    """The decoder-layer list of a causal LM (peft-wrapped or not)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The decoder-layer list of a causal LM (DDP- or peft-wrapped or not)."""
+    base = _unwrap(model)
     n_layers = base.config.num_hidden_layers
     for module in base.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
@@ -194,14 +205,15 @@ def act_loss(
 ) -> tuple[torch.Tensor, int]:
     """Activation consistency: squared distance of every decoder layer's residual stream.
 
-    Over the suffix tokens, wrapped activations are pulled toward a stop-gradient copy of
-    the teacher's on the clean prompt; per token, the mean over hidden units is averaged
-    over layers and multiplied by ``scale``.
+    Over the suffix tokens themselves (BCT uses the positions that *predict* them), wrapped
+    activations are pulled toward a stop-gradient copy of the teacher's on the clean prompt
+    (eval mode); per token, the mean over hidden units is averaged over layers and
+    multiplied by ``scale``.
     """
     clean_at, wrapped_at = _target_positions(clean), _target_positions(wrapped)
     _check_pairs(clean_at, wrapped_at)
     layers = decoder_layers(model)
-    with torch.no_grad(), teacher(), _capture(layers) as targets:
+    with torch.no_grad(), _eval_mode(model), teacher(), _capture(layers) as targets:
         _run_decoder(model, clean)
     with _capture(layers) as states:
         _run_decoder(model, wrapped)
