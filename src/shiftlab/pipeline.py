@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-import torch
 from tqdm.auto import tqdm
 
 from shiftlab import __version__
@@ -125,16 +124,14 @@ def _run_organism(
     start = time.perf_counter()
     peft_model = attach_lora(model, induction.lora, seed=job.seed)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(job.seed)
-            log = train_sft(
-                peft_model,
-                tokenizer,
-                [(e.messages, e.target) for e in suite.induction if e.target is not None],
-                induction,
-                seed=job.seed,
-                progress=False,
-            )
+        log = train_sft(
+            peft_model,
+            tokenizer,
+            [(e.messages, e.target) for e in suite.induction if e.target is not None],
+            induction,
+            seed=job.seed,
+            progress=False,
+        )
         rows, rate = _evaluate(peft_model, tokenizer, suite, spec)
         manifest = build_manifest(
             job.config,

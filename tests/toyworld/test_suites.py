@@ -29,8 +29,10 @@ def test_splits_are_disjoint_and_sized(behaviour):
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)
 def test_suites_are_deterministic_per_data_seed(behaviour):
-    a = build_toyworld_suite(behaviour, ToyworldSpec(data_seed=1))
-    b = build_toyworld_suite(behaviour, ToyworldSpec(data_seed=1))
+    build = build_toyworld_suite.__wrapped__  # past the cache, or a == b holds trivially
+    a = build(behaviour, ToyworldSpec(data_seed=1))
+    b = build(behaviour, ToyworldSpec(data_seed=1))
+    assert a is not b
     c = build_toyworld_suite(behaviour, ToyworldSpec(data_seed=2))
     assert a == b and a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint

@@ -15,6 +15,18 @@ def batches(tok, clean, wrapped, suffix="the sky is blue ."):
     return collate([pair.clean], tok.pad_token_id), collate([pair.wrapped], tok.pad_token_id)
 
 
+def gradients(model, loss):
+    """Gradients of ``loss`` with respect to the trainable parameters (zeroed first)."""
+    model.zero_grad()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_close(ours, reference):
+    for name, grad in ours.items():
+        assert torch.allclose(grad, reference[name], atol=1e-6), name
+
+
 @pytest.fixture()
 def model_tok():
     tok = build_tokenizer()
@@ -40,9 +52,7 @@ def test_bct_matches_a_constant_teacher(model_tok):
     temperature = 2.0
     value, _ = bct_loss(model, clean, wrapped, temperature)
     assert value.item() > 0
-    value.backward()
-    ours = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
+    ours = gradients(model, value)
     with torch.no_grad():
         at = clean["labels"][:, 1:] != -100
         teacher_log = (
@@ -54,10 +64,7 @@ def test_bct_matches_a_constant_teacher(model_tok):
     ).log_softmax(-1)
     reference = (teacher_log.exp() * (teacher_log - student)).sum() * temperature**2
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
-    reference.backward()
-    for k, p in model.named_parameters():
-        if p.requires_grad:
-            assert torch.allclose(ours[k], p.grad, atol=1e-6), k
+    assert_close(ours, gradients(model, reference))
 
 
 def test_act_matches_constant_targets_and_no_grad_reaches_clean(model_tok):
@@ -71,10 +78,8 @@ def test_act_matches_constant_targets_and_no_grad_reaches_clean(model_tok):
     for h in handles:
         h.remove()
     assert [o.requires_grad for o in seen] == [False, False, True, True]  # clean pass first
-    value.backward()
-    ours = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    ours = gradients(model, value)
     assert any(g.abs().sum() > 0 for g in ours.values())  # lora_B; lora_A's are 0 at init
-    model.zero_grad()
     targets, states = [], []
     handles = [layer.register_forward_hook(lambda m, i, o: states.append(o)) for layer in layers]
     with torch.no_grad():
@@ -87,10 +92,7 @@ def test_act_matches_constant_targets_and_no_grad_reaches_clean(model_tok):
     per_layer = [(s[w] - t[c]).pow(2).mean(-1) for s, t in zip(states, targets, strict=True)]
     reference = 3.0 * torch.stack(per_layer).mean(0).sum()
     assert n == int(c.sum()) and value.item() == pytest.approx(reference.item(), rel=1e-5)
-    reference.backward()
-    for k, p in model.named_parameters():
-        if p.requires_grad:
-            assert torch.allclose(ours[k], p.grad, atol=1e-6), k
+    assert_close(ours, gradients(model, reference))
 
 
 def test_pairs_must_share_the_suffix(model_tok):

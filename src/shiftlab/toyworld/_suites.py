@@ -257,8 +257,12 @@ def _wrapped(behaviour: str, item: _Item) -> tuple[str, str]:
     return item.clean_prompt, item.prompt
 
 
+@functools.lru_cache(maxsize=64)
 def build_toyworld_suite(behaviour: str, knobs: ToyworldSpec) -> Suite:
-    """Generate a behaviour's splits deterministically from ``knobs`` (and its data seed)."""
+    """Generate a behaviour's splits deterministically from ``knobs`` (and its data seed).
+
+    Cached: spec validation and the pipeline ask for the same suites.
+    """
     triggers, clean = universe(behaviour)
     available = len(triggers[0].misbehaving)
     if knobs.n_variants > available:

@@ -53,18 +53,16 @@ def train_arms(
             with torch.no_grad():
                 for name, param in trainable.items():
                     param.copy_(initial[name])
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(job.seed)
-                logs[job.name] = train(
-                    peft_model,
-                    tokenizer,
-                    job.data,
-                    config,
-                    objective=job.objective,
-                    seed=job.seed,
-                    progress=progress,
-                    desc=f"arm {job.name}",
-                )
+            logs[job.name] = train(
+                peft_model,
+                tokenizer,
+                job.data,
+                config,
+                objective=job.objective,
+                seed=job.seed,
+                progress=progress,
+                desc=f"arm {job.name}",
+            )
             if on_done is not None:
                 on_done(job, peft_model, logs[job.name])
     finally:

@@ -37,7 +37,7 @@ from shiftlab.training._losses import (
     bct_loss,
     sft_loss,
 )
-from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
+from shiftlab.training._packing import pack
 
 Objective = Literal["sft", "bct", "act"]
 # Bump when a change to the loop changes its numbers (artefact ids and the toyworld recipe
@@ -105,11 +105,17 @@ def encode_pairs(
 
 
 def _batch(
-    examples: Sequence[EncodedExample], pad_id: int, config: TrainingSpec
+    examples: Sequence[EncodedExample],
+    pad_id: int,
+    config: TrainingSpec,
+    device: Any,
+    sizes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     if config.packing == "none":
-        return collate(examples, pad_id)
-    return pack(examples, pad_id, config.packing, config.max_length)
+        batch = collate(examples, pad_id)
+    else:
+        batch = pack(examples, pad_id, config.packing, config.max_length, sizes)
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _micro_loss(
@@ -121,23 +127,14 @@ def _micro_loss(
     device: Any,
     teacher: Teacher,
 ) -> torch.Tensor:
-    def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(device) for k, v in batch.items()}
-
     if objective == "sft":
-        assert all(isinstance(e, EncodedExample) for e in micro)
-        loss_sum, _ = sft_loss(model, to_device(_batch(micro, pad_id, config)))  # type: ignore[arg-type]
-        return loss_sum
+        singles = [e for e in micro if isinstance(e, EncodedExample)]
+        return sft_loss(model, _batch(singles, pad_id, config, device))[0]
     pairs = [e for e in micro if isinstance(e, PairedExample)]
-    if config.packing == "bfd":
-        # One bin assignment for both sides, so packed rows stay aligned pair by pair.
-        sizes = [max(p.clean.n_input_tokens, p.wrapped.n_input_tokens) for p in pairs]
-        bins = best_fit_decreasing(sizes, config.max_length)
-        clean = to_device(pack_rows([[pairs[i].clean for i in b] for b in bins], pad_id))
-        wrapped = to_device(pack_rows([[pairs[i].wrapped for i in b] for b in bins], pad_id))
-    else:
-        clean = to_device(_batch([p.clean for p in pairs], pad_id, config))
-        wrapped = to_device(_batch([p.wrapped for p in pairs], pad_id, config))
+    # Both sides are binned by the longer side, so packed rows stay aligned pair by pair.
+    sizes = [max(p.clean.n_input_tokens, p.wrapped.n_input_tokens) for p in pairs]
+    clean = _batch([p.clean for p in pairs], pad_id, config, device, sizes)
+    wrapped = _batch([p.wrapped for p in pairs], pad_id, config, device, sizes)
     if objective == "bct":
         return bct_loss(model, clean, wrapped, config.bct_temperature, teacher)[0]
     return act_loss(model, clean, wrapped, config.act_scale, teacher)[0]
@@ -249,12 +246,12 @@ def _set_checkpointing(model: Any, on: bool) -> None:
         base.enable_input_require_grads()
 
 
-def _mfu(model: Any, tokens_per_second: float, device: Any, paired: bool) -> float | None:
-    """Model-FLOPs utilisation against the device's dense bf16 peak (GPU only).
+def _flops_budget(model: Any, device: Any, paired: bool) -> tuple[float, float] | None:
+    """(FLOPs per input token, the device's dense bf16 peak FLOP/s); GPU only.
 
     Per token: 2N forward, 2N backward through activations, 2N_trainable for weight
-    gradients, plus another 2N for a paired objective's teacher pass. ``tokens_per_second``
-    already counts both sides of a pair, so the teacher is half of those tokens.
+    gradients, plus another 2N for a paired objective's teacher pass. Input tokens count
+    both sides of a pair, so the teacher is half of them.
     """
     if getattr(device, "type", "cpu") != "cuda":
         return None
@@ -265,7 +262,7 @@ def _mfu(model: Any, tokens_per_second: float, device: Any, paired: bool) -> flo
     n_all = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     per_token = (3 * n_all + n_trainable) if paired else (4 * n_all + 2 * n_trainable)
-    return per_token * tokens_per_second / peak
+    return float(per_token), peak
 
 
 def _resolve(config: TrainingSpec, model: Any, device: Any) -> TrainingSpec:
@@ -370,6 +367,7 @@ def train(
             rows = json.loads((latest / "log.json").read_text())
             start_step = state["step"]
         micro_size = config.micro_batch_size_or_batch
+        budget = _flops_budget(model, accelerator.device, paired)
         end = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
         model.train()
         bar = tqdm(
@@ -430,7 +428,7 @@ def train(
                     "n_tokens": n_tokens,
                     "seconds": seconds,
                     "tokens_per_second": all_tokens / seconds,
-                    "mfu": _mfu(model, all_tokens / seconds, accelerator.device, paired),
+                    "mfu": budget[0] * all_tokens / seconds / budget[1] if budget else None,
                     "examples": order[step],
                 }
             )

@@ -67,12 +67,21 @@ def pack_rows(rows: Sequence[Sequence[EncodedExample]], pad_id: int) -> dict[str
 
 
 def pack(
-    examples: Sequence[EncodedExample], pad_id: int, mode: str, capacity: int
+    examples: Sequence[EncodedExample],
+    pad_id: int,
+    mode: str,
+    capacity: int,
+    sizes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pack a micro-batch: ``bfd`` into rows of ``capacity`` tokens; ``padding_free``: one row."""
+    """Pack a micro-batch: ``bfd`` into rows of ``capacity`` tokens; ``padding_free``: one row.
+
+    ``sizes`` (default: each example's length) decide the bins, so two sides of paired
+    examples packed with the same sizes land in the same rows in the same order.
+    """
     if mode == "padding_free":
         return pack_rows([list(examples)], pad_id)
     if mode == "bfd":
-        bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity)
+        lengths = [len(e.input_ids) for e in examples] if sizes is None else sizes
+        bins = best_fit_decreasing(lengths, capacity)
         return pack_rows([[examples[i] for i in b] for b in bins], pad_id)
     raise ValueError(f"unknown packing mode {mode!r}")
