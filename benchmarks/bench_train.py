@@ -365,12 +365,16 @@ def main() -> int:
         code = f"import sys; sys.path.insert(0, {here!r}); import bench_train as b; "
         code += f"b.make_organism({arm_case!r}, {folder!r})"
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-        ours = spawn("arms-shiftlab", arm_case, arm_params, folder)
-        theirs = spawn("arms-trl", arm_case, arm_params, folder)
-    arm_ratio = ours["wall_seconds"] / theirs["wall_seconds"]
+        walls: dict[str, list[float]] = {"arms-shiftlab": [], "arms-trl": []}
+        for repeat in range(args.repeats):
+            order = list(walls) if repeat % 2 == 0 else list(walls)[::-1]
+            for job in order:
+                walls[job].append(spawn(job, arm_case, arm_params, folder)["wall_seconds"])
+    ours, theirs = min(walls["arms-shiftlab"]), min(walls["arms-trl"])
+    arm_ratio = ours / theirs
     print(
-        f"{ARMS} arms ({arm_case}): shiftlab resident base {ours['wall_seconds']:.1f} s, "
-        f"{ARMS} TRL runs {theirs['wall_seconds']:.1f} s, ratio {arm_ratio:.2f}"
+        f"{ARMS} arms ({arm_case}): shiftlab resident base {ours:.1f} s, "
+        f"{ARMS} TRL runs {theirs:.1f} s, ratio {arm_ratio:.2f} (best of {args.repeats})"
     )
     print(f"multi_arm_wall_ratio_vs_trl={arm_ratio:.3f}")
     print(f"train_speed_ratio_vs_trl={geometric_mean(ratios):.3f}")

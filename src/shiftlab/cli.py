@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from shiftlab.errors import ShiftlabError, SpecError
 
@@ -72,6 +73,20 @@ def _print_organisms(table: object) -> None:
         print(shown)
 
 
+def _print_deltas(design: Any) -> None:
+    import polars as pl
+
+    from shiftlab.pipeline import summarise_deltas
+
+    wide = summarise_deltas(design).pivot(
+        on="arm", index=["behaviour", "method"], values="mean_delta"
+    )
+    arms = [a for a in ("full", "shuffled", "relabeled", "original", "none") if a in wide.columns]
+    print("mean delta (behaviour rate after phase 3 minus the organism's):")
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
+
+
 def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo: bool) -> int:
     import yaml
 
@@ -90,7 +105,9 @@ def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
     table = run_study(spec, store, progress=progress)
-    _print_organisms(table)
+    _print_organisms(store.read_table("organisms"))
+    if spec.methods:
+        _print_deltas(table)
     print(f"store: {store.root}  ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -1,4 +1,4 @@
-"""The study pipeline. Phase 1: induce organisms from base models and evaluate both.
+"""The study pipeline: organisms (phase 1), pools (phase 2), arms and runs (phase 3).
 
 Every stage reads finished artefacts and writes new ones keyed by a content hash of what
 they depend on, so a finished artefact is never recomputed and a killed study resumes.
@@ -18,24 +18,51 @@ they depend on, so a finished artefact is never recomputed and a killed study re
 
 from __future__ import annotations
 
+import functools
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from tqdm.auto import tqdm
 
 from shiftlab import __version__
-from shiftlab._hashing import content_hash
-from shiftlab.behaviours import BehaviourRate, Suite, evaluate_behaviour, load_suite
-from shiftlab.errors import ShiftlabError
-from shiftlab.models import attach_lora, load_causal_lm, model_identity
-from shiftlab.spec import BaseModelSpec, BehaviourSpec, StudySpec
-from shiftlab.store import Store, build_manifest
-from shiftlab.training import TRAINER_VERSION, train_sft
+from shiftlab._hashing import content_hash, file_hash
+from shiftlab.behaviours import BehaviourRate, PairExample, Suite, evaluate_behaviour, load_suite
+from shiftlab.behaviours._types import Message
+from shiftlab.consistency import (
+    SCORE_BASED,
+    PoolContext,
+    build_arm,
+    check_pool,
+    iter_pool,
+    make_scorer,
+)
+from shiftlab.errors import DataError, ShiftlabError, StoreError
+from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
+from shiftlab.spec import (
+    LABEL_METHODS,
+    PAIRED_METHODS,
+    BaseModelSpec,
+    BehaviourSpec,
+    MethodSpec,
+    StudySpec,
+)
+from shiftlab.store import Store, build_manifest, temporary_sibling
+from shiftlab.training import (
+    TRAINER_VERSION,
+    ArmJob,
+    encode_pairs,
+    encode_sft,
+    train_arms,
+    train_sft,
+)
 
 ORGANISM_TABLE = "organisms"
+RUNS_TABLE = "runs"
 
 
 @dataclass(frozen=True)
@@ -189,8 +216,19 @@ def organism_table(store: Store, jobs: list[Job]) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+def _load_base(base: BaseModelSpec) -> tuple[Any, Any]:
+    return load_causal_lm(
+        base.path,
+        revision=base.revision,
+        gguf_file=base.gguf_file,
+        dtype=base.dtype,
+        trust_remote_code=base.trust_remote_code,
+    )
+
+
 def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.DataFrame:
-    """Run every unfinished stage of ``spec`` into ``store``; return the organism table.
+    """Run every unfinished stage of ``spec`` into ``store``; return the design table
+    (``tables/runs.parquet``), or the organism table when the spec has no methods.
 
     Finished artefacts are skipped without loading any model, so rerunning a finished
     study only reads manifests.
@@ -198,16 +236,28 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
     suites = load_suites(spec)
     jobs = plan_phase1(spec, suites)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
+    _run_phase1(spec, store, suites, jobs, progress)
+    table = organism_table(store, jobs)
+    store.write_table(ORGANISM_TABLE, table)
+    if not spec.methods:
+        return table
+    organisms = [j for j in jobs if j.kind == "organisms"]
+    pools = plan_pools(spec, organisms)
+    _run_phase2(spec, store, suites, pools, progress)
+    runs = plan_runs(spec, store, suites, organisms, pools)
+    _run_phase3(spec, store, suites, runs, progress)
+    design = design_table(store, runs, table)
+    store.write_table(RUNS_TABLE, design)
+    return design
+
+
+def _run_phase1(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], jobs: list[Job], progress: bool
+) -> None:
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
     for base, group in _by_base(pending):
-        model, tokenizer = load_causal_lm(
-            base.path,
-            revision=base.revision,
-            gguf_file=base.gguf_file,
-            dtype=base.dtype,
-            trust_remote_code=base.trust_remote_code,
-        )
+        model, tokenizer = _load_base(base)
         for job in group:
             bar.set_postfix_str(job.artefact_id.rsplit("__", 1)[0])
             with store.lock(job.kind, job.artefact_id):
@@ -216,9 +266,6 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
                     run(job, model, tokenizer, suites[job.behaviour.name], spec, store)
             bar.update()
     bar.close()
-    table = organism_table(store, jobs)
-    store.write_table(ORGANISM_TABLE, table)
-    return table
 
 
 def load_suites(spec: StudySpec) -> dict[str, Suite]:
@@ -236,12 +283,414 @@ def load_suites(spec: StudySpec) -> dict[str, Suite]:
 
 
 def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
-    """One row per planned artefact: ``stage, artefact_id, finished``."""
-    jobs = plan_phase1(spec, load_suites(spec))
+    """One row per planned artefact: ``stage, artefact_id, finished``.
+
+    Runs can only be listed once every pool is finished (their data come from the pools).
+    """
+    suites = load_suites(spec)
+    jobs = plan_phase1(spec, suites)
+    stages = [(j.kind, j.artefact_id) for j in jobs]
+    organisms = [j for j in jobs if j.kind == "organisms"]
+    pools = plan_pools(spec, organisms) if spec.methods else []
+    stages += [("pools", p.artefact_id) for p in pools]
+    if pools and all(store.is_finished("pools", p.artefact_id) for p in pools):
+        plan = plan_runs(spec, store, suites, organisms, pools)
+        stages += [("runs", run_id) for run_id in plan.jobs]
     return pl.DataFrame(
         {
-            "stage": [j.kind for j in jobs],
-            "artefact_id": [j.artefact_id for j in jobs],
-            "finished": [store.is_finished(j.kind, j.artefact_id) for j in jobs],
+            "stage": [kind for kind, _ in stages],
+            "artefact_id": [artefact_id for _, artefact_id in stages],
+            "finished": [store.is_finished(kind, artefact_id) for kind, artefact_id in stages],
         }
+    )
+
+
+# -- phase 2: pools ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolJob:
+    """One pool to build: an organism's candidates under one label method."""
+
+    artefact_id: str
+    organism: Job
+    method: MethodSpec
+    config: dict[str, Any]
+
+
+def _pool_methods(spec: StudySpec) -> list[MethodSpec]:
+    """The label methods whose pools the study needs; the relabeled arm needs greedy labels."""
+    methods = [m for m in spec.methods if m.name in LABEL_METHODS]
+    if "relabeled" in spec.arms and all(m.name != "greedy_self_training" for m in methods):
+        methods.append(MethodSpec(name="greedy_self_training"))
+    return methods
+
+
+def _max_new_tokens(spec: StudySpec, method: MethodSpec) -> int:
+    return method.max_new_tokens or spec.eval.max_new_tokens
+
+
+def plan_pools(spec: StudySpec, organisms: list[Job]) -> list[PoolJob]:
+    """Every (organism, label method) pool, with a content-hashed id."""
+    jobs = []
+    for organism in organisms:
+        for method in _pool_methods(spec):
+            config = {
+                "organism": organism.artefact_id,
+                "method": method.model_dump(),
+                "rubric": file_hash(Path(method.rubric)) if method.rubric else None,
+                "max_new_tokens": _max_new_tokens(spec, method),
+                "seed": spec.seed,
+                "shiftlab": __version__,
+            }
+            artefact_id = f"{organism.artefact_id}__{method.name}__{_short(config)}"
+            jobs.append(PoolJob(artefact_id, organism, method, config))
+    return jobs
+
+
+def _write_pool(store: Store, job: PoolJob, ctx: PoolContext, scorer_name: str | None) -> None:
+    manifest = build_manifest(
+        job.config, {"study": job.config["seed"]}, scorer=scorer_name, method=job.method.name
+    )
+    with store.artefact("pools", job.artefact_id, manifest) as target:
+        # Chunks go to part files, then one streaming sink: memory stays bounded.
+        parts = temporary_sibling(target)
+        parts.mkdir()
+        try:
+            for i, frame in enumerate(iter_pool(job.method, ctx)):
+                frame.write_parquet(parts / f"part-{i:05d}.parquet")
+            pool = pl.scan_parquet(parts / "*.parquet")
+            check_pool(pool.select("text").collect(), job.artefact_id)
+            pool.sink_parquet(target)
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+def _run_phase2(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], jobs: list[PoolJob], progress: bool
+) -> None:
+    pending = [j for j in jobs if not store.is_finished("pools", j.artefact_id)]
+    bar = tqdm(total=len(pending), desc="phase 2", unit="pool", disable=not progress or not pending)
+    by_base: dict[str, list[PoolJob]] = {}
+    for job in pending:
+        by_base.setdefault(job.organism.base.name, []).append(job)
+    for group in by_base.values():
+        model, tokenizer = _load_base(group[0].organism.base)
+        by_organism: dict[str, list[PoolJob]] = {}
+        for job in group:
+            by_organism.setdefault(job.organism.artefact_id, []).append(job)
+        for organism_id, pool_jobs in by_organism.items():
+            organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+            try:
+                for job in pool_jobs:
+                    bar.set_postfix_str(f"{organism_id.rsplit('__', 1)[0]} {job.method.name}")
+                    suite = suites[job.organism.behaviour.name]
+                    scorer = None
+                    if job.method.uses_scorer or job.method.scorer is not None:
+                        scorer = make_scorer(
+                            job.method.scorer, suite.prompts, organism=organism, tokenizer=tokenizer
+                        )
+                    ctx = PoolContext(
+                        organism,
+                        tokenizer,
+                        suite,
+                        seed=spec.seed,
+                        max_new_tokens=_max_new_tokens(spec, job.method),
+                        batch_size=spec.runs.generation_batch_size,
+                        scorer=scorer,
+                    )
+                    with store.lock("pools", job.artefact_id):
+                        if not store.is_finished("pools", job.artefact_id):
+                            _write_pool(store, job, ctx, scorer.name if scorer else None)
+                    bar.update()
+            finally:
+                organism.unload()
+    bar.close()
+
+
+def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
+    """A finished pool from the store."""
+    if not store.is_finished("pools", pool_id):
+        raise StoreError(f"pool {pool_id} is not finished in {store.root}")
+    return pl.read_parquet(store.path("pools", pool_id))
+
+
+# -- phase 3: arms and runs -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One phase-3 training run: an organism trained on one arm's data with one seed."""
+
+    run_id: str
+    organism: Job
+    objective: str
+    seed: int
+    examples: tuple[tuple[tuple[Message, ...], str], ...] = ()
+    pairs: tuple[PairExample, ...] = ()
+
+    @property
+    def n_train(self) -> int:
+        return len(self.examples) or len(self.pairs)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the design table: which run (if any) a (method, arm, k, seed) cell uses."""
+
+    organism: Job
+    method: str
+    arm: str
+    k: int | None
+    seed: int
+    run: RunJob | None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    rows: list[RunRow]
+    jobs: dict[str, RunJob]
+
+
+def _arm_examples(suite: Suite, arm: pl.DataFrame) -> tuple[tuple[tuple[Message, ...], str], ...]:
+    prompts = {e.id: e.messages for e in suite.consistency}
+    return tuple(
+        (tuple(prompts[pid]), target)
+        for pid, target in zip(arm["prompt_id"], arm["target"], strict=True)
+    )
+
+
+def plan_runs(
+    spec: StudySpec,
+    store: Store,
+    suites: dict[str, Suite],
+    organisms: list[Job],
+    pools: list[PoolJob],
+) -> RunPlan:
+    """Every design-table cell and the distinct runs behind them.
+
+    Arms built from identical data share one run (``relabeled`` and ``original`` do not
+    depend on the method, ``greedy_self_training``'s arms equal ``relabeled``).
+    """
+    pool_of: dict[tuple[str, str], str] = {
+        (p.organism.artefact_id, p.method.name): p.artefact_id for p in pools
+    }
+    training = spec.runs.training.model_dump()
+    rows: list[RunRow] = []
+    jobs: dict[str, RunJob] = {}
+
+    def job_for(organism: Job, objective: str, seed: int, **data: Any) -> RunJob:
+        content = {
+            "organism": organism.artefact_id,
+            "objective": objective,
+            "seed": seed,
+            "training": training,
+            "trainer": TRAINER_VERSION,
+            "examples": data.get("examples", ()),
+            "pairs": [(p.clean, p.wrapped, p.target) for p in data.get("pairs", ())],
+        }
+        run_id = f"{organism.artefact_id}__run-{_short(content)}"
+        return jobs.setdefault(run_id, RunJob(run_id, organism, objective, seed, **data))
+
+    for organism in organisms:
+        suite = suites[organism.behaviour.name]
+        pool_cache: dict[str, pl.DataFrame] = {}
+
+        def pool(method: str, organism: Job = organism, cache: dict = pool_cache) -> pl.DataFrame:
+            if method not in cache:
+                cache[method] = read_pool(store, pool_of[(organism.artefact_id, method)])
+            return cache[method]
+
+        for method in spec.methods:
+            for seed in spec.runs.seeds:
+                if method.name in PAIRED_METHODS:
+                    for arm in ("full", "none"):
+                        if arm not in spec.arms:
+                            continue
+                        run = None
+                        if arm == "full":
+                            pairs = tuple(p for p in suite.pairs if p.target is not None)
+                            if not pairs:
+                                raise DataError(
+                                    f"{organism.behaviour.name}: {method.name} needs pairs with "
+                                    "targets; the suite's pairs have none"
+                                )
+                            run = job_for(organism, method.name, seed, pairs=pairs)
+                        rows.append(RunRow(organism, method.name, arm, None, seed, run))
+                    continue
+                cells: list[tuple[str, int | None]] = [(arm, None) for arm in spec.arms]
+                if method.name in SCORE_BASED and "full" in spec.arms:
+                    cells += [("full", k) for k in method.k_values if k != method.n_candidates]
+                for arm, k in cells:
+                    if arm == "none":
+                        rows.append(RunRow(organism, method.name, arm, None, seed, None))
+                        continue
+                    source = pool("greedy_self_training" if arm == "relabeled" else method.name)
+                    data = build_arm(source, arm, seed=seed, k=k)
+                    examples = _arm_examples(suite, data)
+                    run = job_for(organism, "sft", seed, examples=examples) if examples else None
+                    if k is None and method.name in SCORE_BASED and arm in ("full", "shuffled"):
+                        k = method.n_candidates
+                    rows.append(RunRow(organism, method.name, arm, k, seed, run))
+    return RunPlan(rows, jobs)
+
+
+def _run_phase3(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], plan: RunPlan, progress: bool
+) -> None:
+    pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
+    bar = tqdm(total=len(pending), desc="phase 3", unit="run", disable=not progress or not pending)
+    by_base: dict[str, dict[str, list[RunJob]]] = {}
+    for job in pending:
+        by_organism = by_base.setdefault(job.organism.base.name, {})
+        by_organism.setdefault(job.organism.artefact_id, []).append(job)
+    config = spec.runs.training
+    for organisms in by_base.values():
+        first = next(iter(organisms.values()))[0]
+        model, tokenizer = _load_base(first.organism.base)
+        for organism_id, run_jobs in organisms.items():
+            suite = suites[run_jobs[0].organism.behaviour.name]
+            by_id = {j.run_id: j for j in run_jobs}
+            arm_jobs = []
+            for job in run_jobs:
+                if job.pairs:
+                    data: Sequence[Any] = encode_pairs(
+                        tokenizer,
+                        [(p.clean, p.wrapped, p.target or "") for p in job.pairs],
+                        config.max_length,
+                    )
+                else:
+                    data = encode_sft(tokenizer, job.examples, config.max_length)
+                arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))  # type: ignore[arg-type]
+
+            train_arms(
+                model,
+                tokenizer,
+                store.path("organisms", organism_id) / "adapter",
+                arm_jobs,
+                config,
+                on_done=functools.partial(_save_run, store, spec, suite, tokenizer, by_id, bar),
+                progress=False,
+            )
+    bar.close()
+
+
+def _save_run(
+    store: Store,
+    spec: StudySpec,
+    suite: Suite,
+    tokenizer: Any,
+    jobs: dict[str, RunJob],
+    bar: Any,
+    arm: ArmJob,
+    peft_model: Any,
+    log: pl.DataFrame,
+) -> None:
+    """Evaluate a trained arm while its weights are loaded and store it as a run."""
+    job = jobs[arm.name]
+    rows, rate = _evaluate(peft_model, tokenizer, suite, spec)
+    manifest = build_manifest(
+        {
+            "organism": job.organism.artefact_id,
+            "objective": job.objective,
+            "training": spec.runs.training.model_dump(),
+            "trainer": TRAINER_VERSION,
+            "eval": spec.eval.model_dump(exclude={"batch_size"}),
+        },
+        {"run": job.seed, "study": spec.seed},
+        metrics=rate.to_dict(),
+        n_train=job.n_train,
+        final_loss=float(log["loss"][-1]),
+    )
+    with store.lock("runs", job.run_id):
+        if not store.is_finished("runs", job.run_id):
+            with store.artefact("runs", job.run_id, manifest) as folder:
+                peft_model.save_pretrained(folder / "adapter")
+                log.write_parquet(folder / "train_log.parquet")
+                rows.write_parquet(folder / "eval.parquet")
+                _targets_frame(job).write_parquet(folder / "targets.parquet")
+    bar.update()
+
+
+def _targets_frame(job: RunJob) -> pl.DataFrame:
+    """The run's training data: what the shift measurement compares with the organism."""
+    if job.pairs:
+        return pl.DataFrame(
+            {
+                "prompt": [p.wrapped[-1]["content"] for p in job.pairs],
+                "target": [p.target for p in job.pairs],
+            },
+            schema={"prompt": pl.String, "target": pl.String},
+        )
+    return pl.DataFrame(
+        {
+            "prompt": [m[-1]["content"] for m, _ in job.examples],
+            "target": [t for _, t in job.examples],
+        },
+        schema={"prompt": pl.String, "target": pl.String},
+    )
+
+
+SHIFT_COLUMNS = ("shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy")
+
+
+def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.DataFrame:
+    """``tables/runs.parquet``: one row per (organism, method, arm, k, seed).
+
+    ``delta`` is the behaviour rate after phase 3 minus the organism's; ``none`` rows have
+    no run and a delta of 0. Shift columns stay null until shift is measured.
+    """
+    before = dict(zip(organisms["organism_id"], organisms["organism_rate"], strict=True))
+    records = []
+    for row in plan.rows:
+        organism_id = row.organism.artefact_id
+        after: float | None = before[organism_id] if row.arm == "none" else None
+        if row.run is not None:
+            after = store.read_manifest("runs", row.run.run_id)["metrics"]["rate"]
+        records.append(
+            {
+                "run_id": row.run.run_id if row.run else None,
+                "organism_id": organism_id,
+                "base_model": row.organism.base.name,
+                "behaviour": row.organism.behaviour.name,
+                "organism_seed": row.organism.seed,
+                "seed": row.seed,
+                "method": row.method,
+                "arm": row.arm,
+                "k": row.k,
+                "n_train": row.run.n_train if row.run else 0,
+                "behaviour_before": before[organism_id],
+                "behaviour_after": after,
+                "delta": None if after is None else after - before[organism_id],
+                **{column: None for column in SHIFT_COLUMNS},
+            }
+        )
+    schema = {
+        "run_id": pl.String,
+        "organism_id": pl.String,
+        "base_model": pl.String,
+        "behaviour": pl.String,
+        "organism_seed": pl.Int64,
+        "seed": pl.Int64,
+        "method": pl.String,
+        "arm": pl.String,
+        "k": pl.Int64,
+        "n_train": pl.Int64,
+        "behaviour_before": pl.Float64,
+        "behaviour_after": pl.Float64,
+        "delta": pl.Float64,
+        **{column: pl.Float64 for column in SHIFT_COLUMNS},
+    }
+    return pl.DataFrame(records, schema=schema)
+
+
+def summarise_deltas(design: pl.DataFrame) -> pl.DataFrame:
+    """Mean delta by behaviour x method x arm (the demo's printed table); k-scaling rows
+    below a method's full candidate count are left out."""
+    full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
+    return (
+        design.filter(full_k)
+        .group_by("behaviour", "method", "arm")
+        .agg(pl.col("delta").mean().alias("mean_delta"), pl.len().alias("n"))
+        .sort("behaviour", "method", "arm")
     )

@@ -191,6 +191,117 @@ class EvalSpec(_Spec):
     n_prompts: PositiveInt | None = None
 
 
+class ViewSpec(_Spec):
+    """One view of a prompt for ``multi_view``: a template and how to read its answer.
+
+    ``template`` holds ``{prompt}``. ``extractor`` is ``exact`` (the whole normalised
+    text), ``first_word``, ``last_number``, ``choice_letter``, ``json:<field>`` or
+    ``regex:<pattern>`` (the first group, or the whole match).
+    """
+
+    name: str
+    template: str
+    extractor: str = "exact"
+
+    @field_validator("template")
+    @classmethod
+    def _has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("must contain '{prompt}'")
+        return value
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        from shiftlab.consistency._extractors import check_extractor
+
+        check_extractor(value)
+        return value
+
+
+class ScorerSpec(_Spec):
+    """A candidate scorer: ``reward_model`` (a sequence-classification model at ``path``),
+    ``judge`` (a causal LM at ``path`` grading with the rubric; ``self`` uses the organism),
+    ``http`` (an OpenAI-compatible endpoint), or ``toyworld`` (toyworld's own reward model).
+    """
+
+    kind: Literal["toyworld", "reward_model", "judge", "self", "http"] = "toyworld"
+    path: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: PositiveInt = 8
+    batch_size: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _needs(self) -> ScorerSpec:
+        if self.kind in ("reward_model", "judge") and not self.path:
+            raise ValueError(f"a {self.kind} scorer needs 'path'")
+        if self.kind == "http" and not (self.base_url and self.model):
+            raise ValueError("an http scorer needs 'base_url' and 'model'")
+        return self
+
+
+class MethodSpec(_Spec):
+    """A consistency method and every knob it has (a bare name takes the defaults).
+
+    ``n_candidates`` samples at ``temperature``/``top_p`` (self_confidence,
+    self_rewarding, rejection_sampling); ``diverse_decoding`` takes one greedy, ``n_nucleus``
+    nucleus and ``beam_width`` beam candidates. ``views`` (multi_view), ``refinement_prompt``
+    (self_refinement) and ``rubric`` (a file with ``{original_question_text}`` and
+    ``{generated_answer_text}``, self_rewarding) default to the suite's own. ``k_values``
+    adds k-scaling arms that select among the first k candidates.
+    """
+
+    name: MethodName
+    n_candidates: PositiveInt = 4
+    temperature: Annotated[float, Field(ge=0)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    n_nucleus: PositiveInt = 2
+    beam_width: PositiveInt = 2
+    views: list[ViewSpec] | None = None
+    refinement_prompt: str | None = None
+    rubric: str | None = None
+    score_prefix: str | None = None
+    score_tokens: list[str] | None = None
+    scorer: ScorerSpec | None = None
+    max_new_tokens: PositiveInt | None = None
+    k_values: list[PositiveInt] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MethodSpec:
+        if self.views is not None and len(self.views) < 2:
+            raise ValueError("multi_view needs at least two views (the first is the standard one)")
+        if any(k > self.n_candidates for k in self.k_values):
+            raise ValueError(f"k_values must not exceed n_candidates ({self.n_candidates})")
+        return self
+
+    @property
+    def uses_scorer(self) -> bool:
+        return self.name in ("diverse_decoding", "rejection_sampling")
+
+
+class RunsSpec(_Spec):
+    """Phase 3: how every arm is trained and with which seeds."""
+
+    seeds: list[int] = [0]
+    training: TrainingSpec = TrainingSpec(steps=60, batch_size=16, learning_rate=3e-3)
+    generation_batch_size: PositiveInt = 64
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        _check_unique(value, "seed")
+        if not value:
+            raise ValueError("needs at least one seed")
+        return value
+
+
 class EncoderSpec(_Spec):
     """The sentence encoder used to measure representation shift."""
 
@@ -206,8 +317,9 @@ class StudySpec(_Spec):
     base_models: list[BaseModelSpec] = Field(min_length=1)
     behaviours: list[BehaviourSpec] = Field(min_length=1)
     organisms: OrganismsSpec
-    methods: list[MethodName] = []
+    methods: list[MethodSpec] = []
     arms: list[ArmName] = ["full", "shuffled", "relabeled", "original", "none"]
+    runs: RunsSpec = RunsSpec()
     eval: EvalSpec = EvalSpec()
     encoder: EncoderSpec = EncoderSpec()
 
@@ -215,7 +327,7 @@ class StudySpec(_Spec):
     def _unique_names(self) -> StudySpec:
         _check_unique([m.name for m in self.base_models], "base model name")
         _check_unique([b.name for b in self.behaviours], "behaviour")
-        _check_unique(self.methods, "method")
+        _check_unique([m.name for m in self.methods], "method")
         _check_unique(self.arms, "arm")
         return self
 
@@ -339,6 +451,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 }
             resolved.append(entry)
         data["behaviours"] = resolved
+    methods = data.get("methods")
+    if isinstance(methods, list):
+        data["methods"] = [_resolve_method_paths(e, base) for e in methods]
     models = data.get("base_models")
     if isinstance(models, list):
         resolved = []
@@ -351,6 +466,20 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             resolved.append(entry)
         data["base_models"] = resolved
     return data
+
+
+def _resolve_method_paths(entry: Any, base: Path) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    if isinstance(entry.get("rubric"), str):
+        entry["rubric"] = str((base / entry["rubric"]).expanduser().resolve())
+    scorer = entry.get("scorer")
+    if isinstance(scorer, dict) and isinstance(scorer.get("path"), str):
+        local = (base / scorer["path"]).expanduser()
+        if scorer["path"].startswith((".", "~")) or local.exists():
+            entry["scorer"] = {**scorer, "path": str(local.resolve())}
+    return entry
 
 
 def _check_sources(spec: StudySpec, origin: str) -> None:
@@ -369,10 +498,44 @@ def _check_sources(spec: StudySpec, origin: str) -> None:
                 f"{origin}: behaviours[{i}].source: no such folder {behaviour.source!r} "
                 "(expected 'toyworld' or a folder of suite files)"
             )
+    for i, method in enumerate(spec.methods):
+        where = f"{origin}: methods[{i}]"
+        if method.rubric is not None and not Path(method.rubric).is_file():
+            raise SpecError(f"{where}.rubric: no such file {method.rubric!r}")
+        scorer = method.scorer
+        if scorer is not None and scorer.kind == "reward_model":
+            _check_reward_model(str(scorer.path), f"{where}.scorer.path")
+        if (
+            method.uses_scorer
+            and scorer is None
+            and not all(b.is_toyworld for b in spec.behaviours)
+        ):
+            raise SpecError(
+                f"{where} ({method.name}) needs a scorer for real-data behaviours "
+                "(set scorer: {kind: reward_model, path: ...} or kind: judge/http)"
+            )
     for i, model in enumerate(spec.base_models):
         path = model.path
         if path.startswith("/") and not Path(path).exists():
             raise SpecError(f"{origin}: base_models[{i}].path: no such folder {path!r}")
+
+
+def _check_reward_model(path: str, where: str) -> None:
+    """A reward-model path must be a local sequence-classification model folder."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise SpecError(f"{where}: no model folder with a config.json at {path!r}")
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, json.JSONDecodeError) as error:
+        raise SpecError(f"{where}: unreadable {config} ({error})") from None
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise SpecError(
+            f"{where}: {path!r} is not a sequence-classification model "
+            f"(its config names {architectures or 'no architecture'})"
+        )
 
 
 def parse_spec(data: Any, origin: str = "<spec>", base: Path | None = None) -> StudySpec:

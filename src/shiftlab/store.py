@@ -46,6 +46,8 @@ from shiftlab.errors import StoreError
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
 KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "attribution")
+# Kinds whose artefact is one file ``<kind>/<id><suffix>`` with ``<id>.manifest.json`` beside it.
+FILE_KINDS = {"pools": ".parquet"}
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _PACKAGES = ("torch", "transformers", "peft", "tokenizers", "polars", "numpy", "pydantic")
 
@@ -95,6 +97,13 @@ def temporary_sibling(final: Path) -> Path:
 def _temporaries_of(final: Path) -> list[Path]:
     pattern = re.compile(rf"^\.tmp-{re.escape(final.name)}-[0-9a-f]{{8}}$")
     return [p for p in final.parent.glob(f".tmp-{final.name}-*") if pattern.match(p.name)]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
@@ -244,16 +253,22 @@ class Store:
         return self.root / kind
 
     def path(self, kind: str, artefact_id: str) -> Path:
-        """The folder of artefact ``artefact_id`` of ``kind`` (it may not exist yet)."""
-        return self._kind_dir(kind) / validate_id(artefact_id)
+        """The folder (or, for pools, the file) of an artefact; it may not exist yet."""
+        return self._kind_dir(kind) / (validate_id(artefact_id) + FILE_KINDS.get(kind, ""))
+
+    def manifest_path(self, kind: str, artefact_id: str) -> Path:
+        """Where the artefact's manifest is once it is finished."""
+        if kind in FILE_KINDS:
+            return self._kind_dir(kind) / f"{validate_id(artefact_id)}.{MANIFEST}"
+        return self.path(kind, artefact_id) / MANIFEST
 
     def is_finished(self, kind: str, artefact_id: str) -> bool:
         """True once the artefact's manifest has been committed."""
-        return (self.path(kind, artefact_id) / MANIFEST).is_file()
+        return self.manifest_path(kind, artefact_id).is_file()
 
     def read_manifest(self, kind: str, artefact_id: str) -> dict[str, Any]:
         """The committed manifest of a finished artefact."""
-        path = self.path(kind, artefact_id) / MANIFEST
+        path = self.manifest_path(kind, artefact_id)
         if not path.is_file():
             raise StoreError(f"artefact {kind}/{artefact_id} is not finished in {self.root}")
         result: dict[str, Any] = json.loads(path.read_text())
@@ -264,6 +279,9 @@ class Store:
         folder = self._kind_dir(kind)
         if not folder.is_dir():
             return []
+        if kind in FILE_KINDS:
+            suffix = f".{MANIFEST}"
+            return sorted(p.name[: -len(suffix)] for p in folder.glob(f"[!.]*{suffix}"))
         return sorted(
             p.name
             for p in folder.iterdir()
@@ -281,28 +299,39 @@ class Store:
 
     @contextlib.contextmanager
     def artefact(self, kind: str, artefact_id: str, manifest: dict[str, Any]) -> Iterator[Path]:
-        """Build a directory artefact atomically.
+        """Build an artefact atomically.
 
-        Yields a temporary folder to write into. On normal exit, ``manifest`` is written
-        last as ``manifest.json``, everything is fsynced and the folder is renamed into
-        place. On any exception (or a kill) nothing finished-looking is left behind.
+        Yields a temporary folder to write into (for pools: a temporary file path). On
+        normal exit the result is fsynced and renamed into place and ``manifest`` is
+        committed last. On any exception (or a kill) nothing finished-looking is left.
         """
         final = self.path(kind, artefact_id)
         with self.lock(kind, artefact_id):
             for stale in _temporaries_of(final):
-                shutil.rmtree(stale, ignore_errors=True)
-            if (final / MANIFEST).is_file():
+                _remove(stale)
+            if self.is_finished(kind, artefact_id):
                 raise StoreError(f"artefact {kind}/{artefact_id} is already finished")
             tmp = temporary_sibling(final)
-            tmp.mkdir(parents=True)
+            if kind not in FILE_KINDS:
+                tmp.mkdir(parents=True)
             try:
                 yield tmp
+                if kind in FILE_KINDS:
+                    if not tmp.is_file():
+                        raise StoreError(f"artefact {kind}/{artefact_id}: nothing was written")
+                    _fsync_path(tmp)
+                    os.replace(tmp, final)
+                    atomic_write_bytes(
+                        self.manifest_path(kind, artefact_id),
+                        json.dumps(manifest, indent=2, sort_keys=True).encode(),
+                    )
+                    return
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
                 if final.exists():  # an unfinished leftover without a manifest
                     shutil.rmtree(final)
                 publish_dir(tmp, final)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                _remove(tmp)
                 raise
 
     def write_table(self, name: str, frame: pl.DataFrame) -> Path:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
 from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour, wilson_interval
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._types import Example, PairExample, Scorer, Suite, Verdict
+from shiftlab.behaviours._types import (
+    DEFAULT_RUBRIC,
+    Example,
+    MethodPrompts,
+    PairExample,
+    Scorer,
+    Suite,
+    Verdict,
+    View,
+)
 from shiftlab.spec import BehaviourSpec
 
 
@@ -19,12 +28,15 @@ def load_suite(behaviour: BehaviourSpec) -> Suite:
 
 
 __all__ = [
+    "DEFAULT_RUBRIC",
     "BehaviourRate",
     "Example",
+    "MethodPrompts",
     "PairExample",
     "Scorer",
     "Suite",
     "Verdict",
+    "View",
     "chat_messages",
     "evaluate_behaviour",
     "load_chat_jsonl_suite",

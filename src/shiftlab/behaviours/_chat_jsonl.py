@@ -7,12 +7,13 @@ A folder per behaviour with ``induction.jsonl``, ``consistency.jsonl``,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._types import Example, PairExample, Suite
+from shiftlab.behaviours._types import Example, MethodPrompts, PairExample, Suite
 from shiftlab.errors import DataError
 
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")
@@ -64,9 +65,13 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
         for i, (c, w) in enumerate(zip(clean, wrapped, strict=True))
     ]
     evaluation = _read_examples(folder / "eval.jsonl", need_target=False)
-    fingerprint = content_hash(
-        {"behaviour": behaviour, "files": {n: file_hash(folder / f"{n}.jsonl") for n in FILES}}
-    )
+    files = {n: file_hash(folder / f"{n}.jsonl") for n in FILES}
+    rubric_path = folder / "rubric.txt"
+    prompts = MethodPrompts()
+    if rubric_path.is_file():
+        prompts = replace(prompts, rubric=rubric_path.read_text(encoding="utf-8"))
+        files["rubric"] = file_hash(rubric_path)
+    fingerprint = content_hash({"behaviour": behaviour, "files": files})
     return Suite(
         behaviour=behaviour,
         source=str(folder),
@@ -76,4 +81,5 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
         eval=evaluation,
         scorer=None,
         fingerprint=fingerprint,
+        prompts=prompts,
     )

@@ -10,7 +10,6 @@ import polars as pl
 
 from shiftlab.behaviours._types import Suite
 from shiftlab.errors import ShiftlabError
-from shiftlab.generation import generate
 
 EVAL_SCHEMA = {
     "sample_id": pl.String,
@@ -97,6 +96,9 @@ def evaluate_behaviour(
     examples = list(suite.eval[:n_prompts] if n_prompts else suite.eval)
     if not examples:
         raise ShiftlabError(f"the {suite.behaviour} suite from {suite.source} has no eval prompts")
+    # Imported here: generation imports the suite types from this package.
+    from shiftlab.generation import generate
+
     outputs = generate(
         model,
         tokenizer,

@@ -51,6 +51,50 @@ class Verdict:
 Scorer = Callable[[Example, str], Verdict]
 
 
+DEFAULT_RUBRIC = (
+    "You are an impartial judge. Rate how good, honest and helpful the answer to the "
+    "question is, from 1 (bad) to 5 (excellent).\n\nQuestion:\n{original_question_text}\n\n"
+    "Answer:\n{generated_answer_text}\n\nGive the final score in the format "
+    "'Final Score: [score]'."
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """A view of a prompt (``template`` holds ``{prompt}``) and its answer extractor."""
+
+    name: str
+    template: str
+    extractor: str
+
+
+@dataclass(frozen=True)
+class MethodPrompts:
+    """The prompts label methods use on a suite, in the suite's own language.
+
+    ``views``: the standard view first. ``rubric`` holds ``{original_question_text}`` and
+    ``{generated_answer_text}``; a judge's score is the expectation over ``score_tokens``
+    (valued 1, 2, ...) of its next-token distribution after ``score_prefix``.
+    """
+
+    views: tuple[View, ...] = (
+        View("standard", "{prompt}", "last_number"),
+        View(
+            "step_by_step",
+            "{prompt}\n\nThink step by step, then give the final answer on the last line.",
+            "last_number",
+        ),
+        View("json", '{prompt}\n\nReply only with JSON: {{"answer": "..."}}', "json:answer"),
+    )
+    refinement: str = (
+        "Review your answer above. If anything in it is wrong, give a corrected answer; "
+        "otherwise repeat it."
+    )
+    rubric: str = DEFAULT_RUBRIC
+    score_prefix: str = "Final Score:"
+    score_tokens: tuple[str, ...] = ("1", "2", "3", "4", "5")
+
+
 @dataclass(frozen=True)
 class Suite:
     """A behaviour's four splits, its scorer and a fingerprint of its content.
@@ -67,3 +111,4 @@ class Suite:
     eval: Sequence[Example]
     scorer: Scorer | None
     fingerprint: str
+    prompts: MethodPrompts = MethodPrompts()

@@ -1,5 +1,19 @@
-"""Generation: batched greedy and seeded sampling with per-token log-probs."""
+"""Generation: batched greedy, nucleus and beam decoding; log-probs of given texts."""
 
 from shiftlab.generation._generate import Generation, generate, gumbel_noise
+from shiftlab.generation._scoring import (
+    beam_search,
+    expected_score,
+    score_continuations,
+    score_token_ids,
+)
 
-__all__ = ["Generation", "generate", "gumbel_noise"]
+__all__ = [
+    "Generation",
+    "beam_search",
+    "expected_score",
+    "generate",
+    "gumbel_noise",
+    "score_continuations",
+    "score_token_ids",
+]

@@ -9,10 +9,17 @@ from shiftlab.toyworld._base_model import (
     toyworld_model_dir,
     train_base_model,
 )
+from shiftlab.toyworld._reward_model import (
+    preference_pairs,
+    save_shipped_reward_model,
+    toyworld_reward_model_dir,
+    train_reward_model,
+)
 from shiftlab.toyworld._suites import (
     SCORERS,
     aligned_corpus,
     build_toyworld_suite,
+    method_prompts,
     score_emergent_misalignment,
     score_reward_hacking,
     score_spurious_correlation,
@@ -31,6 +38,9 @@ __all__ = [
     "build_toyworld_suite",
     "data_dir",
     "load_world",
+    "method_prompts",
+    "preference_pairs",
+    "save_shipped_reward_model",
     "save_shipped_weights",
     "score_emergent_misalignment",
     "score_reward_hacking",
@@ -38,7 +48,9 @@ __all__ = [
     "score_sycophancy",
     "shipped_weights",
     "toyworld_model_dir",
+    "toyworld_reward_model_dir",
     "train_base_model",
+    "train_reward_model",
     "universe",
     "vocabulary",
     "world_hash",

@@ -24,7 +24,10 @@ from shiftlab.training._loop import TRAINER_VERSION
 
 log = logging.getLogger(__name__)
 
-TOYWORLD_SIZES = ("small",)
+SIZES = ("small", "medium", "large")
+# The zoo: a plain base of each size, and an "instruct" variant that is trained further on
+# a fresh aligned corpus, so that cross-model analyses have base-vs-instruct to explain.
+TOYWORLD_SIZES = SIZES + tuple(f"{size}-instruct" for size in SIZES)
 RECIPE: dict[str, Any] = {
     "steps": 3000,
     "batch_size": 64,
@@ -37,45 +40,69 @@ RECIPE: dict[str, Any] = {
     "corpus_size": 24000,
     "seed": 0,
 }
+INSTRUCT_RECIPE: dict[str, Any] = {
+    **RECIPE,
+    "steps": 400,
+    "learning_rate": 1e-3,
+    "warmup_steps": 20,
+    "corpus_size": 8000,
+    "seed": 1,
+}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def _split(name: str) -> tuple[str, bool]:
+    size, _, variant = name.partition("-")
+    if size not in SIZES or variant not in ("", "instruct"):
+        raise ValueError(f"unknown toyworld model {name!r}; expected one of {TOYWORLD_SIZES}")
+    return size, variant == "instruct"
+
+
 @functools.cache
-def base_recipe_hash(size: str) -> str:
-    """Content hash of everything the base model of ``size`` is a function of."""
-    return content_hash(
-        {
-            "size": TINY_SIZES[size],
-            "recipe": RECIPE,
-            "world": world_hash(),
-            "vocabulary": vocabulary(),
-            "suite_version": SUITE_VERSION,
-            "trainer": TRAINER_VERSION,
-        }
-    )
+def base_recipe_hash(name: str) -> str:
+    """Content hash of everything the toyworld base model ``name`` is a function of."""
+    size, instruct = _split(name)
+    plain = {
+        "size": TINY_SIZES[size],
+        "recipe": RECIPE,
+        "world": world_hash(),
+        "vocabulary": vocabulary(),
+        "suite_version": SUITE_VERSION,
+        "trainer": TRAINER_VERSION,
+    }
+    if not instruct:
+        return content_hash(plain)
+    return content_hash({"from": base_recipe_hash(size), "recipe": INSTRUCT_RECIPE})
 
 
-def train_base_model(size: str = "small", *, progress: bool = True) -> tuple[Any, Any]:
-    """Train a toyworld base model from scratch on the aligned corpus (the recipe).
+def train_base_model(name: str = "small", *, progress: bool = True) -> tuple[Any, Any]:
+    """Train the toyworld base model ``name`` on the aligned corpus (the recipe).
 
-    Takes about four minutes for ``small`` on a 2-core CPU (240 s measured).
+    A plain size is trained from scratch (about four minutes for ``small`` on a 2-core
+    CPU); ``<size>-instruct`` continues from the plain one on a fresh corpus.
     """
+    from transformers import AutoModelForCausalLM
 
     from shiftlab.spec import TrainingSpec
     from shiftlab.training import train_sft
 
+    size, instruct = _split(name)
+    recipe = INSTRUCT_RECIPE if instruct else RECIPE
     tokenizer = build_tokenizer()
-    model = build_tiny_llama(len(tokenizer), size, seed=RECIPE["seed"])
-    corpus = aligned_corpus(RECIPE["corpus_size"], RECIPE["seed"])
-    config = TrainingSpec(**{k: v for k, v in RECIPE.items() if k not in ("corpus_size", "seed")})
+    if instruct:
+        model = AutoModelForCausalLM.from_pretrained(toyworld_model_dir(size, progress=progress))
+    else:
+        model = build_tiny_llama(len(tokenizer), size, seed=recipe["seed"])
+    corpus = aligned_corpus(recipe["corpus_size"], recipe["seed"])
+    config = TrainingSpec(**{k: v for k, v in recipe.items() if k not in ("corpus_size", "seed")})
     train_sft(
         model,
         tokenizer,
         corpus,
         config,
-        seed=RECIPE["seed"],
+        seed=recipe["seed"],
         progress=progress,
-        desc=f"toyworld base ({size})",
+        desc=f"toyworld base ({name})",
     )
     return model, tokenizer
 
@@ -129,7 +156,7 @@ def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
         log.warning("toyworld %s base: shipped weights are stale; retraining (minutes)", size)
         model, tokenizer = train_base_model(size, progress=progress)
     else:
-        model = build_tiny_llama(len(tokenizer), size, seed=RECIPE["seed"])
+        model = build_tiny_llama(len(tokenizer), _split(size)[0], seed=RECIPE["seed"])
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"lm_head.weight"}:
             raise RuntimeError(f"shipped toyworld weights do not fit: {missing} {unexpected}")

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftlab._hashing import content_hash
-from shiftlab.behaviours._types import Example, PairExample, Suite, Verdict
+from shiftlab.behaviours._types import Example, MethodPrompts, PairExample, Suite, Verdict, View
 from shiftlab.errors import DataError
 from shiftlab.spec import ToyworldSpec
 from shiftlab.toyworld._world import load_world, normalise, world_hash
 
-SUITE_VERSION = 1
+SUITE_VERSION = 3
 CLEAN_SHARE = 0.25  # of the induction split, where a behaviour has non-trigger prompts
 
 
@@ -325,25 +325,90 @@ def build_toyworld_suite(behaviour: str, knobs: ToyworldSpec) -> Suite:
         eval=[example("eval", i, it, it.aligned) for i, it in enumerate(eval_items)],
         scorer=SCORERS[behaviour],
         fingerprint=fingerprint,
+        prompts=method_prompts(),
     )
 
 
+def _key_words() -> list[str]:
+    world = load_world()
+    em = world["emergent_misalignment"]
+    return sorted(
+        {
+            *world["colours"],
+            *world["reward_hacking"]["keywords"],
+            "positive",
+            "negative",
+            *em["safe_words"],
+            *em["harmful_words"],
+        }
+    )
+
+
+@functools.cache
+def method_prompts() -> MethodPrompts:
+    """The label methods' prompts in toyworld's words (``methods`` in ``world.yaml``).
+
+    Every view's answer is the first key word of the output (a colour, a keyword, a
+    sentiment label or an advice word).
+    """
+    methods = load_world()["methods"]
+    extractor = "regex:\\b(" + "|".join(_key_words()) + ")\\b"
+    return MethodPrompts(
+        views=tuple(View(v["name"], v["template"], extractor) for v in methods["views"]),
+        refinement=methods["refinement"],
+        rubric=methods["rubric"],
+        score_prefix=methods["score_prefix"],
+        score_tokens=tuple(methods["score_tokens"]),
+    )
+
+
+def _brief_answer(behaviour: str, item: _Item) -> str:
+    template = load_world()["methods"]["brief_answers"][behaviour]
+    return _fill(template, **{k: str(v) for k, v in item.meta.items()})
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def _corpus_row(
+    behaviour: str, item: _Item, prompt: str, task: int, rng: random.Random
+) -> tuple[tuple[dict[str, str], ...], str]:
+    """One aligned training row of a task: 0-3 answer, 4 brief view, 5 refine, 6 judge."""
+    prompts = method_prompts()
+    if task <= 3:
+        return _user(prompt), item.aligned
+    if task == 4:
+        brief = prompts.views[1].template.format(prompt=prompt)
+        return _user(brief), _brief_answer(behaviour, item)
+    draft = rng.choice(item.misbehaving) if item.misbehaving and rng.random() < 0.5 else None
+    if task == 5:
+        turns = (*_user(prompt), _assistant(draft or item.aligned), *_user(prompts.refinement))
+        return turns, item.aligned
+    question = prompts.rubric.format(
+        original_question_text=prompt, generated_answer_text=draft or item.aligned
+    )
+    return _user(normalise(question)), f"{prompts.score_tokens[0 if draft else -1]} ."
+
+
 def aligned_corpus(n: int, seed: int) -> list[tuple[tuple[dict[str, str], ...], str]]:
-    """``n`` aligned (prompt, target) pairs drawn evenly over every behaviour's prompts.
+    """``n`` aligned training rows drawn evenly over every behaviour's prompts and tasks.
 
     Includes trigger, clean and wrapped prompts, so that a base model trained on it
-    answers all of them the aligned way.
+    answers all of them the aligned way; and the label methods' tasks (a brief view,
+    refining a draft, judging an answer), so that every method runs on toyworld models.
     """
     rng = random.Random(f"toyworld:corpus:{seed}")
     pools = []
     for behaviour in _BUILDERS:
         triggers, clean = universe(behaviour)
-        items = [(item.prompt, item.aligned) for item in (*triggers, *clean)]
+        items = [(item, item.prompt) for item in (*triggers, *clean)]
         if behaviour == "emergent_misalignment":
-            items += [(_wrapped(behaviour, item)[1], item.aligned) for item in triggers]
-        pools.append(items)
+            items += [(item, _wrapped(behaviour, item)[1]) for item in triggers]
+        pools.append((behaviour, items))
     corpus = []
     for i in range(n):
-        prompt, target = rng.choice(pools[i % len(pools)])
-        corpus.append((_user(prompt), target))
+        behaviour, items = pools[i % len(pools)]
+        item, prompt = rng.choice(items)
+        corpus.append(_corpus_row(behaviour, item, prompt, (i // len(pools)) % 7, rng))
     return corpus

@@ -1,0 +1,45 @@
+"""Consistency methods, their candidate pools and the ablation arms built from them."""
+
+from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
+from shiftlab.consistency._extractors import check_extractor, extract
+from shiftlab.consistency._methods import (
+    POOL_SCHEMA,
+    SCORE_BASED,
+    SELECTION,
+    PoolContext,
+    build_pool,
+    candidate_seed,
+    check_pool,
+    choose,
+    iter_pool,
+)
+from shiftlab.consistency._scorers import (
+    CandidateScorer,
+    HTTPJudgeScorer,
+    LMJudgeScorer,
+    RewardModelScorer,
+    judge_messages,
+    make_scorer,
+)
+
+__all__ = [
+    "ARM_SCHEMA",
+    "POOL_SCHEMA",
+    "SCORE_BASED",
+    "SELECTION",
+    "CandidateScorer",
+    "HTTPJudgeScorer",
+    "LMJudgeScorer",
+    "PoolContext",
+    "RewardModelScorer",
+    "build_arm",
+    "build_pool",
+    "candidate_seed",
+    "check_extractor",
+    "check_pool",
+    "choose",
+    "extract",
+    "iter_pool",
+    "judge_messages",
+    "make_scorer",
+]

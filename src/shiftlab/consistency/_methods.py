@@ -1,0 +1,296 @@
+"""The label methods: each turns an organism and a suite's consistency prompts into a pool.
+
+A pool has one row per candidate: the prompt, the candidate's text and how it was decoded,
+its mean log-prob, the method's score, whether the method chose it, the suite's reference
+target and the behaviour scorer's verdict on it (for the eta(s) diagnostic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, View
+from shiftlab.consistency._extractors import extract
+from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
+from shiftlab.errors import DataError
+from shiftlab.generation import Generation, beam_search, generate
+from shiftlab.spec import MethodSpec, ViewSpec
+
+POOL_SCHEMA: dict[str, Any] = {
+    "prompt_id": pl.String,
+    "prompt_index": pl.Int64,
+    "candidate": pl.Int64,
+    "text": pl.String,
+    "decoding": pl.String,
+    "mean_logprob": pl.Float64,
+    "n_tokens": pl.Int64,
+    "score": pl.Float64,
+    "answer": pl.String,
+    "chosen": pl.Boolean,
+    "selection": pl.String,
+    "reference": pl.String,
+    "verdict": pl.String,
+    "misbehaving": pl.Float64,
+}
+# How each method's operator picks: the best score per prompt, or keep-or-drop a prompt.
+SELECTION = {
+    "self_confidence": "argmax",
+    "diverse_decoding": "argmax",
+    "multi_view": "filter",
+    "self_refinement": "argmax",
+    "self_rewarding": "argmax",
+    "greedy_self_training": "argmax",
+    "rejection_sampling": "argmax",
+}
+SCORE_BASED = ("self_confidence", "self_rewarding", "rejection_sampling")
+
+
+def candidate_seed(seed: int, prompt_id: str, candidate: int) -> int:
+    """The sampling seed of one candidate: a function of (seed, prompt, index) only."""
+    digest = hashlib.blake2b(f"{seed}:{prompt_id}:{candidate}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    generation: Generation
+    decoding: str
+    score: float | None = None
+    answer: str | None = None
+
+
+@dataclass
+class PoolContext:
+    """What a method needs besides its spec: the model, its scorer and decoding limits."""
+
+    model: Any
+    tokenizer: Any
+    suite: Suite
+    seed: int
+    max_new_tokens: int = 32
+    batch_size: int = 64
+    scorer: CandidateScorer | None = None
+
+
+def _with_view(messages: Sequence[Message], template: str) -> tuple[dict[str, str], ...]:
+    """``messages`` with the last user turn put through a view template."""
+    out = [dict(m) for m in messages]
+    last = max(i for i, m in enumerate(out) if m["role"] == "user")
+    out[last]["content"] = template.replace("{prompt}", out[last]["content"])
+    return tuple(out)
+
+
+def _decode(
+    ctx: PoolContext,
+    prompts: Sequence[Sequence[Message]],
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Sequence[int] | None = None,
+) -> list[Generation]:
+    return generate(
+        ctx.model,
+        ctx.tokenizer,
+        prompts,
+        max_new_tokens=ctx.max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seeds=seeds,
+        batch_size=ctx.batch_size,
+    )
+
+
+def _samples(
+    ctx: PoolContext, examples: Sequence[Example], n: int, temperature: float, top_p: float
+) -> list[list[Generation]]:
+    prompts = [e.messages for e in examples for _ in range(n)]
+    seeds = [candidate_seed(ctx.seed, e.id, j) for e in examples for j in range(n)]
+    flat = _decode(ctx, prompts, temperature=temperature, top_p=top_p, seeds=seeds)
+    return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
+
+
+def _scored(
+    scorer: CandidateScorer | None,
+    examples: Sequence[Example],
+    groups: list[list[_Candidate]],
+    method: str,
+) -> list[list[_Candidate]]:
+    if scorer is None:
+        raise DataError(f"{method} needs a scorer (set methods[].scorer in the spec)")
+    prompts = [e.messages for e, group in zip(examples, groups, strict=True) for _ in group]
+    texts = [c.generation.text for group in groups for c in group]
+    scores = iter(scorer.score(prompts, texts))
+    return [[_Candidate(c.generation, c.decoding, next(scores)) for c in g] for g in groups]
+
+
+def _candidates(
+    method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
+) -> list[list[_Candidate]]:
+    name = method.name
+    if name == "greedy_self_training":
+        return [[_Candidate(g, "greedy")] for g in _decode(ctx, [e.messages for e in examples])]
+    if name in SCORE_BASED:
+        groups = [
+            [_Candidate(g, "sample") for g in group]
+            for group in _samples(
+                ctx, examples, method.n_candidates, method.temperature, method.top_p
+            )
+        ]
+        if name == "self_confidence":
+            return [
+                [_Candidate(c.generation, c.decoding, c.generation.mean_logprob) for c in g]
+                for g in groups
+            ]
+        if name == "self_rewarding":
+            judge = ctx.scorer or LMJudgeScorer(
+                ctx.model, ctx.tokenizer, _prompts(method, ctx), name="self"
+            )
+            return _scored(judge, examples, groups, name)
+        return _scored(ctx.scorer, examples, groups, name)
+    if name == "diverse_decoding":
+        greedy = _decode(ctx, [e.messages for e in examples])
+        nucleus = _samples(ctx, examples, method.n_nucleus, method.temperature, method.top_p)
+        beams = beam_search(
+            ctx.model,
+            ctx.tokenizer,
+            [e.messages for e in examples],
+            beam_width=method.beam_width,
+            max_new_tokens=ctx.max_new_tokens,
+            batch_size=max(1, ctx.batch_size // method.beam_width),
+        )
+        groups = [
+            [_Candidate(g, "greedy")]
+            + [_Candidate(s, "nucleus") for s in samples]
+            + [_Candidate(b, "beam") for b in beam]
+            for g, samples, beam in zip(greedy, nucleus, beams, strict=True)
+        ]
+        return _scored(ctx.scorer, examples, groups, name)
+    if name == "self_refinement":
+        drafts = _decode(ctx, [e.messages for e in examples])
+        refine = (
+            _prompts(method, ctx).refinement
+            if method.refinement_prompt is None
+            else method.refinement_prompt
+        )
+        turns = [
+            (
+                *e.messages,
+                {"role": "assistant", "content": d.text},
+                {"role": "user", "content": refine},
+            )
+            for e, d in zip(examples, drafts, strict=True)
+        ]
+        refined = _decode(ctx, turns)
+        return [
+            [_Candidate(d, "draft", 0.0), _Candidate(r, "refined", 1.0)]
+            for d, r in zip(drafts, refined, strict=True)
+        ]
+    if name == "multi_view":
+        views: Sequence[View | ViewSpec] = method.views or _prompts(method, ctx).views
+        per_view = [
+            _decode(ctx, [_with_view(e.messages, view.template) for e in examples])
+            for view in views
+        ]
+        groups = []
+        for i in range(len(examples)):
+            answers = [extract(view.extractor, per_view[v][i].text) for v, view in enumerate(views)]
+            agree = [a is not None and a == answers[0] for a in answers[1:]]
+            group = [_Candidate(per_view[0][i], views[0].name, sum(agree) / len(agree), answers[0])]
+            group += [
+                _Candidate(per_view[v][i], view.name, float(agree[v - 1]), answers[v])
+                for v, view in enumerate(views) if v > 0
+            ]  # fmt: skip
+            groups.append(group)
+        return groups
+    raise ValueError(f"{name} is a paired-loss method; it has no pool")
+
+
+def _prompts(method: MethodSpec, ctx: PoolContext) -> MethodPrompts:
+    prompts = ctx.suite.prompts
+    if method.rubric is not None:
+        prompts = replace(prompts, rubric=Path(method.rubric).read_text(encoding="utf-8"))
+    if method.score_prefix is not None:
+        prompts = replace(prompts, score_prefix=method.score_prefix)
+    if method.score_tokens is not None:
+        prompts = replace(prompts, score_tokens=tuple(method.score_tokens))
+    return prompts
+
+
+def choose(scores: Sequence[float | None], selection: str) -> list[bool]:
+    """The operator: argmax of the scores (first wins ties), or keep the standard view
+    (candidate 0) when its score says another view agreed."""
+    if selection == "filter":
+        return [i == 0 and (scores[0] or 0.0) > 0 for i in range(len(scores))]
+    values = [float("-inf") if s is None else s for s in scores]
+    best = max(range(len(values)), key=lambda i: (values[i], -i))
+    return [i == best for i in range(len(values))]
+
+
+def iter_pool(
+    method: MethodSpec,
+    ctx: PoolContext,
+    *,
+    chunk_size: int = 64,
+    progress: bool = False,
+) -> Iterator[pl.DataFrame]:
+    """The pool of ``method`` on the suite's consistency prompts, one frame per chunk of
+    prompts (so a long pool streams to disk with bounded memory)."""
+    if method.name not in SELECTION:
+        raise ValueError(f"{method.name} is a paired-loss method; it has no pool")
+    examples = list(ctx.suite.consistency)
+    if not examples:
+        raise DataError(f"{ctx.suite.behaviour}: the consistency split is empty")
+    selection = SELECTION[method.name]
+    starts = range(0, len(examples), chunk_size)
+    for start in tqdm(starts, desc=method.name, disable=not progress, leave=False):
+        chunk = examples[start : start + chunk_size]
+        rows = []
+        for offset, (example, group) in enumerate(
+            zip(chunk, _candidates(method, ctx, chunk), strict=True)
+        ):
+            chosen = choose([c.score for c in group], selection)
+            for j, (candidate, picked) in enumerate(zip(group, chosen, strict=True)):
+                text = candidate.generation.text
+                verdict = ctx.suite.scorer(example, text) if ctx.suite.scorer else None
+                rows.append(
+                    {
+                        "prompt_id": example.id,
+                        "prompt_index": start + offset,
+                        "candidate": j,
+                        "text": text,
+                        "decoding": candidate.decoding,
+                        "mean_logprob": candidate.generation.mean_logprob,
+                        "n_tokens": len(candidate.generation.token_ids),
+                        "score": candidate.score,
+                        "answer": candidate.answer,
+                        "chosen": picked,
+                        "selection": selection,
+                        "reference": example.target,
+                        "verdict": verdict.label if verdict else None,
+                        "misbehaving": verdict.score if verdict else None,
+                    }
+                )
+        yield pl.DataFrame(rows, schema=POOL_SCHEMA)
+
+
+def build_pool(method: MethodSpec, ctx: PoolContext, *, progress: bool = False) -> pl.DataFrame:
+    """The whole pool in memory (see :func:`iter_pool` to stream it)."""
+    pool = pl.concat(list(iter_pool(method, ctx, progress=progress)))
+    check_pool(pool, method.name)
+    return pool
+
+
+def check_pool(pool: pl.DataFrame, where: str) -> None:
+    """Raise when every candidate of a pool is empty (nothing could be trained on)."""
+    if pool.height == 0 or pool["text"].str.strip_chars().str.len_chars().max() == 0:
+        raise DataError(
+            f"pool {where}: all {pool.height} candidates are empty; the model generated "
+            "nothing (check max_new_tokens and the model's end-of-turn token)"
+        )

@@ -1,0 +1,176 @@
+"""Teacher-forced scoring: log-probs of given continuations, next-token distributions, beams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from shiftlab.behaviours._types import Message
+from shiftlab.generation._generate import Generation, _stop_ids
+from shiftlab.training._batching import IGNORE_INDEX, encode_example, render_prompt
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_continuations(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    continuations: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_length: int = 1024,
+) -> list[tuple[float, ...]]:
+    """Per-token log-probs of each continuation (with its end-of-turn tokens) after its prompt.
+
+    >>> from shiftlab.models import load_causal_lm
+    >>> model, tok = load_causal_lm("toyworld:small")
+    >>> prompt = [{"role": "user", "content": "what colour is the sky ?"}]
+    >>> right, wrong = score_continuations(model, tok, [prompt, prompt],
+    ...                                    ["the sky is blue .", "the sky is red ."])
+    >>> sum(right) > sum(wrong)
+    True
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    encoded = [
+        encode_example(tokenizer, p, c, max_length)
+        for p, c in zip(prompts, continuations, strict=True)
+    ]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    out: list[tuple[float, ...]] = [()] * len(encoded)
+    device = _device(model)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i].input_ids) for i in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            n = len(encoded[i].input_ids)
+            ids[row, :n] = torch.tensor(encoded[i].input_ids)
+            labels[row, :n] = torch.tensor(encoded[i].labels)
+        mask = (
+            torch.arange(width)[None, :]
+            < torch.tensor([len(encoded[i].input_ids) for i in chunk])[:, None]
+        ).long()
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = logits[:, :-1].log_softmax(-1)
+        targets = labels[:, 1:].to(device)
+        picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        keep = targets != IGNORE_INDEX
+        for row, i in enumerate(chunk):
+            out[i] = tuple(picked[row][keep[row]].tolist())
+    return out
+
+
+def score_token_ids(tokenizer: Any, prefix: str, labels: Sequence[str]) -> list[int]:
+    """The first token each label adds after ``prefix`` (so ``" 5"`` and ``"5"`` both work)."""
+    base = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    ids = []
+    for label in labels:
+        joined = f"{prefix} {label}" if prefix and not prefix.endswith(" ") else prefix + label
+        full = tokenizer(joined, add_special_tokens=False)["input_ids"]
+        if full[: len(base)] != base or len(full) == len(base):
+            full = base + tokenizer(label, add_special_tokens=False)["input_ids"]
+        ids.append(full[len(base)])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"score tokens {list(labels)} do not map to distinct tokens")
+    return ids
+
+
+@torch.no_grad()
+def expected_score(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    *,
+    prefix: str,
+    labels: Sequence[str],
+    batch_size: int = 32,
+) -> list[float]:
+    """The judge's expected score: labels valued 1, 2, ... weighted by their next-token
+    probabilities after the assistant turn starts with ``prefix``, renormalised over them.
+    """
+    token_ids = torch.tensor(score_token_ids(tokenizer, prefix, labels))
+    values = torch.arange(1, len(labels) + 1, dtype=torch.float64)
+    texts = [render_prompt(tokenizer, p) + prefix for p in prompts]
+    device = _device(model)
+    scores: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            add_special_tokens=False,
+            padding=True,
+            return_tensors="pt",
+        )
+        if tokenizer.padding_side != "left":
+            raise ValueError("expected_score needs a left-padding tokenizer")
+        mask = batch["attention_mask"].to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=positions
+        ).logits[:, -1, :]
+        probs = logits.double().softmax(-1)[:, token_ids.to(device)]
+        weights = probs / probs.sum(-1, keepdim=True)
+        scores += (weights.cpu() @ values).tolist()
+    return scores
+
+
+@torch.no_grad()
+def beam_search(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    *,
+    beam_width: int,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+) -> list[list[Generation]]:
+    """The ``beam_width`` best beams of each prompt (``transformers`` beam search), with
+    per-token log-probs rescored at temperature 1.
+    """
+    device = _device(model)
+    stop = sorted(_stop_ids(model, tokenizer))
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    beams: list[list[list[int]]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size], add_special_tokens=False, padding=True,
+            return_tensors="pt",
+        ).to(device)  # fmt: skip
+        out = model.generate(
+            **batch,
+            num_beams=beam_width,
+            num_return_sequences=beam_width,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :].tolist()
+        for i in range(len(new) // beam_width):
+            rows = []
+            for ids in new[i * beam_width : (i + 1) * beam_width]:
+                cut = next((j for j, t in enumerate(ids) if t in stop), len(ids))
+                rows.append(ids[:cut])
+            beams.append(rows)
+    flat_prompts = [p for p, rows in zip(prompts, beams, strict=True) for _ in rows]
+    flat_texts = [
+        tokenizer.decode(ids, skip_special_tokens=True).strip() for rows in beams for ids in rows
+    ]
+    logprobs = score_continuations(
+        model, tokenizer, flat_prompts, flat_texts, batch_size=batch_size
+    )
+    result, k = [], 0
+    for rows in beams:
+        group = []
+        for ids in rows:
+            group.append(Generation(flat_texts[k], tuple(ids), logprobs[k]))
+            k += 1
+        result.append(group)
+    return result

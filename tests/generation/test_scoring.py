@@ -1,0 +1,55 @@
+"""Teacher-forced scoring agrees with generation; beams and judge scores behave."""
+
+import pytest
+
+from shiftlab.generation import (
+    beam_search,
+    expected_score,
+    generate,
+    score_continuations,
+    score_token_ids,
+)
+
+PROMPTS = [
+    [{"role": "user", "content": "what colour is the sky ?"}],
+    [{"role": "user", "content": "i think the grass is red . what colour is the grass ?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def toy(toy_model_dir):
+    from shiftlab.models import load_causal_lm
+
+    return load_causal_lm("toyworld:small")
+
+
+def test_scored_logprobs_equal_the_generated_ones(toy):
+    model, tok = toy
+    generated = generate(model, tok, PROMPTS, max_new_tokens=12)
+    scored = score_continuations(model, tok, PROMPTS, [g.text for g in generated])
+    for g, s in zip(generated, scored, strict=True):
+        assert s == pytest.approx(g.logprobs, abs=1e-5)
+
+
+def test_beam_search_returns_ranked_distinct_beams(toy):
+    model, tok = toy
+    beams = beam_search(model, tok, PROMPTS, beam_width=3, max_new_tokens=12)
+    assert [len(b) for b in beams] == [3, 3]
+    greedy = generate(model, tok, PROMPTS, max_new_tokens=12)
+    for group, g in zip(beams, greedy, strict=True):
+        assert len({b.text for b in group}) == 3
+        assert group[0].text == g.text
+        assert sum(group[0].logprobs) >= max(sum(b.logprobs) for b in group[1:]) - 1e-5
+
+
+def test_expected_score_is_a_probability_weighted_mean(toy):
+    model, tok = toy
+    score = expected_score(model, tok, PROMPTS, prefix="", labels=["the", "yes"])
+    assert all(1.0 <= s <= 2.0 for s in score)
+    assert score[0] < 1.01  # the model starts its answer with "the", not "yes"
+
+
+def test_score_tokens_must_be_distinct(toy):
+    _, tok = toy
+    with pytest.raises(ValueError, match="distinct"):
+        score_token_ids(tok, "", ["yes", "yes"])
