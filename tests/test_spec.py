@@ -96,3 +96,29 @@ def test_yaml_round_trip():
     import yaml
 
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_a_reward_model_scorer_must_be_a_sequence_classifier(toy_model_dir):
+    spec = with_change(
+        ["methods"],
+        [
+            {
+                "name": "rejection_sampling",
+                "scorer": {"kind": "reward_model", "path": str(toy_model_dir)},
+            }
+        ],
+    )
+    with pytest.raises(
+        SpecError, match=r"methods\[0\]\.scorer\.path: .* is not a sequence-classification"
+    ):
+        parse_spec(spec, "s.yaml")
+
+
+def test_methods_take_a_bare_name_or_their_knobs():
+    spec = parse_spec(
+        with_change(["methods"], ["bct", {"name": "self_confidence", "n_candidates": 6}])
+    )
+    assert [m.name for m in spec.methods] == ["bct", "self_confidence"]
+    assert spec.methods[1].n_candidates == 6 and spec.methods[0].n_candidates == 4
+    with pytest.raises(SpecError, match="k_values must not exceed n_candidates"):
+        parse_spec(with_change(["methods"], [{"name": "self_confidence", "k_values": [9]}]))
