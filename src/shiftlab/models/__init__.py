@@ -6,6 +6,7 @@ from shiftlab.models._loading import (
     load_causal_lm,
     model_identity,
     resolve_model,
+    save_model_dir,
     smollm2_folder,
 )
 from shiftlab.models._lora import attach_lora, load_lora
@@ -21,5 +22,6 @@ __all__ = [
     "load_lora",
     "model_identity",
     "resolve_model",
+    "save_model_dir",
     "smollm2_folder",
 ]

@@ -101,14 +101,19 @@ def smollm2_folder() -> Path:
         del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(model.state_dict())
+    save_model_dir(fresh, tokenizer, target)
+    return target
+
+
+def save_model_dir(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save model and tokenizer as a ``transformers`` folder at ``target``, atomically."""
     tmp = temporary_sibling(target)
     try:
-        fresh.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         publish_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 _LARGE_FILE = 64 << 20

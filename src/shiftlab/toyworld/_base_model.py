@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash
+from shiftlab.models._loading import save_model_dir
 from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
-from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
 from shiftlab.training._loop import TRAINER_VERSION
@@ -161,11 +160,5 @@ def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
         if unexpected or set(missing) - {"lm_head.weight"}:
             raise RuntimeError(f"shipped toyworld weights do not fit: {missing} {unexpected}")
         model.tie_weights()
-    tmp = temporary_sibling(target)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        publish_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(model, tokenizer, target)
     return target

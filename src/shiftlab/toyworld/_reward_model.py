@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import torch
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash
+from shiftlab.models._loading import save_model_dir
 from shiftlab.models._tiny import TINY_SIZES
-from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.toyworld._suites import _BUILDERS, SUITE_VERSION, universe
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
 
@@ -149,11 +148,5 @@ def toyworld_reward_model_dir(*, progress: bool = True) -> Path:
     else:
         log.warning("toyworld reward model: shipped weights are stale; retraining")
         model, tokenizer = train_reward_model(progress=progress)
-    tmp = temporary_sibling(target)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        publish_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(model, tokenizer, target)
     return target
