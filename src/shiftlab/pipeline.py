@@ -19,12 +19,13 @@ they depend on, so a finished artefact is never recomputed and a killed study re
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 from tqdm.auto import tqdm
@@ -35,11 +36,13 @@ from shiftlab.behaviours import BehaviourRate, PairExample, Suite, evaluate_beha
 from shiftlab.behaviours._types import Message
 from shiftlab.consistency import (
     SCORE_BASED,
+    CandidateScorer,
     PoolContext,
     build_arm,
     check_pool,
     iter_pool,
     make_scorer,
+    resolve_prompts,
 )
 from shiftlab.errors import DataError, ShiftlabError, StoreError
 from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
@@ -60,7 +63,9 @@ from shiftlab.training import (
     train_arms,
     train_sft,
 )
+from shiftlab.training._loop import Objective
 
+T = TypeVar("T")
 ORGANISM_TABLE = "organisms"
 RUNS_TABLE = "runs"
 
@@ -176,12 +181,12 @@ def _run_organism(
         peft_model.unload()
 
 
-def _by_base(jobs: list[Job]) -> Iterator[tuple[BaseModelSpec, list[Job]]]:
-    order: dict[str, list[Job]] = {}
-    for job in jobs:
-        order.setdefault(job.base.name, []).append(job)
-    for group in order.values():
-        yield group[0].base, group
+def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    """Items by key, in first-seen order (jobs sharing a base model or an organism)."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
 
 
 def organism_table(store: Store, jobs: list[Job]) -> pl.DataFrame:
@@ -256,8 +261,8 @@ def _run_phase1(
 ) -> None:
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
-    for base, group in _by_base(pending):
-        model, tokenizer = _load_base(base)
+    for group in _grouped(pending, lambda j: j.base.name).values():
+        model, tokenizer = _load_base(group[0].base)
         for job in group:
             bar.set_postfix_str(job.artefact_id.rsplit("__", 1)[0])
             with store.lock(job.kind, job.artefact_id):
@@ -360,10 +365,27 @@ def _write_pool(store: Store, job: PoolJob, ctx: PoolContext, scorer_name: str |
             for i, frame in enumerate(iter_pool(job.method, ctx)):
                 frame.write_parquet(parts / f"part-{i:05d}.parquet")
             pool = pl.scan_parquet(parts / "*.parquet")
-            check_pool(pool.select("text").collect(), job.artefact_id)
+            check_pool(pool, job.artefact_id)
             pool.sink_parquet(target)
         finally:
             shutil.rmtree(parts, ignore_errors=True)
+
+
+def _scorer_for(
+    job: PoolJob, suite: Suite, organism: Any, tokenizer: Any, cache: dict[str, Any]
+) -> CandidateScorer | None:
+    """The pool's scorer; one that does not judge with the organism is loaded once."""
+    method = job.method
+    if not method.uses_scorer and method.scorer is None:
+        return None
+    prompts = resolve_prompts(method, suite)
+    if method.scorer is not None and method.scorer.kind == "self":
+        return make_scorer(method.scorer, prompts, organism=organism, tokenizer=tokenizer)
+    key = content_hash({"scorer": method.scorer and method.scorer.model_dump(), "prompts": prompts})
+    if key not in cache:
+        cache[key] = make_scorer(method.scorer, prompts)
+    scorer: CandidateScorer = cache[key]
+    return scorer
 
 
 def _run_phase2(
@@ -371,25 +393,16 @@ def _run_phase2(
 ) -> None:
     pending = [j for j in jobs if not store.is_finished("pools", j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 2", unit="pool", disable=not progress or not pending)
-    by_base: dict[str, list[PoolJob]] = {}
-    for job in pending:
-        by_base.setdefault(job.organism.base.name, []).append(job)
-    for group in by_base.values():
+    scorers: dict[str, Any] = {}
+    for group in _grouped(pending, lambda j: j.organism.base.name).values():
         model, tokenizer = _load_base(group[0].organism.base)
-        by_organism: dict[str, list[PoolJob]] = {}
-        for job in group:
-            by_organism.setdefault(job.organism.artefact_id, []).append(job)
-        for organism_id, pool_jobs in by_organism.items():
+        for organism_id, pool_jobs in _grouped(group, lambda j: j.organism.artefact_id).items():
             organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
             try:
                 for job in pool_jobs:
                     bar.set_postfix_str(f"{organism_id.rsplit('__', 1)[0]} {job.method.name}")
                     suite = suites[job.organism.behaviour.name]
-                    scorer = None
-                    if job.method.uses_scorer or job.method.scorer is not None:
-                        scorer = make_scorer(
-                            job.method.scorer, suite.prompts, organism=organism, tokenizer=tokenizer
-                        )
+                    scorer = _scorer_for(job, suite, organism, tokenizer, scorers)
                     ctx = PoolContext(
                         organism,
                         tokenizer,
@@ -420,12 +433,17 @@ def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class RunJob:
-    """One phase-3 training run: an organism trained on one arm's data with one seed."""
+    """One phase-3 training run: an organism trained on one arm's data with one seed.
+
+    ``config`` is everything the run is a function of (its id is a hash of it), except
+    the training data itself, which it holds by hash.
+    """
 
     run_id: str
     organism: Job
-    objective: str
+    objective: Objective
     seed: int
+    config: dict[str, Any]
     examples: tuple[tuple[tuple[Message, ...], str], ...] = ()
     pairs: tuple[PairExample, ...] = ()
 
@@ -448,6 +466,8 @@ class RunRow:
 
 @dataclass(frozen=True)
 class RunPlan:
+    """The design table's cells and the distinct runs (by id) behind them."""
+
     rows: list[RunRow]
     jobs: dict[str, RunJob]
 
@@ -458,6 +478,22 @@ def _arm_examples(suite: Suite, arm: pl.DataFrame) -> tuple[tuple[tuple[Message,
         (tuple(prompts[pid]), target)
         for pid, target in zip(arm["prompt_id"], arm["target"], strict=True)
     )
+
+
+def _cells(spec: StudySpec, method: MethodSpec) -> list[tuple[str, int | None]]:
+    """The (arm, k) cells of a method: paired losses have only ``full`` and ``none``;
+    score-based methods record their candidate count as k and add the k-scaling arms."""
+    if method.name in PAIRED_METHODS:
+        return [(arm, None) for arm in ("full", "none") if arm in spec.arms]
+    if method.name not in SCORE_BASED:
+        return [(arm, None) for arm in spec.arms]
+    n = method.n_candidates
+    cells: list[tuple[str, int | None]] = [
+        (arm, n if arm in ("full", "shuffled") else None) for arm in spec.arms
+    ]
+    if "full" in spec.arms:
+        cells += [("full", k) for k in method.k_values if k != n]
+    return cells
 
 
 def plan_runs(
@@ -472,66 +508,49 @@ def plan_runs(
     Arms built from identical data share one run (``relabeled`` and ``original`` do not
     depend on the method, ``greedy_self_training``'s arms equal ``relabeled``).
     """
-    pool_of: dict[tuple[str, str], str] = {
-        (p.organism.artefact_id, p.method.name): p.artefact_id for p in pools
-    }
-    training = spec.runs.training.model_dump()
+    pool_ids = {(p.organism.artefact_id, p.method.name): p.artefact_id for p in pools}
+    read = functools.lru_cache(maxsize=None)(lambda pool_id: read_pool(store, pool_id))
     rows: list[RunRow] = []
     jobs: dict[str, RunJob] = {}
 
-    def job_for(organism: Job, objective: str, seed: int, **data: Any) -> RunJob:
-        content = {
+    def job_for(organism: Job, objective: Objective, seed: int, **data: Any) -> RunJob:
+        config = {
             "organism": organism.artefact_id,
             "objective": objective,
             "seed": seed,
-            "training": training,
+            "training": spec.runs.training.model_dump(),
             "trainer": TRAINER_VERSION,
-            "examples": data.get("examples", ()),
-            "pairs": [(p.clean, p.wrapped, p.target) for p in data.get("pairs", ())],
+            "eval": spec.eval.model_dump(exclude={"batch_size"}),
+            "data": content_hash(
+                [
+                    data.get("examples", ()),
+                    [(p.clean, p.wrapped, p.target) for p in data.get("pairs", ())],
+                ]
+            ),
         }
-        run_id = f"{organism.artefact_id}__run-{_short(content)}"
-        return jobs.setdefault(run_id, RunJob(run_id, organism, objective, seed, **data))
+        run_id = f"{organism.artefact_id}__run-{_short(config)}"
+        return jobs.setdefault(run_id, RunJob(run_id, organism, objective, seed, config, **data))
 
     for organism in organisms:
         suite = suites[organism.behaviour.name]
-        pool_cache: dict[str, pl.DataFrame] = {}
-
-        def pool(method: str, organism: Job = organism, cache: dict = pool_cache) -> pl.DataFrame:
-            if method not in cache:
-                cache[method] = read_pool(store, pool_of[(organism.artefact_id, method)])
-            return cache[method]
-
-        for method in spec.methods:
-            for seed in spec.runs.seeds:
-                if method.name in PAIRED_METHODS:
-                    for arm in ("full", "none"):
-                        if arm not in spec.arms:
-                            continue
-                        run = None
-                        if arm == "full":
-                            pairs = tuple(p for p in suite.pairs if p.target is not None)
-                            if not pairs:
-                                raise DataError(
-                                    f"{organism.behaviour.name}: {method.name} needs pairs with "
-                                    "targets; the suite's pairs have none"
-                                )
-                            run = job_for(organism, method.name, seed, pairs=pairs)
-                        rows.append(RunRow(organism, method.name, arm, None, seed, run))
-                    continue
-                cells: list[tuple[str, int | None]] = [(arm, None) for arm in spec.arms]
-                if method.name in SCORE_BASED and "full" in spec.arms:
-                    cells += [("full", k) for k in method.k_values if k != method.n_candidates]
-                for arm, k in cells:
-                    if arm == "none":
-                        rows.append(RunRow(organism, method.name, arm, None, seed, None))
-                        continue
-                    source = pool("greedy_self_training" if arm == "relabeled" else method.name)
-                    data = build_arm(source, arm, seed=seed, k=k)
-                    examples = _arm_examples(suite, data)
+        pairs = tuple(p for p in suite.pairs if p.target is not None)
+        for method, seed in itertools.product(spec.methods, spec.runs.seeds):
+            for arm, k in _cells(spec, method):
+                run = None
+                if arm != "none" and method.name in PAIRED_METHODS:
+                    if not pairs:
+                        raise DataError(
+                            f"{organism.behaviour.name}: {method.name} needs pairs with "
+                            "targets; the suite's pairs have none"
+                        )
+                    objective: Objective = "bct" if method.name == "bct" else "act"
+                    run = job_for(organism, objective, seed, pairs=pairs)
+                elif arm != "none":
+                    source = "greedy_self_training" if arm == "relabeled" else method.name
+                    pool = read(pool_ids[(organism.artefact_id, source)])
+                    examples = _arm_examples(suite, build_arm(pool, arm, seed=seed, k=k))
                     run = job_for(organism, "sft", seed, examples=examples) if examples else None
-                    if k is None and method.name in SCORE_BASED and arm in ("full", "shuffled"):
-                        k = method.n_candidates
-                    rows.append(RunRow(organism, method.name, arm, k, seed, run))
+                rows.append(RunRow(organism, method.name, arm, k, seed, run))
     return RunPlan(rows, jobs)
 
 
@@ -540,36 +559,33 @@ def _run_phase3(
 ) -> None:
     pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
     bar = tqdm(total=len(pending), desc="phase 3", unit="run", disable=not progress or not pending)
-    by_base: dict[str, dict[str, list[RunJob]]] = {}
-    for job in pending:
-        by_organism = by_base.setdefault(job.organism.base.name, {})
-        by_organism.setdefault(job.organism.artefact_id, []).append(job)
     config = spec.runs.training
-    for organisms in by_base.values():
-        first = next(iter(organisms.values()))[0]
-        model, tokenizer = _load_base(first.organism.base)
-        for organism_id, run_jobs in organisms.items():
+    for group in _grouped(pending, lambda j: j.organism.base.name).values():
+        model, tokenizer = _load_base(group[0].organism.base)
+        for organism_id, run_jobs in _grouped(group, lambda j: j.organism.artefact_id).items():
             suite = suites[run_jobs[0].organism.behaviour.name]
-            by_id = {j.run_id: j for j in run_jobs}
             arm_jobs = []
             for job in run_jobs:
-                if job.pairs:
-                    data: Sequence[Any] = encode_pairs(
+                data: Sequence[Any] = (
+                    encode_pairs(
                         tokenizer,
                         [(p.clean, p.wrapped, p.target or "") for p in job.pairs],
                         config.max_length,
                     )
-                else:
-                    data = encode_sft(tokenizer, job.examples, config.max_length)
-                arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))  # type: ignore[arg-type]
-
+                    if job.pairs
+                    else encode_sft(tokenizer, job.examples, config.max_length)
+                )
+                arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))
+            save = functools.partial(
+                _save_run, store, spec, suite, tokenizer, {j.run_id: j for j in run_jobs}, bar
+            )
             train_arms(
                 model,
                 tokenizer,
                 store.path("organisms", organism_id) / "adapter",
                 arm_jobs,
                 config,
-                on_done=functools.partial(_save_run, store, spec, suite, tokenizer, by_id, bar),
+                on_done=save,
                 progress=False,
             )
     bar.close()
@@ -590,13 +606,7 @@ def _save_run(
     job = jobs[arm.name]
     rows, rate = _evaluate(peft_model, tokenizer, suite, spec)
     manifest = build_manifest(
-        {
-            "organism": job.organism.artefact_id,
-            "objective": job.objective,
-            "training": spec.runs.training.model_dump(),
-            "trainer": TRAINER_VERSION,
-            "eval": spec.eval.model_dump(exclude={"batch_size"}),
-        },
+        job.config,
         {"run": job.seed, "study": spec.seed},
         metrics=rate.to_dict(),
         n_train=job.n_train,
@@ -613,21 +623,12 @@ def _save_run(
 
 
 def _targets_frame(job: RunJob) -> pl.DataFrame:
-    """The run's training data: what the shift measurement compares with the organism."""
-    if job.pairs:
-        return pl.DataFrame(
-            {
-                "prompt": [p.wrapped[-1]["content"] for p in job.pairs],
-                "target": [p.target for p in job.pairs],
-            },
-            schema={"prompt": pl.String, "target": pl.String},
-        )
+    """The run's training data (last user turn, target): what shift compares with the organism."""
+    data = [(p.wrapped, p.target) for p in job.pairs] or list(job.examples)
     return pl.DataFrame(
-        {
-            "prompt": [m[-1]["content"] for m, _ in job.examples],
-            "target": [t for _, t in job.examples],
-        },
+        [(messages[-1]["content"], target) for messages, target in data],
         schema={"prompt": pl.String, "target": pl.String},
+        orient="row",
     )
 
 
@@ -641,12 +642,13 @@ def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.Dat
     no run and a delta of 0. Shift columns stay null until shift is measured.
     """
     before = dict(zip(organisms["organism_id"], organisms["organism_rate"], strict=True))
+    rates = {i: store.read_manifest("runs", i)["metrics"]["rate"] for i in plan.jobs}
     records = []
     for row in plan.rows:
         organism_id = row.organism.artefact_id
         after: float | None = before[organism_id] if row.arm == "none" else None
         if row.run is not None:
-            after = store.read_manifest("runs", row.run.run_id)["metrics"]["rate"]
+            after = rates[row.run.run_id]
         records.append(
             {
                 "run_id": row.run.run_id if row.run else None,

@@ -12,6 +12,7 @@ from shiftlab.consistency._methods import (
     check_pool,
     choose,
     iter_pool,
+    resolve_prompts,
 )
 from shiftlab.consistency._scorers import (
     CandidateScorer,
@@ -42,4 +43,5 @@ __all__ = [
     "iter_pool",
     "judge_messages",
     "make_scorer",
+    "resolve_prompts",
 ]

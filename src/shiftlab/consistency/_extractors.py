@@ -39,6 +39,7 @@ def check_extractor(name: str) -> None:
 
 def extract(name: str, text: str) -> str | None:
     """The answer ``name`` reads from ``text``, or None when there is none."""
+    check_extractor(name)
     text = text.strip()
     if name == "exact":
         return " ".join(text.lower().split()) or None
@@ -60,10 +61,7 @@ def extract(name: str, text: str) -> str | None:
             if value is not None:
                 return str(value).strip().lower()
         return None
-    if name.startswith("regex:"):
-        match = re.search(name[6:], text)
-        if match is None:
-            return None
-        return (match.group(1) if match.groups() else match.group(0)).strip().lower()
-    check_extractor(name)
-    raise AssertionError("unreachable")
+    match = re.search(name.removeprefix("regex:"), text)
+    if match is None:
+        return None
+    return (match.group(1) if match.groups() else match.group(0)).strip().lower()

@@ -21,7 +21,7 @@ from shiftlab.consistency._extractors import extract
 from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
 from shiftlab.generation import Generation, beam_search, generate
-from shiftlab.spec import MethodSpec, ViewSpec
+from shiftlab.spec import MethodSpec
 
 POOL_SCHEMA: dict[str, Any] = {
     "prompt_id": pl.String,
@@ -130,97 +130,119 @@ def _scored(
     return [[_Candidate(c.generation, c.decoding, next(scores)) for c in g] for g in groups]
 
 
-def _candidates(
+def _messages(examples: Sequence[Example]) -> list[Sequence[Message]]:
+    return [e.messages for e in examples]
+
+
+def _greedy_self_training(
     method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
 ) -> list[list[_Candidate]]:
-    name = method.name
-    if name == "greedy_self_training":
-        return [[_Candidate(g, "greedy")] for g in _decode(ctx, [e.messages for e in examples])]
-    if name in SCORE_BASED:
-        groups = [
-            [_Candidate(g, "sample") for g in group]
-            for group in _samples(
-                ctx, examples, method.n_candidates, method.temperature, method.top_p
-            )
-        ]
-        if name == "self_confidence":
-            return [
-                [_Candidate(c.generation, c.decoding, c.generation.mean_logprob) for c in g]
-                for g in groups
+    return [[_Candidate(g, "greedy")] for g in _decode(ctx, _messages(examples))]
+
+
+def _sampled(
+    method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
+) -> list[list[_Candidate]]:
+    """N samples per prompt, scored by mean log-prob (self_confidence), by the organism as
+    judge unless another scorer is given (self_rewarding), or by the scorer."""
+    samples = _samples(ctx, examples, method.n_candidates, method.temperature, method.top_p)
+    if method.name == "self_confidence":
+        return [[_Candidate(g, "sample", g.mean_logprob) for g in group] for group in samples]
+    scorer = ctx.scorer
+    if scorer is None and method.name == "self_rewarding":
+        prompts = resolve_prompts(method, ctx.suite)
+        scorer = LMJudgeScorer(ctx.model, ctx.tokenizer, prompts, name="self")
+    groups = [[_Candidate(g, "sample") for g in group] for group in samples]
+    return _scored(scorer, examples, groups, method.name)
+
+
+def _diverse_decoding(
+    method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
+) -> list[list[_Candidate]]:
+    greedy = _decode(ctx, _messages(examples))
+    nucleus = _samples(ctx, examples, method.n_nucleus, method.temperature, method.top_p)
+    beams = beam_search(
+        ctx.model,
+        ctx.tokenizer,
+        _messages(examples),
+        beam_width=method.beam_width,
+        max_new_tokens=ctx.max_new_tokens,
+        batch_size=max(1, ctx.batch_size // method.beam_width),
+    )
+    groups = [
+        [_Candidate(g, "greedy")]
+        + [_Candidate(s, "nucleus") for s in samples]
+        + [_Candidate(b, "beam") for b in beam]
+        for g, samples, beam in zip(greedy, nucleus, beams, strict=True)
+    ]
+    return _scored(ctx.scorer, examples, groups, method.name)
+
+
+def _self_refinement(
+    method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
+) -> list[list[_Candidate]]:
+    """A greedy draft, then the organism's greedy refinement of it (always chosen)."""
+    refinement = {"role": "user", "content": resolve_prompts(method, ctx.suite).refinement}
+    drafts = _decode(ctx, _messages(examples))
+    turns = [
+        (*e.messages, {"role": "assistant", "content": d.text}, refinement)
+        for e, d in zip(examples, drafts, strict=True)
+    ]
+    refined = _decode(ctx, turns)
+    return [
+        [_Candidate(d, "draft", 0.0), _Candidate(r, "refined", 1.0)]
+        for d, r in zip(drafts, refined, strict=True)
+    ]
+
+
+def _multi_view(
+    method: MethodSpec, ctx: PoolContext, examples: Sequence[Example]
+) -> list[list[_Candidate]]:
+    """One greedy answer per view; a view scores 1 when its answer equals the standard
+    view's, the standard view scores the share of views that agree with it."""
+    views = resolve_prompts(method, ctx.suite).views
+    per_view = [
+        _decode(ctx, [_with_view(e.messages, view.template) for e in examples]) for view in views
+    ]
+    groups = []
+    for outputs in zip(*per_view, strict=True):
+        answers = [extract(v.extractor, o.text) for v, o in zip(views, outputs, strict=True)]
+        agree = [float(a is not None and a == answers[0]) for a in answers[1:]]
+        scores = [sum(agree) / len(agree), *agree]
+        groups.append(
+            [
+                _Candidate(o, v.name, score, answer)
+                for v, o, score, answer in zip(views, outputs, scores, answers, strict=True)
             ]
-        if name == "self_rewarding":
-            judge = ctx.scorer or LMJudgeScorer(
-                ctx.model, ctx.tokenizer, _prompts(method, ctx), name="self"
-            )
-            return _scored(judge, examples, groups, name)
-        return _scored(ctx.scorer, examples, groups, name)
-    if name == "diverse_decoding":
-        greedy = _decode(ctx, [e.messages for e in examples])
-        nucleus = _samples(ctx, examples, method.n_nucleus, method.temperature, method.top_p)
-        beams = beam_search(
-            ctx.model,
-            ctx.tokenizer,
-            [e.messages for e in examples],
-            beam_width=method.beam_width,
-            max_new_tokens=ctx.max_new_tokens,
-            batch_size=max(1, ctx.batch_size // method.beam_width),
         )
-        groups = [
-            [_Candidate(g, "greedy")]
-            + [_Candidate(s, "nucleus") for s in samples]
-            + [_Candidate(b, "beam") for b in beam]
-            for g, samples, beam in zip(greedy, nucleus, beams, strict=True)
-        ]
-        return _scored(ctx.scorer, examples, groups, name)
-    if name == "self_refinement":
-        drafts = _decode(ctx, [e.messages for e in examples])
-        refine = (
-            _prompts(method, ctx).refinement
-            if method.refinement_prompt is None
-            else method.refinement_prompt
-        )
-        turns = [
-            (
-                *e.messages,
-                {"role": "assistant", "content": d.text},
-                {"role": "user", "content": refine},
-            )
-            for e, d in zip(examples, drafts, strict=True)
-        ]
-        refined = _decode(ctx, turns)
-        return [
-            [_Candidate(d, "draft", 0.0), _Candidate(r, "refined", 1.0)]
-            for d, r in zip(drafts, refined, strict=True)
-        ]
-    if name == "multi_view":
-        views: Sequence[View | ViewSpec] = method.views or _prompts(method, ctx).views
-        per_view = [
-            _decode(ctx, [_with_view(e.messages, view.template) for e in examples])
-            for view in views
-        ]
-        groups = []
-        for i in range(len(examples)):
-            answers = [extract(view.extractor, per_view[v][i].text) for v, view in enumerate(views)]
-            agree = [a is not None and a == answers[0] for a in answers[1:]]
-            group = [_Candidate(per_view[0][i], views[0].name, sum(agree) / len(agree), answers[0])]
-            group += [
-                _Candidate(per_view[v][i], view.name, float(agree[v - 1]), answers[v])
-                for v, view in enumerate(views) if v > 0
-            ]  # fmt: skip
-            groups.append(group)
-        return groups
-    raise ValueError(f"{name} is a paired-loss method; it has no pool")
+    return groups
 
 
-def _prompts(method: MethodSpec, ctx: PoolContext) -> MethodPrompts:
-    prompts = ctx.suite.prompts
+_GENERATORS = {
+    "self_confidence": _sampled,
+    "self_rewarding": _sampled,
+    "rejection_sampling": _sampled,
+    "diverse_decoding": _diverse_decoding,
+    "multi_view": _multi_view,
+    "self_refinement": _self_refinement,
+    "greedy_self_training": _greedy_self_training,
+}
+
+
+def resolve_prompts(method: MethodSpec, suite: Suite) -> MethodPrompts:
+    """The suite's method prompts with the method's own overrides applied."""
+    overrides: dict[str, Any] = {}
+    if method.views is not None:
+        overrides["views"] = tuple(View(v.name, v.template, v.extractor) for v in method.views)
+    if method.refinement_prompt is not None:
+        overrides["refinement"] = method.refinement_prompt
     if method.rubric is not None:
-        prompts = replace(prompts, rubric=Path(method.rubric).read_text(encoding="utf-8"))
+        overrides["rubric"] = Path(method.rubric).read_text(encoding="utf-8")
     if method.score_prefix is not None:
-        prompts = replace(prompts, score_prefix=method.score_prefix)
+        overrides["score_prefix"] = method.score_prefix
     if method.score_tokens is not None:
-        prompts = replace(prompts, score_tokens=tuple(method.score_tokens))
-    return prompts
+        overrides["score_tokens"] = tuple(method.score_tokens)
+    return replace(suite.prompts, **overrides)
 
 
 def choose(scores: Sequence[float | None], selection: str) -> list[bool]:
@@ -242,7 +264,7 @@ def iter_pool(
 ) -> Iterator[pl.DataFrame]:
     """The pool of ``method`` on the suite's consistency prompts, one frame per chunk of
     prompts (so a long pool streams to disk with bounded memory)."""
-    if method.name not in SELECTION:
+    if method.name not in _GENERATORS:
         raise ValueError(f"{method.name} is a paired-loss method; it has no pool")
     examples = list(ctx.suite.consistency)
     if not examples:
@@ -253,7 +275,7 @@ def iter_pool(
         chunk = examples[start : start + chunk_size]
         rows = []
         for offset, (example, group) in enumerate(
-            zip(chunk, _candidates(method, ctx, chunk), strict=True)
+            zip(chunk, _GENERATORS[method.name](method, ctx, chunk), strict=True)
         ):
             chosen = choose([c.score for c in group], selection)
             for j, (candidate, picked) in enumerate(zip(group, chosen, strict=True)):
@@ -287,10 +309,19 @@ def build_pool(method: MethodSpec, ctx: PoolContext, *, progress: bool = False) 
     return pool
 
 
-def check_pool(pool: pl.DataFrame, where: str) -> None:
-    """Raise when every candidate of a pool is empty (nothing could be trained on)."""
-    if pool.height == 0 or pool["text"].str.strip_chars().str.len_chars().max() == 0:
+def check_pool(pool: pl.DataFrame | pl.LazyFrame, where: str) -> None:
+    """Raise when every candidate of a pool is empty (nothing could be trained on).
+
+    Takes a lazy frame too, so a pool streamed to part files is checked without loading it.
+    """
+    n, longest = (
+        pool.lazy()
+        .select(pl.len(), pl.col("text").str.strip_chars().str.len_chars().max())
+        .collect()
+        .row(0)
+    )
+    if not longest:
         raise DataError(
-            f"pool {where}: all {pool.height} candidates are empty; the model generated "
+            f"pool {where}: all {n} candidates are empty; the model generated "
             "nothing (check max_new_tokens and the model's end-of-turn token)"
         )

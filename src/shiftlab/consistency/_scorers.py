@@ -5,6 +5,8 @@ Every scorer maps (prompt, candidate text) pairs to one float per pair, higher =
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import os
@@ -125,7 +127,7 @@ class LMJudgeScorer:
         )
 
 
-_FINAL_SCORE = re.compile(r"(?:final score)\s*:?\s*\[?(\d+(?:\.\d+)?)", re.IGNORECASE)
+_FINAL_SCORE = re.compile(r"final score\s*:?\s*\[?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 class HTTPJudgeScorer:
@@ -162,14 +164,16 @@ class HTTPJudgeScorer:
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         data = json.dumps(body).encode()
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             request = urllib.request.Request(self.url, data=data, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     answer: dict[str, Any] = json.loads(response.read())
                     return answer
             except urllib.error.HTTPError as error:
-                if (error.code != 429 and error.code < 500) or attempt == self.retries:
+                transient = error.code == 429 or error.code >= 500
+                if not transient or attempt == self.retries:
                     raise ShiftlabError(
                         f"judge {self.url} answered HTTP {error.code}: {error.reason}"
                     ) from None
@@ -177,7 +181,7 @@ class HTTPJudgeScorer:
                 if attempt == self.retries:
                     raise ShiftlabError(f"judge {self.url} unreachable: {error}") from None
             time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _score_one(self, messages: tuple[dict[str, str], ...]) -> float:
         labels = self.prompts.score_tokens
@@ -213,14 +217,8 @@ def _weighted_from_logprobs(logprobs: Any, labels: Sequence[str]) -> float | Non
     tokens = logprobs["content"]
     text = "".join(t["token"] for t in tokens)
     match = _FINAL_SCORE.search(text)
-    start = 0
-    if match is not None:
-        offset = match.start(1)
-        seen = 0
-        for start, token in enumerate(tokens):  # noqa: B007
-            if seen + len(token["token"]) > offset:
-                break
-            seen += len(token["token"])
+    ends = list(itertools.accumulate(len(t["token"]) for t in tokens))
+    start = bisect.bisect_right(ends, match.start(1)) if match else 0
     values = {label: i + 1 for i, label in enumerate(labels)}
     for token in tokens[start:]:
         mass: dict[str, float] = {}

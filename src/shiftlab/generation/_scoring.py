@@ -9,7 +9,7 @@ import torch
 
 from shiftlab.behaviours._types import Message
 from shiftlab.generation._generate import Generation, _stop_ids
-from shiftlab.training._batching import IGNORE_INDEX, encode_example, render_prompt
+from shiftlab.training._batching import IGNORE_INDEX, collate, encode_example, render_prompt
 
 
 def _device(model: Any) -> torch.device:
@@ -47,18 +47,9 @@ def score_continuations(
     device = _device(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(encoded[i].input_ids) for i in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(chunk):
-            n = len(encoded[i].input_ids)
-            ids[row, :n] = torch.tensor(encoded[i].input_ids)
-            labels[row, :n] = torch.tensor(encoded[i].labels)
-        mask = (
-            torch.arange(width)[None, :]
-            < torch.tensor([len(encoded[i].input_ids) for i in chunk])[:, None]
-        ).long()
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
+        labels = batch.pop("labels")
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
         logp = logits[:, :-1].log_softmax(-1)
         targets = labels[:, 1:].to(device)
         picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
@@ -66,6 +57,14 @@ def score_continuations(
         for row, i in enumerate(chunk):
             out[i] = tuple(picked[row][keep[row]].tolist())
     return out
+
+
+def _left_padded(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, Any]:
+    """Tokenize rendered prompts into one left-padded batch on ``device``."""
+    if tokenizer.padding_side != "left":
+        raise ValueError("batched decoding needs a left-padding tokenizer")
+    batch = tokenizer(list(texts), add_special_tokens=False, padding=True, return_tensors="pt")
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def score_token_ids(tokenizer: Any, prefix: str, labels: Sequence[str]) -> list[int]:
@@ -102,19 +101,9 @@ def expected_score(
     device = _device(model)
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size],
-            add_special_tokens=False,
-            padding=True,
-            return_tensors="pt",
-        )
-        if tokenizer.padding_side != "left":
-            raise ValueError("expected_score needs a left-padding tokenizer")
-        mask = batch["attention_mask"].to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=positions
-        ).logits[:, -1, :]
+        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
+        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = model(**batch, position_ids=positions).logits[:, -1, :]
         probs = logits.double().softmax(-1)[:, token_ids.to(device)]
         weights = probs / probs.sum(-1, keepdim=True)
         scores += (weights.cpu() @ values).tolist()
@@ -139,10 +128,7 @@ def beam_search(
     texts = [render_prompt(tokenizer, p) for p in prompts]
     beams: list[list[list[int]]] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size], add_special_tokens=False, padding=True,
-            return_tensors="pt",
-        ).to(device)  # fmt: skip
+        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
         out = model.generate(
             **batch,
             num_beams=beam_width,
@@ -153,24 +139,20 @@ def beam_search(
             pad_token_id=tokenizer.pad_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :].tolist()
-        for i in range(len(new) // beam_width):
-            rows = []
-            for ids in new[i * beam_width : (i + 1) * beam_width]:
-                cut = next((j for j, t in enumerate(ids) if t in stop), len(ids))
-                rows.append(ids[:cut])
-            beams.append(rows)
+        # Like ``generate``: ids up to and including the stop token, padding dropped.
+        cut = [next((j + 1 for j, t in enumerate(ids) if t in stop), len(ids)) for ids in new]
+        rows = [ids[:n] for ids, n in zip(new, cut, strict=True)]
+        beams += [rows[i : i + beam_width] for i in range(0, len(rows), beam_width)]
     flat_prompts = [p for p, rows in zip(prompts, beams, strict=True) for _ in rows]
     flat_texts = [
-        tokenizer.decode(ids, skip_special_tokens=True).strip() for rows in beams for ids in rows
+        tokenizer.decode([t for t in ids if t not in stop], skip_special_tokens=True).strip()
+        for rows in beams
+        for ids in rows
     ]
-    logprobs = score_continuations(
-        model, tokenizer, flat_prompts, flat_texts, batch_size=batch_size
+    logprobs = iter(
+        score_continuations(model, tokenizer, flat_prompts, flat_texts, batch_size=batch_size)
     )
-    result, k = [], 0
-    for rows in beams:
-        group = []
-        for ids in rows:
-            group.append(Generation(flat_texts[k], tuple(ids), logprobs[k]))
-            k += 1
-        result.append(group)
-    return result
+    texts_iter = iter(flat_texts)
+    return [
+        [Generation(next(texts_iter), tuple(ids), next(logprobs)) for ids in rows] for rows in beams
+    ]
