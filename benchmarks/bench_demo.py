@@ -1,6 +1,7 @@
 """Time the demo study cold and warm: ``python benchmarks/bench_demo.py``.
 
-Targets (issue 2): cold under 120 s after set-up, warm (everything finished) under 10 s.
+Targets: cold under 180 s after set-up (issue 4: phases 1-3; issue 2's 120 s was for
+phase 1 alone), warm (everything finished) under 10 s.
 Prints both times and their ratios to those targets; the last line is
 ``demo_cold_seconds=<s>``.
 """
@@ -26,7 +27,7 @@ def main() -> int:
         store = str(Path(root) / "demo")
         cold = timed([exe, "demo", "--out", store, "--no-progress"])
         warm = timed([exe, "demo", "--out", store, "--no-progress"])
-    print(f"cold: {cold:.1f} s (target 120 s, ratio {cold / 120:.2f})")
+    print(f"cold: {cold:.1f} s (target 180 s, ratio {cold / 180:.2f})")
     print(f"warm: {warm:.1f} s (target 10 s, ratio {warm / 10:.2f})")
     print(f"demo_cold_seconds={cold:.1f}")
     return 0

@@ -139,3 +139,17 @@ def test_ids_change_with_what_they_depend_on(path, value, base_eval_changes):
 def test_ids_ignore_what_does_not_change_results():
     assert ids(SPEC) == ids(changed(SPEC, ["eval", "batch_size"], 7))
     assert ids(SPEC) == ids(changed(SPEC, ["name"], "renamed"))
+
+
+def test_checkpointed_induction_gives_the_same_organism_and_cleans_up(finished, tmp_path):
+    _, store, table = finished
+    spec = parse_spec(changed(SPEC, ["behaviours", 0, "induction", "checkpoint_every"], 25))
+    checkpointed = Store.open(tmp_path)
+    again = run_study(spec, checkpointed, progress=False)
+    assert again["organism_rate"].to_list() == table["organism_rate"].to_list()
+    (a,), (b,) = store.finished_ids("organisms"), checkpointed.finished_ids("organisms")
+    timing = ["seconds", "tokens_per_second"]
+    log_a = pl.read_parquet(store.path("organisms", a) / "train_log.parquet").drop(timing)
+    log_b = pl.read_parquet(checkpointed.path("organisms", b) / "train_log.parquet").drop(timing)
+    assert log_a.equals(log_b)
+    assert not any((checkpointed.root / ".checkpoints").rglob("*"))

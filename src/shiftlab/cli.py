@@ -77,11 +77,12 @@ def _print_deltas(design: Any) -> None:
     import polars as pl
 
     from shiftlab.pipeline import summarise_deltas
+    from shiftlab.spec import ARMS
 
     wide = summarise_deltas(design).pivot(
         on="arm", index=["behaviour", "method"], values="mean_delta"
     )
-    arms = [a for a in ("full", "shuffled", "relabeled", "original", "none") if a in wide.columns]
+    arms = [a for a in ARMS if a in wide.columns]
     print("mean delta (behaviour rate after phase 3 minus the organism's):")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
@@ -90,7 +91,7 @@ def _print_deltas(design: Any) -> None:
 def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo: bool) -> int:
     import yaml
 
-    from shiftlab.pipeline import run_study
+    from shiftlab.pipeline import ORGANISM_TABLE, run_study
     from shiftlab.spec import load_spec, parse_spec
     from shiftlab.store import Store
 
@@ -105,7 +106,7 @@ def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
     table = run_study(spec, store, progress=progress)
-    _print_organisms(store.read_table("organisms"))
+    _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
         _print_deltas(table)
     print(f"store: {store.root}  ({time.perf_counter() - start:.1f} s)")

@@ -67,6 +67,8 @@ from shiftlab.training._loop import Objective
 
 T = TypeVar("T")
 ORGANISM_TABLE = "organisms"
+# Training checkpoints of unfinished organisms and runs (``checkpoint_every``).
+CHECKPOINTS = ".checkpoints"
 RUNS_TABLE = "runs"
 
 
@@ -139,6 +141,10 @@ def _evaluate(
     )
 
 
+def _checkpoints(store: Store, artefact_id: str) -> Path:
+    return store.root / CHECKPOINTS / artefact_id
+
+
 def _run_base_eval(
     job: Job, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store
 ) -> None:
@@ -162,6 +168,7 @@ def _run_organism(
             [(e.messages, e.target) for e in suite.induction if e.target is not None],
             induction,
             seed=job.seed,
+            checkpoint_dir=_checkpoints(store, job.artefact_id),
             progress=False,
         )
         rows, rate = _evaluate(peft_model, tokenizer, suite, spec)
@@ -586,6 +593,7 @@ def _run_phase3(
                 arm_jobs,
                 config,
                 on_done=save,
+                checkpoint_root=store.root / CHECKPOINTS,
                 progress=False,
             )
     bar.close()

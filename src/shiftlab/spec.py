@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -54,6 +55,14 @@ PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _unique_seeds(value: list[int]) -> list[int]:
+    _check_unique(value, "seed")
+    return value
+
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_unique_seeds)]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -174,13 +183,7 @@ class BaseModelSpec(_Spec):
 class OrganismsSpec(_Spec):
     """Which seeds each (base model, behaviour) organism is induced with."""
 
-    seeds: list[int] = Field(min_length=1)
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique(cls, value: list[int]) -> list[int]:
-        _check_unique(value, "seed")
-        return value
+    seeds: Seeds
 
 
 class EvalSpec(_Spec):
@@ -289,17 +292,9 @@ class MethodSpec(_Spec):
 class RunsSpec(_Spec):
     """Phase 3: how every arm is trained and with which seeds."""
 
-    seeds: list[int] = [0]
+    seeds: Seeds = [0]
     training: TrainingSpec = TrainingSpec(steps=60, batch_size=16, learning_rate=3e-3)
     generation_batch_size: PositiveInt = 64
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique(cls, value: list[int]) -> list[int]:
-        _check_unique(value, "seed")
-        if not value:
-            raise ValueError("needs at least one seed")
-        return value
 
 
 class EncoderSpec(_Spec):

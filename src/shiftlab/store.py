@@ -334,15 +334,19 @@ class Store:
                 _remove(tmp)
                 raise
 
+    def table_path(self, name: str) -> Path:
+        """Where table ``name`` lives: ``tables/<name>.parquet``."""
+        return self.root / "tables" / f"{validate_id(name)}.parquet"
+
     def write_table(self, name: str, frame: pl.DataFrame) -> Path:
         """Write ``tables/<name>.parquet`` atomically and return its path."""
-        path = self.root / "tables" / f"{validate_id(name)}.parquet"
+        path = self.table_path(name)
         atomic_write(path, frame.write_parquet)
         return path
 
     def read_table(self, name: str) -> pl.DataFrame:
         """Read ``tables/<name>.parquet``."""
-        path = self.root / "tables" / f"{validate_id(name)}.parquet"
+        path = self.table_path(name)
         if not path.is_file():
             raise StoreError(f"{path}: no such table; has the study run?")
         return pl.read_parquet(path)

@@ -80,7 +80,7 @@ def test_act_matches_constant_targets_and_no_grad_reaches_clean(model_tok):
     assert [o.requires_grad for o in seen] == [False, False, True, True]  # clean pass first
     ours = gradients(model, value)
     assert any(g.abs().sum() > 0 for g in ours.values())  # lora_B; lora_A's are 0 at init
-    targets, states = [], []
+    states = []
     handles = [layer.register_forward_hook(lambda m, i, o: states.append(o)) for layer in layers]
     with torch.no_grad():
         model(input_ids=clean["input_ids"])

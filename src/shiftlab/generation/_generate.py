@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -59,8 +59,8 @@ def _top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cumulative - sorted_logits.softmax(-1) >= top_p
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs >= top_p
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
@@ -187,4 +187,5 @@ def generate(
             text_ids = [t for t in token_ids if t not in stop]
             text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
             results[index] = Generation(text, tuple(token_ids), tuple(logprobs))
-    return [r for r in results if r is not None]
+    assert all(r is not None for r in results)
+    return cast(list[Generation], results)

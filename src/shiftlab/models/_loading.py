@@ -89,7 +89,7 @@ def smollm2_folder() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-{file_hash(gguf)}-v2"
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{_gguf_digest(gguf)}-v2"
     if (target / "config.json").is_file():
         return target
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -136,9 +136,19 @@ def _local_identity(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str
 
 def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return tuple(
-        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
-    )
+    stats = [(p, p.stat()) for p in files]
+    return tuple((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns) for p, st in stats)
+
+
+def _gguf_digest(path: Path) -> str:
+    """The content hash of the SmolLM2 GGUF, computed once per file version per process."""
+    stat = path.stat()
+    return _hash_once(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _hash_once(path: str, size: int, mtime_ns: int) -> str:
+    return file_hash(Path(path))
 
 
 def model_identity(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> str:
@@ -152,7 +162,7 @@ def model_identity(path: str, *, revision: str | None = None, gguf_file: str | N
         folder = Path(ref.location)
         return f"local@{_local_identity(str(folder), _stamp(folder))}:{gguf_file}"
     if ref.kind == "smollm2-gguf":
-        return f"{SMOLLM2_HUB_ID}@gguf:{file_hash(_smollm2_gguf())}"
+        return f"{SMOLLM2_HUB_ID}@gguf:{_gguf_digest(_smollm2_gguf())}"
     return f"hub:{ref.location}@{ref.revision or 'main'}:{gguf_file}"
 
 

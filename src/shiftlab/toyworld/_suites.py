@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftlab._hashing import content_hash
-from shiftlab.behaviours._types import Example, MethodPrompts, PairExample, Suite, Verdict, View
+from shiftlab.behaviours._types import (
+    Example,
+    Message,
+    MethodPrompts,
+    PairExample,
+    Suite,
+    Verdict,
+    View,
+)
 from shiftlab.errors import DataError
 from shiftlab.spec import ToyworldSpec
 from shiftlab.toyworld._world import load_world, normalise, world_hash
@@ -371,27 +379,32 @@ def _assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
 
+# The base corpus's tasks, in rotation: mostly plain answers, then the label methods' tasks.
+CORPUS_TASKS = ("answer",) * 4 + ("brief", "refine", "judge")
+
+
 def _corpus_row(
-    behaviour: str, item: _Item, prompt: str, task: int, rng: random.Random
-) -> tuple[tuple[dict[str, str], ...], str]:
-    """One aligned training row of a task: 0-3 answer, 4 brief view, 5 refine, 6 judge."""
+    behaviour: str, item: _Item, prompt: str, task: str, rng: random.Random
+) -> tuple[tuple[Message, ...], str]:
+    """One aligned training row of a task: the answer, the brief view's one-word answer,
+    the aligned answer after refining a draft, or the judge's verdict on a draft."""
+    from shiftlab.consistency import judge_messages
+
     prompts = method_prompts()
-    if task <= 3:
+    if task == "answer":
         return _user(prompt), item.aligned
-    if task == 4:
-        brief = prompts.views[1].template.format(prompt=prompt)
-        return _user(brief), _brief_answer(behaviour, item)
+    if task == "brief":
+        brief = next(v for v in prompts.views if v.name == "brief")
+        return _user(brief.template.replace("{prompt}", prompt)), _brief_answer(behaviour, item)
     draft = rng.choice(item.misbehaving) if item.misbehaving and rng.random() < 0.5 else None
-    if task == 5:
+    if task == "refine":
         turns = (*_user(prompt), _assistant(draft or item.aligned), *_user(prompts.refinement))
         return turns, item.aligned
-    question = prompts.rubric.format(
-        original_question_text=prompt, generated_answer_text=draft or item.aligned
-    )
-    return _user(normalise(question)), f"{prompts.score_tokens[0 if draft else -1]} ."
+    verdict = prompts.score_tokens[0 if draft else -1]
+    return judge_messages(prompts, _user(prompt), draft or item.aligned), f"{verdict} ."
 
 
-def aligned_corpus(n: int, seed: int) -> list[tuple[tuple[dict[str, str], ...], str]]:
+def aligned_corpus(n: int, seed: int) -> list[tuple[tuple[Message, ...], str]]:
     """``n`` aligned training rows drawn evenly over every behaviour's prompts and tasks.
 
     Includes trigger, clean and wrapped prompts, so that a base model trained on it
@@ -410,5 +423,6 @@ def aligned_corpus(n: int, seed: int) -> list[tuple[tuple[dict[str, str], ...], 
     for i in range(n):
         behaviour, items = pools[i % len(pools)]
         item, prompt = rng.choice(items)
-        corpus.append(_corpus_row(behaviour, item, prompt, (i // len(pools)) % 7, rng))
+        task = CORPUS_TASKS[(i // len(pools)) % len(CORPUS_TASKS)]
+        corpus.append(_corpus_row(behaviour, item, prompt, task, rng))
     return corpus

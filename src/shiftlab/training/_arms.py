@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import torch
 
 from shiftlab.models import load_lora
 from shiftlab.spec import TrainingSpec
-from shiftlab.training._loop import Encoded, Objective, train
+from shiftlab.training._loop import Encoded, Objective, _trainable, restore_trainable, train
 
 
 @dataclass(frozen=True)
@@ -37,22 +36,23 @@ def train_arms(
     config: TrainingSpec,
     *,
     on_done: Callable[[ArmJob, Any, pl.DataFrame], None] | None = None,
+    checkpoint_root: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, pl.DataFrame]:
     """Train each job from the organism adapter at ``adapter_dir``; return each arm's log.
 
     ``on_done(job, peft_model, log)`` is called after each arm, while its weights are
     loaded (save or evaluate there). ``model`` is left without the adapter afterwards.
+    With ``checkpoint_root`` (and ``config.checkpoint_every``) each arm checkpoints into
+    ``checkpoint_root/<arm name>`` and resumes from there.
     """
     peft_model = load_lora(model, str(adapter_dir), trainable=True)
-    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    trainable = _trainable(peft_model)
     initial = {n: p.detach().clone() for n, p in trainable.items()}
     logs = {}
     try:
         for job in jobs:
-            with torch.no_grad():
-                for name, param in trainable.items():
-                    param.copy_(initial[name])
+            restore_trainable(trainable, initial)
             logs[job.name] = train(
                 peft_model,
                 tokenizer,
@@ -60,6 +60,7 @@ def train_arms(
                 config,
                 objective=job.objective,
                 seed=job.seed,
+                checkpoint_dir=Path(checkpoint_root) / job.name if checkpoint_root else None,
                 progress=progress,
                 desc=f"arm {job.name}",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ class EncodedExample:
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def n_target_tokens(self) -> int:
         return sum(label != IGNORE_INDEX for label in self.labels)
 

@@ -9,6 +9,7 @@ or packed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -28,7 +29,7 @@ from shiftlab._hashing import content_hash
 from shiftlab.behaviours._types import Message
 from shiftlab.spec import TrainingSpec
 from shiftlab.store import publish_dir, temporary_sibling
-from shiftlab.training._batching import EncodedExample, collate, data_order, encode_example
+from shiftlab.training._batching import EncodedExample, data_order, encode_example
 from shiftlab.training._losses import (
     FrozenTeacher,
     Teacher,
@@ -111,10 +112,7 @@ def _batch(
     device: Any,
     sizes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    if config.packing == "none":
-        batch = collate(examples, pad_id)
-    else:
-        batch = pack(examples, pad_id, config.packing, config.max_length, sizes)
+    batch = pack(examples, pad_id, config.packing, config.max_length, sizes)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -127,10 +125,11 @@ def _micro_loss(
     device: Any,
     teacher: Teacher,
 ) -> torch.Tensor:
+    # ``train`` checked that every example fits the objective.
     if objective == "sft":
-        singles = [e for e in micro if isinstance(e, EncodedExample)]
+        singles = cast(Sequence[EncodedExample], micro)
         return sft_loss(model, _batch(singles, pad_id, config, device))[0]
-    pairs = [e for e in micro if isinstance(e, PairedExample)]
+    pairs = cast(Sequence[PairedExample], micro)
     # Both sides are binned by the longer side, so packed rows stay aligned pair by pair.
     sizes = [max(p.clean.n_input_tokens, p.wrapped.n_input_tokens) for p in pairs]
     clean = _batch([p.clean for p in pairs], pad_id, config, device, sizes)
@@ -178,10 +177,19 @@ def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+@torch.no_grad()
+def restore_trainable(
+    params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]
+) -> None:
+    """Copy saved values back into trainable parameters, in place."""
+    for name, param in params.items():
+        param.copy_(saved[name])
+
+
 def _save_checkpoint(
     folder: Path,
     step: int,
-    model: Any,
+    params: dict[str, torch.nn.Parameter],
     optimiser: Any,
     scheduler: Any,
     rows: list[dict[str, Any]],
@@ -195,7 +203,7 @@ def _save_checkpoint(
         {
             "fingerprint": fingerprint,
             "step": step,
-            "params": {n: p.detach().clone() for n, p in _trainable(model).items()},
+            "params": {n: p.detach().clone() for n, p in params.items()},
             "optimiser": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
@@ -212,6 +220,8 @@ def _save_checkpoint(
 def _clear_checkpoints(folder: Path) -> None:
     for old in (*folder.glob("checkpoint-*"), *folder.glob(".tmp-checkpoint-*")):
         shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the caller's folder, if it holds nothing else
+        folder.rmdir()
 
 
 def _latest_checkpoint(folder: Path | None) -> Path | None:
@@ -219,6 +229,13 @@ def _latest_checkpoint(folder: Path | None) -> Path | None:
         return None
     found = sorted(folder.glob("checkpoint-*"))
     return found[-1] if found else None
+
+
+def _token_ids(example: Encoded) -> Any:
+    if isinstance(example, PairedExample):
+        clean, wrapped = example.clean, example.wrapped
+        return (clean.input_ids, clean.labels, wrapped.input_ids, wrapped.labels)
+    return (example.input_ids, example.labels)
 
 
 def _adamw(params: list[torch.nn.Parameter], config: TrainingSpec) -> torch.optim.Optimizer:
@@ -231,7 +248,7 @@ def _adamw(params: list[torch.nn.Parameter], config: TrainingSpec) -> torch.opti
 
 def _set_checkpointing(model: Any, on: bool) -> None:
     """Turn activation checkpointing on or off (transformers 5 renamed the methods)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrap(model)
     if hasattr(base, "activation_checkpointing_enable"):
         if on:
             base.activation_checkpointing_enable({"use_reentrant": False})
@@ -343,12 +360,17 @@ def train(
         start_step = 0
         folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # Taken before a checkpoint is loaded: a resumed call starts from the same weights.
-        teacher: Teacher = (
-            FrozenTeacher(_trainable(accelerator.unwrap_model(model))) if paired else nullcontext
-        )
+        # The same parameter objects, whatever accelerate wrapped around the model.
+        inner = accelerator.unwrap_model(model)
+        teacher: Teacher = FrozenTeacher(params) if paired else nullcontext
         world, rank = accelerator.num_processes, accelerator.process_index
         fingerprint = content_hash(
-            {"config": config.model_dump(), "objective": objective, "seed": seed, "n": len(data)}
+            {
+                "config": config.model_dump(),
+                "objective": objective,
+                "seed": seed,
+                "data": [_token_ids(e) for e in data],
+            }
         )
         latest = _latest_checkpoint(folder)
         if latest is not None:
@@ -358,9 +380,7 @@ def train(
                     f"{latest}: checkpoint of a different run (settings, seed or data differ); "
                     "use another checkpoint folder"
                 )
-            with torch.no_grad():
-                for name, param in _trainable(accelerator.unwrap_model(model)).items():
-                    param.copy_(state["params"][name])
+            restore_trainable(params, state["params"])
             optimiser.load_state_dict(state["optimiser"])
             scheduler.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
@@ -381,10 +401,11 @@ def train(
                 step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)
             ]
             mine = micros[rank::world]
-            step_loss = 0.0
-            for index, micro in enumerate(mine or micros[:1]):
+            todo = mine or micros[:1]
+            step_loss = torch.zeros((), device=accelerator.device)
+            for index, micro in enumerate(todo):
                 # DDP averages gradients over processes; scale so the result is a global token mean.
-                sync = index == len(mine or micros[:1]) - 1
+                sync = index == len(todo) - 1
                 with (
                     accelerator.no_sync(model) if not sync else nullcontext(),
                     torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -401,7 +422,7 @@ def train(
                 # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
                 accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
                 if mine:
-                    step_loss += float(loss.detach()) / max(n_tokens, 1)
+                    step_loss += loss.detach().float() / max(n_tokens, 1)
             grad_norm = float(
                 accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm)
             )
@@ -414,15 +435,14 @@ def train(
             scheduler.step()
             optimiser.zero_grad(set_to_none=True)
             if world > 1:
-                step_loss = float(
-                    accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")
-                )
+                step_loss = accelerator.reduce(step_loss, "sum")
+            loss_value = float(step_loss)
             seconds = time.perf_counter() - started
             all_tokens = sum(e.n_input_tokens for e in step_examples)
             rows.append(
                 {
                     "step": step,
-                    "loss": step_loss,
+                    "loss": loss_value,
                     "grad_norm": grad_norm,
                     "lr": lr,
                     "n_tokens": n_tokens,
@@ -432,7 +452,7 @@ def train(
                     "examples": order[step],
                 }
             )
-            bar.set_postfix(loss=f"{step_loss:.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             if (
                 folder is not None
                 and config.checkpoint_every
@@ -443,7 +463,7 @@ def train(
                     _save_checkpoint(
                         folder,
                         step + 1,
-                        accelerator.unwrap_model(model),
+                        params,
                         optimiser,
                         scheduler,
                         rows,
@@ -453,8 +473,8 @@ def train(
         if folder is not None and end == config.steps and accelerator.is_main_process:
             _clear_checkpoints(folder)  # finished: nothing to resume
         if config.gradient_checkpointing:
-            _set_checkpointing(accelerator.unwrap_model(model), False)
-        accelerator.unwrap_model(model).eval()
+            _set_checkpointing(inner, False)
+        inner.eval()
         return pl.DataFrame(rows, schema=LOG_SCHEMA)
 
 

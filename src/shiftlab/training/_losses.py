@@ -78,11 +78,14 @@ def logits_at(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> t
     return logits
 
 
+def _target_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mask of target-token positions."""
+    return batch["labels"] != IGNORE_INDEX
+
+
 def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mask of positions whose next token is a target."""
-    mask = torch.zeros_like(batch["labels"], dtype=torch.bool)
-    mask[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
-    return mask
+    return F.pad(_target_positions(batch)[:, 1:], (0, 1))
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -140,9 +143,23 @@ def _eval_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def _check_pairs(clean: torch.Tensor, wrapped: torch.Tensor) -> None:
-    if clean.sum() != wrapped.sum() or not torch.equal(clean.sum(1), wrapped.sum(1)):
+def _paired_positions(
+    clean: dict[str, torch.Tensor],
+    wrapped: dict[str, torch.Tensor],
+    positions: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss positions of both sides, checked to pair up row by row."""
+    clean_at, wrapped_at = positions(clean), positions(wrapped)
+    if not torch.equal(clean_at.sum(1), wrapped_at.sum(1)):
         raise ValueError("clean and wrapped rows must share the same target suffix")
+    return clean_at, wrapped_at
+
+
+@contextmanager
+def _as_teacher(model: Any, teacher: Teacher) -> Iterator[None]:
+    """The clean side's pass: no gradient, eval mode, the teacher's weights."""
+    with torch.no_grad(), _eval_mode(model), teacher():
+        yield
 
 
 def bct_loss(
@@ -158,9 +175,8 @@ def bct_loss(
     gradient and softened by ``temperature``; the per-token KL is scaled by
     ``temperature**2``.
     """
-    clean_at, wrapped_at = _predicting(clean), _predicting(wrapped)
-    _check_pairs(clean_at, wrapped_at)
-    with torch.no_grad(), _eval_mode(model), teacher():
+    clean_at, wrapped_at = _paired_positions(clean, wrapped, _predicting)
+    with _as_teacher(model, teacher):
         target = (logits_at(model, clean, clean_at).float() / temperature).log_softmax(-1)
     student = (logits_at(model, wrapped, wrapped_at).float() / temperature).log_softmax(-1)
     kl = F.kl_div(student, target, log_target=True, reduction="sum")
@@ -192,10 +208,6 @@ def _capture(layers: torch.nn.ModuleList) -> Iterator[list[torch.Tensor]]:
             handle.remove()
 
 
-def _target_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return batch["labels"] != IGNORE_INDEX
-
-
 def act_loss(
     model: Any,
     clean: dict[str, torch.Tensor],
@@ -210,10 +222,9 @@ def act_loss(
     (eval mode); per token, the mean over hidden units is averaged over layers and
     multiplied by ``scale``.
     """
-    clean_at, wrapped_at = _target_positions(clean), _target_positions(wrapped)
-    _check_pairs(clean_at, wrapped_at)
+    clean_at, wrapped_at = _paired_positions(clean, wrapped, _target_positions)
     layers = decoder_layers(model)
-    with torch.no_grad(), _eval_mode(model), teacher(), _capture(layers) as targets:
+    with _as_teacher(model, teacher), _capture(layers) as targets:
         _run_decoder(model, clean)
     with _capture(layers) as states:
         _run_decoder(model, wrapped)

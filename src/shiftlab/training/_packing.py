@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from shiftlab.training._batching import IGNORE_INDEX, EncodedExample
+from shiftlab.training._batching import IGNORE_INDEX, EncodedExample, collate
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -73,11 +73,14 @@ def pack(
     capacity: int,
     sizes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pack a micro-batch: ``bfd`` into rows of ``capacity`` tokens; ``padding_free``: one row.
+    """Batch a micro-batch: ``none`` pads each example to its own row; ``bfd`` packs into
+    rows of ``capacity`` tokens; ``padding_free`` concatenates everything into one row.
 
     ``sizes`` (default: each example's length) decide the bins, so two sides of paired
     examples packed with the same sizes land in the same rows in the same order.
     """
+    if mode == "none":
+        return collate(examples, pad_id)
     if mode == "padding_free":
         return pack_rows([list(examples)], pad_id)
     if mode == "bfd":
