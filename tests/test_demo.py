@@ -11,6 +11,17 @@ def test_demo_induces_every_behaviour_and_reruns_as_a_no_op(tmp_path, capsys):
     assert table.height == 8 and set(table["seed"]) == {0, 1}
     for row in table.iter_rows(named=True):
         assert row["ci_low"] > row["base_ci_high"], row
+    design = pl.read_parquet(tmp_path / "tables" / "runs.parquet")
+    assert set(design["method"]) == {
+        "self_confidence", "multi_view", "greedy_self_training", "rejection_sampling", "bct"
+    }  # fmt: skip
+    assert set(design["arm"]) == {"full", "shuffled", "relabeled", "original", "none"}
+    assert set(design["organism_seed"]) == {0, 1} and design["behaviour"].n_unique() == 4
+    trained = design.filter(pl.col("n_train") > 0)
+    assert trained["delta"].is_not_null().all()
+    # Training on the suite's own aligned targets removes every induced behaviour.
+    assert (design.filter(arm="original")["behaviour_after"] < 0.2).all()
     capsys.readouterr()
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
-    assert "emergent_misalignment" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "emergent_misalignment" in out and "mean delta" in out

@@ -15,6 +15,7 @@ from shiftlab.store import (
     Store,
     atomic_write_bytes,
     build_manifest,
+    temporary_sibling,
     validate_id,
 )
 
@@ -184,3 +185,23 @@ def test_publish_dir_keeps_the_first_finished_copy(tmp_path: Path):
     publish_dir(first, final)
     publish_dir(second, final)
     assert (final / "w").read_text() == "1" and not second.exists()
+
+
+def test_a_killed_file_artefact_leaves_temporaries_that_the_next_build_sweeps(tmp_path):
+    store = Store.open(tmp_path)
+    final = store.path("pools", "org__m")
+    final.parent.mkdir(parents=True)
+    leftovers = [temporary_sibling(final), temporary_sibling(final)]
+    leftovers[0].write_bytes(b"half a parquet file")
+    leftovers[1].mkdir()  # a parts folder
+    with store.artefact("pools", "org__m", {"ok": True}) as target:
+        target.write_bytes(b"pool")
+    assert final.read_bytes() == b"pool"
+    assert store.finished_ids("pools") == ["org__m"]
+    assert not any(p.exists() for p in leftovers)
+    with (
+        pytest.raises(StoreError, match="nothing was written"),
+        store.artefact("pools", "org__n", {}),
+    ):
+        pass
+    assert not store.is_finished("pools", "org__n")

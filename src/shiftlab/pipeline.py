@@ -365,8 +365,9 @@ def _write_pool(store: Store, job: PoolJob, ctx: PoolContext, scorer_name: str |
         job.config, {"study": job.config["seed"]}, scorer=scorer_name, method=job.method.name
     )
     with store.artefact("pools", job.artefact_id, manifest) as target:
-        # Chunks go to part files, then one streaming sink: memory stays bounded.
-        parts = temporary_sibling(target)
+        # Chunks go to part files, then one streaming sink: memory stays bounded. The parts
+        # folder is a temporary of the pool's own path, so a killed build's is swept later.
+        parts = temporary_sibling(store.path("pools", job.artefact_id))
         parts.mkdir()
         try:
             for i, frame in enumerate(iter_pool(job.method, ctx)):
