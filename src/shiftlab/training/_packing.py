@@ -9,6 +9,7 @@ another and packed training computes the same loss as padded training.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -47,23 +48,32 @@ def pack_rows(rows: Sequence[Sequence[EncodedExample]], pad_id: int) -> dict[str
 
     Row padding gets positions that restart at 0 too, so it forms its own (ignored) segment.
     """
-    lengths = [sum(len(e.input_ids) for e in row) for row in rows]
-    width = max(lengths)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        at = 0
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    # Built as Python lists and converted once: per-example tensor copies cost more than
+    # the step's matrix products on small models.
+    ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    positions: list[list[int]] = []
+    for row in rows:
+        row_ids: list[int] = []
+        row_labels: list[int] = []
+        row_positions: list[int] = []
         for example in row:
-            n = len(example.input_ids)
-            ids[r, at : at + n] = torch.tensor(example.input_ids)
-            labels[r, at : at + n] = torch.tensor(example.labels)
-            positions[r, at : at + n] = torch.arange(n)
+            row_ids += example.input_ids
             # The first token of an example is never a target of the previous one.
-            labels[r, at] = IGNORE_INDEX
-            at += n
-        positions[r, at:] = torch.arange(width - at)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+            row_labels.append(IGNORE_INDEX)
+            row_labels += example.labels[1:]
+            row_positions += range(len(example.input_ids))
+        pad = width - len(row_ids)
+        ids.append(row_ids + [pad_id] * pad)
+        labels.append(row_labels + [IGNORE_INDEX] * pad)
+        positions.append(row_positions + list(range(pad)))
+    as_tensor = functools.partial(torch.tensor, dtype=torch.long)
+    return {
+        "input_ids": as_tensor(ids),
+        "labels": as_tensor(labels),
+        "position_ids": as_tensor(positions),
+    }
 
 
 def pack(
