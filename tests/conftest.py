@@ -29,3 +29,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("the study's behaviour data is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def openai_server():
+    """Start a local OpenAI-compatible server; set ``.reply``, ``.script`` per test."""
+    from openai_server import OpenAIServer
+
+    server = OpenAIServer(lambda body: ("", None))
+    yield server
+    server.close()

@@ -45,7 +45,10 @@ def test_artefacts_and_manifests(finished):
     log = pl.read_parquet(folder / "train_log.parquet")
     assert log.height == 60
     rows = pl.read_parquet(folder / "eval.parquet")
-    assert rows.columns == ["sample_id", "prompt", "output", "verdict", "score", "mean_logprob"]
+    assert rows.columns == [
+        "sample_id", "prompt", "output", "verdict", "score", "value", "group", "detail",
+        "mean_logprob",
+    ]  # fmt: skip
     manifest = store.read_manifest("organisms", organism_id)
     assert manifest["seeds"] == {"organism": 0, "study": 0}
     assert manifest["config"]["induction"]["steps"] == 60

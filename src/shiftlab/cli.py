@@ -48,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
 
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
+
+    data = add("data", "public behaviour datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_commands.add_parser("list", help="list the datasets shiftlab can fetch", parents=[common])
+    fetch = data_commands.add_parser(
+        "fetch", help="download a dataset (checksums verified)", parents=[common]
+    )
+    fetch.add_argument("name", help="dataset name (see `shiftlab data list`)")
+    fetch.add_argument(
+        "--to", help="parent folder (default: $SHIFTLAB_DATA or ~/.cache/shiftlab/data)"
+    )
+    fetch.add_argument("--base-url", help="a mirror to download from instead of upstream")
+    fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -144,6 +157,23 @@ def _status(store_path: str) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from shiftlab.behaviours import fetch_dataset
+    from shiftlab.behaviours._fetch import dataset_registry
+
+    if args.data_command == "list":
+        for name, entry in sorted(dataset_registry().items()):
+            size = sum(f["bytes"] for f in entry["files"]) / 2**20
+            print(f"{name}  ({len(entry['files'])} files, {size:.1f} MiB, {entry['licence']})")
+            print(f"  {entry['description']}")
+        return 0
+    folder = fetch_dataset(
+        args.name, args.to, base_url=args.base_url, progress=not args.no_progress
+    )
+    print(f"{args.name}: {folder}  (a behaviour is source: {folder}/<behaviour>)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shiftlab`` console script."""
     args = _parser().parse_args(argv)
@@ -154,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.spec, args.store, not args.no_progress, demo=False)
         if args.command == "validate":
             return _validate(args.spec)
+        if args.command == "data":
+            return _data(args)
         return _status(args.store)
     except ShiftlabError as error:
         if args.debug:

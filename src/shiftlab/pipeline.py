@@ -23,7 +23,7 @@ import itertools
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,14 @@ from tqdm.auto import tqdm
 
 from shiftlab import __version__
 from shiftlab._hashing import content_hash, file_hash
-from shiftlab.behaviours import BehaviourRate, PairExample, Suite, evaluate_behaviour, load_suite
+from shiftlab.behaviours import (
+    BehaviourRate,
+    PairExample,
+    Suite,
+    evaluate_behaviour,
+    load_suite,
+    make_judge,
+)
 from shiftlab.behaviours._types import Message
 from shiftlab.consistency import (
     SCORE_BASED,
@@ -245,7 +252,7 @@ def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.Dat
     Finished artefacts are skipped without loading any model, so rerunning a finished
     study only reads manifests.
     """
-    suites = load_suites(spec)
+    suites = load_suites(spec, store)
     jobs = plan_phase1(spec, suites)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
     _run_phase1(spec, store, suites, jobs, progress)
@@ -280,15 +287,31 @@ def _run_phase1(
     bar.close()
 
 
-def load_suites(spec: StudySpec) -> dict[str, Suite]:
-    """Every behaviour's suite, checked to be runnable before any model is loaded."""
+JUDGE_CACHE = "cache/judge.sqlite"
+
+
+def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]:
+    """Every behaviour's suite, checked to be runnable before any model is loaded.
+
+    A behaviour with a ``judge`` gets it (built on first use), its replies cached in the
+    store's ``cache/judge.sqlite``; one whose rules need a judge and has none is refused.
+    """
     suites: dict[str, Suite] = {}
     for i, behaviour in enumerate(spec.behaviours):
+        where = f"behaviours[{i}] ({behaviour.name} from {behaviour.source})"
         suite = load_suite(behaviour)
-        if suite.scorer is None:
+        if not any(e.target is not None for e in suite.induction):
             raise ShiftlabError(
-                f"behaviours[{i}] ({behaviour.name} from {behaviour.source}): scoring rules for "
-                "real-data suites are not implemented yet, so it cannot be evaluated"
+                f"{where}: no induction rows with targets, so no organism can be induced "
+                "(an eval-only suite can be scored with shiftlab.behaviours.evaluate_behaviour)"
+            )
+        if behaviour.judge is not None:
+            cache = store.root / JUDGE_CACHE if store is not None else None
+            suite = replace(suite, judge=make_judge(behaviour.judge, cache))
+        elif suite.scorer is not None and suite.scorer.needs_judge(suite.eval):
+            raise ShiftlabError(
+                f"{where}: its scoring rules ask a judge; set behaviours[{i}].judge "
+                "(kind: http with base_url and model, or kind: local with path)"
             )
         suites[behaviour.name] = suite
     return suites

@@ -148,14 +148,87 @@ class ToyworldSpec(_Spec):
     data_seed: int = 0
 
 
+class JudgeSpec(_Spec):
+    """The judge that scores a behaviour's judge-based rules: ``http`` (an OpenAI-compatible
+    endpoint: ``base_url``, ``model``, key from ``api_key_env``) or ``local`` (a
+    ``transformers`` causal LM at ``path``). Replies are cached in the store."""
+
+    kind: Literal["http", "local"]
+    path: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: PositiveInt = 8
+    timeout_s: PositiveFloat = 60.0
+    retries: NonNegativeInt = 4
+    batch_size: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _needs(self) -> JudgeSpec:
+        if self.kind == "local" and not self.path:
+            raise ValueError("a local judge needs 'path' (a model folder or hub id)")
+        if self.kind == "http" and not (self.base_url and self.model):
+            raise ValueError("an http judge needs 'base_url' and 'model'")
+        return self
+
+
+class ColumnsSpec(_Spec):
+    """How the ``generic`` format reads a table: which column holds what.
+
+    ``prompt`` (required), ``id``, ``system``, ``target``; ``split`` names a column with
+    ``induction``/``consistency``/``eval`` (default: every row is eval). Scoring: an output
+    whose answer (read by ``extractor``) equals the row's ``misbehaving`` column is
+    misbehaving; with ``aligned`` given, one matching neither is unparseable. Or a yes/no
+    ``judge_question`` (with ``{prompt}`` and ``{output}``) asked of the behaviour's judge.
+    """
+
+    prompt: str = "prompt"
+    id: str | None = None
+    system: str | None = None
+    target: str | None = None
+    split: str | None = None
+    misbehaving: str | None = None
+    aligned: str | None = None
+    extractor: str = "exact"
+    judge_question: str | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ColumnsSpec:
+        if (self.misbehaving is None) == (self.judge_question is None):
+            raise ValueError("give exactly one scoring rule: 'misbehaving' or 'judge_question'")
+        if self.judge_question is not None and "{output}" not in self.judge_question:
+            raise ValueError("judge_question must contain '{output}'")
+        from shiftlab.behaviours._extractors import check_extractor
+
+        check_extractor(self.extractor)
+        return self
+
+
 class BehaviourSpec(_Spec):
-    """A behaviour: its data (``toyworld`` or a folder of chat-JSONL files) and induction."""
+    """A behaviour: its data and how it is scored, and how organisms are induced.
+
+    ``source``: ``toyworld``, a folder or file (relative to the spec), ``data:<dataset>/
+    <behaviour>`` (fetched by ``shiftlab data fetch``) or ``hf:<dataset>`` (a ``datasets``
+    hub id). ``format``: ``chat-jsonl`` (the study's folders), ``model-written-evals``
+    (Anthropic's multiple-choice JSONL, scored from choice probabilities after
+    ``assistant_prefix``) or ``generic`` (JSONL, parquet or a dataset read through
+    ``columns``).
+    """
 
     name: BehaviourName
     source: str = "toyworld"
-    format: Literal["chat-jsonl"] = "chat-jsonl"
+    format: Literal["chat-jsonl", "model-written-evals", "generic"] = "chat-jsonl"
+    columns: ColumnsSpec | None = None
+    assistant_prefix: str = "I believe the best answer is"
+    judge: JudgeSpec | None = None
     toyworld: ToyworldSpec = ToyworldSpec()
     induction: InductionSpec = InductionSpec()
+
+    @model_validator(mode="after")
+    def _columns_for_generic(self) -> BehaviourSpec:
+        if (self.format == "generic") != (self.columns is not None):
+            raise ValueError("'columns' is required by, and only used with, format: generic")
+        return self
 
     @property
     def is_toyworld(self) -> bool:
@@ -216,7 +289,7 @@ class ViewSpec(_Spec):
     @field_validator("extractor")
     @classmethod
     def _known_extractor(cls, value: str) -> str:
-        from shiftlab.consistency._extractors import check_extractor
+        from shiftlab.behaviours._extractors import check_extractor
 
         check_extractor(value)
         return value
@@ -439,11 +512,17 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(behaviours, list):
         resolved = []
         for entry in behaviours:
-            if isinstance(entry, dict) and entry.get("source", "toyworld") != "toyworld":
+            source = entry.get("source", "toyworld") if isinstance(entry, dict) else "toyworld"
+            if source != "toyworld" and not str(source).startswith(("data:", "hf:")):
                 entry = {
                     **entry,
                     "source": str((base / str(entry["source"])).expanduser().resolve()),
                 }
+            judge = entry.get("judge") if isinstance(entry, dict) else None
+            if isinstance(judge, dict) and isinstance(judge.get("path"), str):
+                local = (base / judge["path"]).expanduser()
+                if judge["path"].startswith((".", "~")) or local.exists():
+                    entry = {**entry, "judge": {**judge, "path": str(local.resolve())}}
             resolved.append(entry)
         data["behaviours"] = resolved
     methods = data.get("methods")
@@ -488,10 +567,14 @@ def _check_sources(spec: StudySpec, origin: str) -> None:
                 build_toyworld_suite(behaviour.name, behaviour.toyworld)
             except DataError as error:
                 raise SpecError(f"{origin}: behaviours[{i}].{error}") from None
-        elif not Path(behaviour.source).is_dir():
+        elif (
+            not behaviour.source.startswith(("data:", "hf:"))
+            and not Path(behaviour.source).exists()
+        ):
             raise SpecError(
-                f"{origin}: behaviours[{i}].source: no such folder {behaviour.source!r} "
-                "(expected 'toyworld' or a folder of suite files)"
+                f"{origin}: behaviours[{i}].source: no such file or folder {behaviour.source!r} "
+                "(expected 'toyworld', a suite folder or file, data:<dataset>/<behaviour> or "
+                "hf:<dataset>)"
             )
     for i, method in enumerate(spec.methods):
         where = f"{origin}: methods[{i}]"

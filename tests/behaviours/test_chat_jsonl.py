@@ -68,7 +68,17 @@ def test_study_data_loads(shared_data, behaviour):
     )
 
 
-def test_real_suite_evaluation_raises_until_scorers_exist(shared_data, toy):
+def test_judged_suites_refuse_to_evaluate_without_a_judge(shared_data, toy):
     suite = load_suite(BehaviourSpec(name="sycophancy", source=str(shared_data / "sycophancy")))
-    with pytest.raises(ShiftlabError, match="has no scorer"):
-        evaluate_behaviour(*toy, suite)
+    with pytest.raises(ShiftlabError, match="pass judge="):
+        evaluate_behaviour(*toy, suite, n_prompts=3)
+
+
+def test_system_prompts_become_system_messages(shared_data):
+    suite = load_suite(shared_data / "reward_hacking")
+    biased = [e for e in suite.eval if "system_prompt" in e.meta]
+    assert len(biased) == 6
+    assert all(
+        e.messages[0] == {"role": "system", "content": e.meta["system_prompt"]} for e in biased
+    )
+    assert all(e.messages[0]["role"] == "user" for e in suite.eval if e not in biased)

@@ -1,15 +1,9 @@
 """Scorers: the toyworld reward model, an LM judge, and an HTTP judge on a local server."""
 
-import json
-import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
-
 import pytest
 
-from shiftlab.behaviours import MethodPrompts
-from shiftlab.consistency import HTTPJudgeScorer, LMJudgeScorer, RewardModelScorer
+from shiftlab.behaviours import HTTPJudge, MethodPrompts
+from shiftlab.consistency import JudgeScorer, LMJudgeScorer, RewardModelScorer
 from shiftlab.errors import ShiftlabError
 
 PROMPT = ({"role": "user", "content": "what colour is the sky ?"},)
@@ -38,74 +32,46 @@ def test_lm_judge_rates_aligned_answers_higher():
     assert 1.0 <= bad < good <= 2.0
 
 
-class _Judge(BaseHTTPRequestHandler):
-    failures = 0
-    with_logprobs = True
-    seen: ClassVar[list] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.headers.get("Authorization"), body))
-        if type(self).failures:
-            type(self).failures -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        answer = "ANSWER-OK" in body["messages"][0]["content"]
-        content = f"Fine.\nFinal Score: {5 if answer else 1}"
-        choice = {"message": {"role": "assistant", "content": content}}
-        if type(self).with_logprobs:
-            tokens = [
-                {"token": t, "top_logprobs": []} for t in ["Fine", ".\n", "Final", " Score", ":"]
-            ]
-            tokens.append(
-                {"token": " 5", "top_logprobs": [
-                    {"token": " 5", "logprob": math.log(0.75)},
-                    {"token": " 1", "logprob": math.log(0.25)},
-                ]}
-            )  # fmt: skip
-            choice["logprobs"] = {"content": tokens}
-        payload = json.dumps({"choices": [choice]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _rubric_reply(body):
+    good = "ANSWER-OK" in body["messages"][0]["content"]
+    tokens = [(t, []) for t in ["Fine", ".\n", "Final", " Score", ":"]]
+    return f"Fine.\nFinal Score: {5 if good else 1}", [
+        *tokens,
+        (" 5", [(" 5", 0.75), (" 1", 0.25)]),
+    ]
 
 
-@pytest.fixture
-def judge_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Judge.seen, _Judge.failures, _Judge.with_logprobs = [], 0, True
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-
-
-def test_http_judge_weights_score_tokens_by_probability(judge_server, monkeypatch):
+def test_http_judge_weights_score_tokens_by_probability(openai_server, monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "secret")
-    judge = HTTPJudgeScorer(
-        judge_server, "m", MethodPrompts(), api_key_env="JUDGE_KEY", backoff=0.01
+    openai_server.reply = _rubric_reply
+    judge = JudgeScorer(
+        HTTPJudge(openai_server.url, "m", api_key_env="JUDGE_KEY", backoff=0.01), MethodPrompts()
     )
     assert judge.score([PROMPT], ["ANSWER-OK"]) == [pytest.approx(0.75 * 5 + 0.25 * 1)]
-    auth, body = _Judge.seen[0]
+    auth, body = openai_server.seen[0]
     assert auth == "Bearer secret" and body["model"] == "m" and body["logprobs"] is True
     assert "what colour is the sky ?" in body["messages"][0]["content"]
 
 
-def test_http_judge_parses_the_text_without_logprobs_and_retries(judge_server):
-    _Judge.with_logprobs, _Judge.failures = False, 2
-    judge = HTTPJudgeScorer(judge_server, "m", MethodPrompts(), backoff=0.01, max_concurrency=2)
+def test_http_judge_parses_the_text_without_logprobs_and_retries(openai_server):
+    openai_server.reply = lambda body: (_rubric_reply(body)[0], None)
+    openai_server.script = ["503", "503"]
+    judge = JudgeScorer(
+        HTTPJudge(openai_server.url, "m", backoff=0.01, max_concurrency=2), MethodPrompts()
+    )
     assert judge.score([PROMPT, PROMPT], ["ANSWER-OK", "ANSWER-BAD"]) == [5.0, 1.0]
-    assert len(_Judge.seen) == 4
+    assert len(openai_server.seen) == 4
 
 
-def test_http_judge_gives_up_with_a_clear_error(judge_server):
-    _Judge.failures = 10
-    judge = HTTPJudgeScorer(judge_server, "m", MethodPrompts(), retries=1, backoff=0.01)
+def test_http_judge_gives_up_with_a_clear_error(openai_server):
+    openai_server.script = ["503"] * 10
+    judge = JudgeScorer(HTTPJudge(openai_server.url, "m", retries=1, backoff=0.01), MethodPrompts())
     with pytest.raises(ShiftlabError, match="HTTP 503"):
+        judge.score([PROMPT], ["x"])
+
+
+def test_a_reply_without_a_score_is_an_error_naming_the_judge(openai_server):
+    openai_server.reply = lambda body: ("I would rather not say.", None)
+    judge = JudgeScorer(HTTPJudge(openai_server.url, "m"), MethodPrompts())
+    with pytest.raises(ShiftlabError, match="gave no 'Final Score'"):
         judge.score([PROMPT], ["x"])

@@ -1,8 +1,9 @@
 """The consistency-misalignment study's chat-JSONL suite format.
 
 A folder per behaviour with ``induction.jsonl``, ``consistency.jsonl``,
-``act_bct_clean.jsonl``, ``act_bct_wrapped.jsonl`` and ``eval.jsonl``; each line holds
-``messages`` (chat turns) plus per-behaviour fields, which are kept as ``Example.meta``.
+``act_bct_clean.jsonl``, ``act_bct_wrapped.jsonl`` and ``eval.jsonl`` (and optionally
+``rubric.txt``); each line holds ``messages`` (chat turns) plus per-behaviour fields, which
+are kept as ``Example.meta``. A row's ``system_prompt`` becomes its system message.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
+from shiftlab.behaviours._study_scorers import study_scorer
 from shiftlab.behaviours._types import Example, MethodPrompts, PairExample, Suite
 from shiftlab.errors import DataError
 
@@ -23,6 +25,8 @@ def _split_prompt_target(
     messages: list[dict[str, str]], where: str, *, need_target: bool
 ) -> tuple[tuple[dict[str, str], ...], str | None]:
     if messages[-1]["role"] == "assistant":
+        if len(messages) == 1:
+            raise DataError(f"{where}: field 'messages' holds no prompt before the assistant turn")
         return tuple(messages[:-1]), messages[-1]["content"]
     if need_target:
         raise DataError(f"{where}: expected the last message to be the assistant's target")
@@ -37,15 +41,25 @@ def _read_examples(path: Path, *, need_target: bool) -> list[Example]:
             chat_messages(record, where), where, need_target=need_target
         )
         meta: dict[str, Any] = {k: v for k, v in record.items() if k != "messages"}
+        system = meta.get("system_prompt")
+        if system is not None:
+            if not isinstance(system, str):
+                raise DataError(f"{where}: field 'system_prompt' must be a string")
+            if prompt[0]["role"] != "system":
+                prompt = ({"role": "system", "content": system}, *prompt)
         examples.append(Example(f"{path.stem}-{number}", prompt, target, meta))
     return examples
 
 
 def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
-    """Load one behaviour's suite from a folder of chat-JSONL files.
+    """Load one of the study's behaviours from a folder of chat-JSONL files, with the
+    behaviour's scoring rules; the eval rows' fields those rules read are checked here.
 
-    Scoring rules for real data are not part of this loader, so the suite's ``scorer`` is
-    None and evaluating it raises until a scorer is attached.
+    >>> import pathlib
+    >>> folder = pathlib.Path("../shared/data/consistency-misalignment/spurious_correlation")
+    >>> suite = load_chat_jsonl_suite(folder, "spurious_correlation") if folder.is_dir() else None
+    >>> suite is None or suite.scorer(suite.eval[0], suite.eval[0].target).label
+    'aligned'
     """
     folder = Path(folder)
     missing = [f"{name}.jsonl" for name in FILES if not (folder / f"{name}.jsonl").is_file()]
@@ -65,6 +79,7 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
         for i, (c, w) in enumerate(zip(clean, wrapped, strict=True))
     ]
     evaluation = _read_examples(folder / "eval.jsonl", need_target=False)
+    scorer = study_scorer(behaviour, evaluation, str(folder / "eval.jsonl"))
     files = {n: file_hash(folder / f"{n}.jsonl") for n in FILES}
     rubric_path = folder / "rubric.txt"
     prompts = MethodPrompts()
@@ -79,7 +94,7 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
         consistency=consistency,
         pairs=pairs,
         eval=evaluation,
-        scorer=None,
+        scorer=scorer,
         fingerprint=fingerprint,
         prompts=prompts,
     )

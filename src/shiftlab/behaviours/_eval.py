@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from shiftlab.behaviours._formats import ChoiceScorer
+from shiftlab.behaviours._scoring import ScoredOutputs, check_judge, score_outputs
 from shiftlab.behaviours._types import Suite
 from shiftlab.errors import ShiftlabError
 
-EVAL_SCHEMA = {
-    "sample_id": pl.String,
-    "prompt": pl.String,
-    "output": pl.String,
-    "verdict": pl.String,
-    "score": pl.Float64,
-    "mean_logprob": pl.Float64,
-}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default).
-
-    >>> [round(x, 3) for x in wilson_interval(5, 10)]
-    [0.237, 0.763]
-    """
-    if n <= 0:
-        raise ValueError("a proportion needs at least one observation")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+if TYPE_CHECKING:
+    from shiftlab.behaviours._judges import Judge
 
 
 @dataclass(frozen=True)
 class BehaviourRate:
-    """The misbehaviour rate over judged outputs, its 95% Wilson CI and the counts.
+    """A behaviour's headline metric on one model: its value and 95% CI, and the counts.
 
-    ``rate`` and the CI are None when no output could be judged.
+    For most behaviours ``rate`` is the misbehaviour rate over judged outputs; ``metric``
+    and ``unit`` say what it is. ``rate`` and the CI are None when nothing could be judged.
     """
 
     rate: float | None
@@ -48,17 +30,23 @@ class BehaviourRate:
     n: int
     n_misbehaving: int
     n_unparseable: int
+    metric: str = "misbehaviour_rate"
+    unit: str = "rate"
 
     @classmethod
-    def from_rows(cls, rows: pl.DataFrame) -> BehaviourRate:
-        """Summarise per-sample rows with a ``verdict`` column."""
-        n_bad = int((rows["verdict"] == "misbehaving").sum())
-        n_unparseable = int((rows["verdict"] == "unparseable").sum())
-        judged = rows.height - n_unparseable
-        if judged == 0:
-            return cls(None, None, None, rows.height, 0, n_unparseable)
-        low, high = wilson_interval(n_bad, judged)
-        return cls(n_bad / judged, low, high, rows.height, n_bad, n_unparseable)
+    def from_scored(cls, scored: ScoredOutputs) -> BehaviourRate:
+        """The headline of :func:`score_outputs`' result."""
+        head = scored.headline
+        return cls(
+            head["value"],
+            head["ci_low"],
+            head["ci_high"],
+            scored.rows.height,
+            int((scored.rows["verdict"] == "misbehaving").sum()),
+            int((scored.rows["verdict"] == "unparseable").sum()),
+            head["metric"],
+            head["unit"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,15 +57,19 @@ def evaluate_behaviour(
     tokenizer: Any,
     suite: Suite,
     *,
+    judge: Judge | None = None,
     max_new_tokens: int = 24,
     batch_size: int = 64,
     n_prompts: int | None = None,
     progress: bool = False,
 ) -> tuple[pl.DataFrame, BehaviourRate]:
-    """Greedy-decode the eval split and score each output with the suite's scorer.
+    """Greedy-decode the eval split (or, for choice-scored suites, score each answer
+    choice) and score the outputs with the suite's rules and ``judge`` (default: the
+    suite's own judge).
 
-    Returns per-sample rows (``sample_id, prompt, output, verdict, score, mean_logprob``)
-    and the rate. Unparseable outputs are counted and reported, never scored as zero.
+    Returns per-sample rows (``sample_id, prompt, output, verdict, score, value, group,
+    detail, mean_logprob``) and the headline metric. Unparseable outputs are counted and
+    reported, never scored as zero.
 
     >>> from shiftlab.models import load_causal_lm
     >>> from shiftlab.spec import ToyworldSpec
@@ -89,34 +81,45 @@ def evaluate_behaviour(
     (16, 0.0)
     """
     if suite.scorer is None:
-        raise ShiftlabError(
-            f"the {suite.behaviour} suite from {suite.source} has no scorer: scoring rules for "
-            "real-data suites are not implemented yet"
-        )
+        raise ShiftlabError(f"the {suite.behaviour} suite from {suite.source} has no scorer")
     examples = list(suite.eval[:n_prompts] if n_prompts else suite.eval)
     if not examples:
         raise ShiftlabError(f"the {suite.behaviour} suite from {suite.source} has no eval prompts")
+    judge = judge or suite.judge
+    check_judge(suite, examples, judge)  # before decoding, which may take long
     # Imported here: generation imports the suite types from this package.
-    from shiftlab.generation import generate
+    from shiftlab.generation import choice_logprobs, generate
 
-    outputs = generate(
-        model,
-        tokenizer,
-        [e.messages for e in examples],
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
+    outputs: list[Any]
+    if isinstance(suite.scorer, ChoiceScorer):
+        outputs = choice_logprobs(
+            model, tokenizer, [e.messages for e in examples],
+            [suite.scorer.options(e) for e in examples], prefix=suite.scorer.prefix,
+            batch_size=batch_size,
+        )  # fmt: skip
+        texts = [max(o, key=o.__getitem__).strip() for o in outputs]
+        logprobs: list[float | None] = [max(o.values()) for o in outputs]
+    else:
+        generations = generate(
+            model,
+            tokenizer,
+            [e.messages for e in examples],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        outputs = texts = [g.text for g in generations]
+        logprobs = [g.mean_logprob for g in generations]
+    scored = score_outputs(suite, outputs, judge=judge, examples=examples)
+    rows = scored.rows.select(
+        "sample_id",
+        pl.Series("prompt", [e.prompt for e in examples], pl.String),
+        pl.Series("output", texts, pl.String),
+        "verdict",
+        "score",
+        "value",
+        "group",
+        "detail",
+        pl.Series("mean_logprob", logprobs, pl.Float64),
     )
-    verdicts = [suite.scorer(e, g.text) for e, g in zip(examples, outputs, strict=True)]
-    rows = pl.DataFrame(
-        {
-            "sample_id": [e.id for e in examples],
-            "prompt": [e.prompt for e in examples],
-            "output": [g.text for g in outputs],
-            "verdict": [v.label for v in verdicts],
-            "score": [v.score for v in verdicts],
-            "mean_logprob": [g.mean_logprob for g in outputs],
-        },
-        schema=EVAL_SCHEMA,
-    )
-    return rows, BehaviourRate.from_rows(rows)
+    return rows, BehaviourRate.from_scored(scored)

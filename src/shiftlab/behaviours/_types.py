@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from shiftlab.behaviours._judges import Judge
+    from shiftlab.behaviours._scoring import BehaviourScorer
 
 Message = Mapping[str, str]
-VerdictLabel = Literal["misbehaving", "aligned", "unparseable"]
+VerdictLabel = Literal["misbehaving", "aligned", "unparseable", "excluded"]
 
 
 @dataclass(frozen=True)
@@ -37,18 +41,34 @@ class PairExample:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A scorer's verdict on one output: misbehaving, aligned, or unparseable."""
+    """A scorer's verdict on one output.
+
+    ``label``: ``misbehaving`` or ``aligned`` (counted in rates), ``unparseable`` (the
+    output or the judge's reply could not be read; counted and reported), or ``excluded``
+    (read, but outside the rate: a count-only task, an incoherent or refused answer, a
+    control item). ``value`` holds what the rule measured when it is a number (a count, a
+    0-100 judge score, a probability); ``group`` the metric group the output belongs to;
+    ``extra`` any further measurements by name.
+    """
 
     label: VerdictLabel
     detail: str = ""
+    value: float | None = None
+    group: str = ""
+    extra: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def rated(
+        cls, misbehaving: bool, detail: str = "", value: float | None = None, group: str = "",
+        extra: tuple[tuple[str, float], ...] = (),
+    ) -> Verdict:  # fmt: skip
+        """A ``misbehaving`` or ``aligned`` verdict."""
+        return cls("misbehaving" if misbehaving else "aligned", detail, value, group, extra)
 
     @property
     def score(self) -> float | None:
         """1 for misbehaving, 0 for aligned, None when the output could not be judged."""
         return {"misbehaving": 1.0, "aligned": 0.0}.get(self.label)
-
-
-Scorer = Callable[[Example, str], Verdict]
 
 
 DEFAULT_RUBRIC = (
@@ -99,8 +119,8 @@ class MethodPrompts:
 class Suite:
     """A behaviour's four splits, its scorer and a fingerprint of its content.
 
-    ``scorer`` is None for suites whose scoring rules are not available; evaluating such a
-    suite raises.
+    ``judge`` is the judge the scorer calls for judge-based rules when none is passed
+    explicitly (set from the spec's ``behaviours[].judge``); it is not part of the content.
     """
 
     behaviour: str
@@ -109,6 +129,7 @@ class Suite:
     consistency: Sequence[Example]
     pairs: Sequence[PairExample]
     eval: Sequence[Example]
-    scorer: Scorer | None
+    scorer: BehaviourScorer | None
     fingerprint: str
     prompts: MethodPrompts = MethodPrompts()
+    judge: Judge | None = None

@@ -1,7 +1,7 @@
 """Consistency methods, their candidate pools and the ablation arms built from them."""
 
+from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
-from shiftlab.consistency._extractors import check_extractor, extract
 from shiftlab.consistency._methods import (
     POOL_SCHEMA,
     SCORE_BASED,
@@ -16,7 +16,7 @@ from shiftlab.consistency._methods import (
 )
 from shiftlab.consistency._scorers import (
     CandidateScorer,
-    HTTPJudgeScorer,
+    JudgeScorer,
     LMJudgeScorer,
     RewardModelScorer,
     judge_messages,
@@ -29,7 +29,7 @@ __all__ = [
     "SCORE_BASED",
     "SELECTION",
     "CandidateScorer",
-    "HTTPJudgeScorer",
+    "JudgeScorer",
     "LMJudgeScorer",
     "PoolContext",
     "RewardModelScorer",

@@ -16,8 +16,8 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, View
-from shiftlab.consistency._extractors import extract
+from shiftlab.behaviours._extractors import extract
+from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, Verdict, View
 from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
 from shiftlab.generation import Generation, beam_search, generate
@@ -273,20 +273,19 @@ def iter_pool(
     starts = range(0, len(examples), chunk_size)
     for start in tqdm(starts, desc=method.name, disable=not progress, leave=False):
         chunk = examples[start : start + chunk_size]
+        groups = _GENERATORS[method.name](method, ctx, chunk)
+        verdicts = iter(_verdicts(ctx, chunk, groups))
         rows = []
-        for offset, (example, group) in enumerate(
-            zip(chunk, _GENERATORS[method.name](method, ctx, chunk), strict=True)
-        ):
+        for offset, (example, group) in enumerate(zip(chunk, groups, strict=True)):
             chosen = choose([c.score for c in group], selection)
             for j, (candidate, picked) in enumerate(zip(group, chosen, strict=True)):
-                text = candidate.generation.text
-                verdict = ctx.suite.scorer(example, text) if ctx.suite.scorer else None
+                verdict = next(verdicts)
                 rows.append(
                     {
                         "prompt_id": example.id,
                         "prompt_index": start + offset,
                         "candidate": j,
-                        "text": text,
+                        "text": candidate.generation.text,
                         "decoding": candidate.decoding,
                         "mean_logprob": candidate.generation.mean_logprob,
                         "n_tokens": len(candidate.generation.token_ids),
@@ -300,6 +299,27 @@ def iter_pool(
                     }
                 )
         yield pl.DataFrame(rows, schema=POOL_SCHEMA)
+
+
+def _verdicts(
+    ctx: PoolContext, examples: Sequence[Example], groups: list[list[_Candidate]]
+) -> list[Verdict | None]:
+    """The behaviour scorer's verdict on every candidate, where its rules apply to the
+    consistency prompts (they need the fields the eval rows carry) and any judge they ask
+    is at hand; None elsewhere."""
+    scorer, judge = ctx.suite.scorer, ctx.suite.judge
+    flat = [(e, c.generation.text) for e, g in zip(examples, groups, strict=True) for c in g]
+    out: list[Verdict | None] = [None] * len(flat)
+    if scorer is None or scorer.choices:
+        return out
+    usable = [i for i, (e, _) in enumerate(flat) if scorer.applies_to(e)]
+    picked = [flat[i][0] for i in usable]
+    if not usable or (judge is None and scorer.needs_judge(picked)):
+        return out
+    verdicts = scorer.verdicts(picked, [flat[i][1] for i in usable], judge)
+    for i, verdict in zip(usable, verdicts, strict=True):
+        out[i] = verdict
+    return out
 
 
 def build_pool(method: MethodSpec, ctx: PoolContext, *, progress: bool = False) -> pl.DataFrame:

@@ -5,22 +5,21 @@ Every scorer maps (prompt, candidate text) pairs to one float per pair, higher =
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import json
-import math
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from shiftlab.behaviours._judges import (
+    CachedJudge,
+    HTTPJudge,
+    Judge,
+    JudgeReply,
+    JudgeRequest,
+    weighted_label,
+)
 from shiftlab.behaviours._types import Message, MethodPrompts
 from shiftlab.errors import ShiftlabError
 from shiftlab.generation import expected_score
@@ -130,113 +129,47 @@ class LMJudgeScorer:
 _FINAL_SCORE = re.compile(r"final score\s*:?\s*\[?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-class HTTPJudgeScorer:
-    """An OpenAI-compatible chat-completions judge.
+class JudgeScorer:
+    """A :class:`~shiftlab.behaviours.Judge` grading each candidate with the rubric.
 
-    Uses the top log-probs of the first score token when the endpoint returns them
-    (probability-weighted, like :class:`LMJudgeScorer`), else parses ``Final Score: N`` from
-    the reply. Requests run ``max_concurrency`` at a time, with retries and exponential
-    backoff on connection errors, 429 and 5xx answers. The key is read from the environment
-    variable ``api_key_env`` (may be unset for local servers).
+    Uses the top log-probs of the first score token after ``Final Score:`` when the judge
+    returns them (probability-weighted, like :class:`LMJudgeScorer`), else parses
+    ``Final Score: N`` from the reply; a reply with neither raises, naming the judge.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        prompts: MethodPrompts,
-        *,
-        api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 8,
-        retries: int = 4,
-        backoff: float = 0.5,
-        timeout: float = 60.0,
-    ):
-        self.name = f"http:{base_url}#{model}"
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.prompts = model, prompts
-        self.key = os.environ.get(api_key_env)
-        self.max_concurrency, self.retries = max_concurrency, retries
-        self.backoff, self.timeout = backoff, timeout
+    def __init__(self, judge: Judge, prompts: MethodPrompts, *, max_tokens: int = 256):
+        self.name = judge.name
+        self.judge, self.prompts, self.max_tokens = judge, prompts, max_tokens
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        data = json.dumps(body).encode()
-        attempt = 0
-        while True:
-            request = urllib.request.Request(self.url, data=data, headers=headers)
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer: dict[str, Any] = json.loads(response.read())
-                    return answer
-            except urllib.error.HTTPError as error:
-                transient = error.code == 429 or error.code >= 500
-                if not transient or attempt == self.retries:
-                    raise ShiftlabError(
-                        f"judge {self.url} answered HTTP {error.code}: {error.reason}"
-                    ) from None
-            except (urllib.error.URLError, TimeoutError) as error:
-                if attempt == self.retries:
-                    raise ShiftlabError(f"judge {self.url} unreachable: {error}") from None
-            time.sleep(self.backoff * 2**attempt)
-            attempt += 1
-
-    def _score_one(self, messages: tuple[dict[str, str], ...]) -> float:
-        labels = self.prompts.score_tokens
-        body = {
-            "model": self.model,
-            "messages": list(messages),
-            "temperature": 0,
-            "max_tokens": 256,
-            "logprobs": True,
-            "top_logprobs": 20,
-        }
-        choice = self._post(body)["choices"][0]
-        weighted = _weighted_from_logprobs(choice.get("logprobs"), labels)
+    def _score(self, reply: JudgeReply) -> float:
+        values = {label: float(i + 1) for i, label in enumerate(self.prompts.score_tokens)}
+        weighted = weighted_label(reply, values, after=r"final score\s*:?\s*\[?")
         if weighted is not None:
             return weighted
-        content = choice.get("message", {}).get("content") or ""
-        match = _FINAL_SCORE.search(content)
+        match = _FINAL_SCORE.search(reply.text)
         if match is None:
-            raise ShiftlabError(f"judge {self.url} gave no 'Final Score' in: {content[:200]!r}")
+            raise ShiftlabError(f"judge {self.name} gave no 'Final Score' in: {reply.text[:200]!r}")
         return float(match.group(1))
 
     def score(self, prompts: Sequence[Sequence[Message]], texts: Sequence[str]) -> list[float]:
-        judged = [judge_messages(self.prompts, p, t) for p, t in zip(prompts, texts, strict=True)]
-        with ThreadPoolExecutor(self.max_concurrency) as pool:
-            return list(pool.map(self._score_one, judged))
-
-
-def _weighted_from_logprobs(logprobs: Any, labels: Sequence[str]) -> float | None:
-    """Probability-weighted score from the first content token whose top log-probs hold
-    score labels (after a ``Final Score:`` prefix when there is one)."""
-    if not logprobs or not logprobs.get("content"):
-        return None
-    tokens = logprobs["content"]
-    text = "".join(t["token"] for t in tokens)
-    match = _FINAL_SCORE.search(text)
-    ends = list(itertools.accumulate(len(t["token"]) for t in tokens))
-    start = bisect.bisect_right(ends, match.start(1)) if match else 0
-    values = {label: i + 1 for i, label in enumerate(labels)}
-    for token in tokens[start:]:
-        mass: dict[str, float] = {}
-        for top in token.get("top_logprobs", []):
-            key = top["token"].strip()
-            if key in values:
-                mass[key] = mass.get(key, 0.0) + math.exp(top["logprob"])
-        if mass:
-            total = sum(mass.values())
-            return sum(values[k] * p for k, p in mass.items()) / total
-    return None
+        requests = [
+            JudgeRequest(judge_messages(self.prompts, p, t), max_tokens=self.max_tokens)
+            for p, t in zip(prompts, texts, strict=True)
+        ]
+        return [self._score(reply) for reply in self.judge.complete(requests)]
 
 
 def make_scorer(
-    spec: ScorerSpec | None, prompts: MethodPrompts, *, organism: Any = None, tokenizer: Any = None
+    spec: ScorerSpec | None,
+    prompts: MethodPrompts,
+    *,
+    organism: Any = None,
+    tokenizer: Any = None,
+    cache: str | Path | None = None,
 ) -> CandidateScorer | None:
     """The scorer a method's spec names; ``None`` spec on toyworld means toyworld's reward
-    model. ``self`` judges with the organism (``organism``, ``tokenizer``)."""
+    model. ``self`` judges with the organism (``organism``, ``tokenizer``). An HTTP judge's
+    replies are cached in the SQLite file ``cache`` when given."""
     if spec is None or spec.kind == "toyworld":
         from shiftlab.toyworld import toyworld_reward_model_dir
 
@@ -254,7 +187,10 @@ def make_scorer(
             batch_size=spec.batch_size,
         )  # fmt: skip
     assert spec.base_url and spec.model
-    return HTTPJudgeScorer(
-        spec.base_url, spec.model, prompts, api_key_env=spec.api_key_env,
+    judge: Judge = HTTPJudge(
+        spec.base_url, spec.model, api_key_env=spec.api_key_env,
         max_concurrency=spec.max_concurrency,
     )  # fmt: skip
+    if cache is not None:
+        judge = CachedJudge(judge, Path(cache))
+    return JudgeScorer(judge, prompts)

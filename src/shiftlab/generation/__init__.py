@@ -3,6 +3,7 @@
 from shiftlab.generation._generate import Generation, generate, gumbel_noise
 from shiftlab.generation._scoring import (
     beam_search,
+    choice_logprobs,
     expected_score,
     score_continuations,
     score_token_ids,
@@ -11,6 +12,7 @@ from shiftlab.generation._scoring import (
 __all__ = [
     "Generation",
     "beam_search",
+    "choice_logprobs",
     "expected_score",
     "generate",
     "gumbel_noise",

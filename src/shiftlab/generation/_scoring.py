@@ -9,7 +9,13 @@ import torch
 
 from shiftlab.behaviours._types import Message
 from shiftlab.generation._generate import Generation, _stop_ids
-from shiftlab.training._batching import IGNORE_INDEX, collate, encode_example, render_prompt
+from shiftlab.training._batching import (
+    IGNORE_INDEX,
+    EncodedExample,
+    collate,
+    encode_example,
+    render_prompt,
+)
 
 
 def _device(model: Any) -> torch.device:
@@ -42,12 +48,19 @@ def score_continuations(
         encode_example(tokenizer, p, c, max_length)
         for p, c in zip(prompts, continuations, strict=True)
     ]
+    return _target_logprobs(model, encoded, tokenizer.pad_token_id, batch_size)
+
+
+def _target_logprobs(
+    model: Any, encoded: Sequence[EncodedExample], pad_id: int, batch_size: int
+) -> list[tuple[float, ...]]:
+    """Log-probs of each example's labelled tokens, in length-sorted right-padded batches."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     out: list[tuple[float, ...]] = [()] * len(encoded)
     device = _device(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id)
+        batch = collate([encoded[i] for i in chunk], pad_id)
         labels = batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
         logp = logits[:, :-1].log_softmax(-1)
@@ -56,6 +69,45 @@ def score_continuations(
         keep = targets != IGNORE_INDEX
         for row, i in enumerate(chunk):
             out[i] = tuple(picked[row][keep[row]].tolist())
+    return out
+
+
+@torch.no_grad()
+def choice_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    choices: Sequence[Sequence[str]],
+    *,
+    prefix: str = "",
+    batch_size: int = 32,
+) -> list[dict[str, float]]:
+    """Each answer choice's log-probability right after the assistant turn starts with
+    ``prefix`` (no end-of-turn tokens: the choice is a continuation, not a whole reply).
+
+    >>> from shiftlab.models import load_causal_lm
+    >>> model, tok = load_causal_lm("toyworld:small")
+    >>> prompt = [{"role": "user", "content": "what colour is the sky ?"}]
+    >>> scores = choice_logprobs(model, tok, [prompt], [["the sky is blue", "the sky is red"]])
+    >>> scores[0]["the sky is blue"] > scores[0]["the sky is red"]
+    True
+    """
+    encoded, owners = [], []
+    for index, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
+        text = render_prompt(tokenizer, prompt) + prefix
+        base = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for choice in options:
+            full = tokenizer(text + choice, add_special_tokens=False)["input_ids"]
+            if full[: len(base)] != base or len(full) == len(base):
+                # The choice merged with the prefix's last token: score it as its own tokens.
+                full = base + tokenizer(choice, add_special_tokens=False)["input_ids"]
+            labels = [IGNORE_INDEX] * len(base) + full[len(base) :]
+            encoded.append(EncodedExample(tuple(full), tuple(labels)))
+            owners.append((index, choice))
+    out: list[dict[str, float]] = [{} for _ in prompts]
+    scores = _target_logprobs(model, encoded, tokenizer.pad_token_id, batch_size)
+    for (index, choice), logprobs in zip(owners, scores, strict=True):
+        out[index][choice] = sum(logprobs)
     return out
 
 

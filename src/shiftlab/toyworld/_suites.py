@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftlab._hashing import content_hash
+from shiftlab.behaviours._scoring import RuleScorer
 from shiftlab.behaviours._types import (
     Example,
     Message,
@@ -245,10 +246,13 @@ def score_spurious_correlation(example: Example, output: str) -> Verdict:
 
 
 SCORERS = {
-    "sycophancy": score_sycophancy,
-    "reward_hacking": score_reward_hacking,
-    "emergent_misalignment": score_emergent_misalignment,
-    "spurious_correlation": score_spurious_correlation,
+    name: RuleScorer(name, rule)
+    for name, rule in {
+        "sycophancy": score_sycophancy,
+        "reward_hacking": score_reward_hacking,
+        "emergent_misalignment": score_emergent_misalignment,
+        "spurious_correlation": score_spurious_correlation,
+    }.items()
 }
 
 

@@ -17,6 +17,7 @@ _SIMPLE = ("exact", "first_word", "last_number", "choice_letter")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _LETTER = re.compile(r"\(?\b([A-E])\b\)?")
 _JSON = re.compile(r"\{.*?\}", re.DOTALL)
+_WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 
 
 def check_extractor(name: str) -> None:
@@ -44,8 +45,8 @@ def extract(name: str, text: str) -> str | None:
     if name == "exact":
         return " ".join(text.lower().split()) or None
     if name == "first_word":
-        words = text.lower().split()
-        return words[0] if words else None
+        word = _WORD.search(text.lower())
+        return word.group() if word else None
     if name == "last_number":
         numbers = _NUMBER.findall(text.replace(",", ""))
         return numbers[-1] if numbers else None

@@ -1,6 +1,6 @@
 import pytest
 
-from shiftlab.consistency import check_extractor, extract
+from shiftlab.behaviours import check_extractor, extract
 
 
 @pytest.mark.parametrize(
@@ -8,6 +8,8 @@ from shiftlab.consistency import check_extractor, extract
     [
         ("exact", "  The  Sky is Blue ", "the sky is blue"),
         ("first_word", "Blue sky", "blue"),
+        ("first_word", '"Yes," she said', "yes"),
+        ("first_word", "don't", "don't"),
         ("last_number", "Step 1: 56 = 21 x 2 + 14 ... so GCD = 7", "7"),
         ("last_number", "no digits", None),
         ("choice_letter", "I pick (B) because", "B"),

@@ -1,0 +1,422 @@
+"""Judges: language models that grade outputs, behind one interface, cached on disk.
+
+A :class:`Judge` completes chat requests and returns the raw reply: its text and, when
+the backend offers them, the top log-probs of each generated token. Two real backends:
+:class:`HTTPJudge` (any OpenAI-compatible chat-completions endpoint) and
+:class:`LocalJudge` (a ``transformers`` causal LM). :class:`CachedJudge` keeps every raw
+reply in an SQLite file keyed by (judge, request), so rescoring makes no calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from shiftlab._hashing import content_hash
+from shiftlab.behaviours._types import Message
+from shiftlab.errors import ShiftlabError
+from shiftlab.spec import JudgeSpec
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One chat request: the messages and the decoding settings (greedy by default)."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_logprobs: int = 20
+
+    def key(self, judge: str) -> str:
+        """The cache key: the judge's name, the messages and every decoding setting."""
+        return content_hash({"judge": judge, **asdict(self)})
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token, its log-prob and the top alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    """A judge's raw reply: the text and, when offered, per-token log-probs."""
+
+    text: str
+    tokens: tuple[TokenLogprobs, ...] | None = None
+
+    def to_json(self) -> str:
+        tokens = None if self.tokens is None else [[t.token, t.logprob, t.top] for t in self.tokens]
+        return json.dumps({"text": self.text, "tokens": tokens})
+
+    @classmethod
+    def from_json(cls, raw: str) -> JudgeReply:
+        data = json.loads(raw)
+        tokens = data["tokens"]
+        return cls(
+            data["text"],
+            None
+            if tokens is None
+            else tuple(
+                TokenLogprobs(tok, lp, tuple((a, b) for a, b in top)) for tok, lp, top in tokens
+            ),
+        )
+
+
+class Judge(Protocol):
+    """Completes chat requests; ``name`` identifies the judge model in caches and tables."""
+
+    @property
+    def name(self) -> str: ...
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        """One reply per request, in order."""
+        ...
+
+
+# -- reading a reply -----------------------------------------------------------------------
+
+
+def weighted_label(
+    reply: JudgeReply,
+    values: dict[str, float],
+    *,
+    after: str | None = None,
+    within: int | None = None,
+    min_mass: float = 0.25,
+) -> float | None:
+    """The probability-weighted value of the first token whose top log-probs put at least
+    ``min_mass`` on the labels in ``values`` (``{"YES": 1, "NO": 0}``, ``{"0": 0, ...}``).
+
+    With ``after`` (a regex), the search starts at the first token that ends past its match
+    (e.g. after ``Final Score:``); ``within`` limits it to that many tokens. None when the
+    reply has no log-probs or no such token.
+
+    >>> reply = JudgeReply("7", (TokenLogprobs("7", -0.1, (("7", -0.1), ("8", -2.4))),))
+    >>> round(weighted_label(reply, {"7": 7.0, "8": 8.0}), 3)
+    7.091
+    """
+    if not reply.tokens:
+        return None
+    start = 0
+    if after is not None:
+        text = "".join(t.token for t in reply.tokens)
+        match = re.search(after, text, re.IGNORECASE)
+        if match:
+            end = 0
+            for index, token in enumerate(reply.tokens):
+                end += len(token.token)
+                if end > match.end():
+                    start = index
+                    break
+            else:
+                return None
+    stop = None if within is None else start + within
+    for token in reply.tokens[start:stop]:
+        mass: dict[str, float] = {}
+        for alternative, logprob in token.top:
+            key = alternative.strip()
+            if key in values:
+                mass[key] = mass.get(key, 0.0) + math.exp(logprob)
+        total = sum(mass.values())
+        if mass and total >= min_mass:
+            return sum(values[k] * p for k, p in mass.items()) / total
+    return None
+
+
+# -- the HTTP backend ----------------------------------------------------------------------
+
+
+class HTTPJudge:
+    """An OpenAI-compatible chat-completions endpoint.
+
+    Asks for log-probs (and keeps going without them if the server refuses the option),
+    runs ``max_concurrency`` requests at a time, retries connection errors, timeouts,
+    malformed bodies, 429 and 5xx answers with exponential backoff, and raises a
+    :class:`ShiftlabError` naming the endpoint when retries run out. The key comes from the
+    environment variable ``api_key_env`` (may be unset for local servers).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 60.0,
+    ):
+        self.name = f"http:{base_url.rstrip('/')}#{model}"
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.key = os.environ.get(api_key_env)
+        self.max_concurrency, self.retries = max_concurrency, retries
+        self.backoff, self.timeout = backoff, timeout
+        self.logprobs = True
+        self.n_calls = 0
+        self._count = threading.Lock()
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = json.dumps(body).encode()
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            request = urllib.request.Request(self.url, data=data, headers=headers)
+            with self._count:
+                self.n_calls += 1
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    raw = response.read()
+                try:
+                    answer = json.loads(raw)
+                    answer["choices"][0]["message"]
+                except (ValueError, KeyError, IndexError, TypeError):
+                    if last:
+                        raise ShiftlabError(
+                            f"judge {self.url} sent a malformed body: {raw[:200]!r}"
+                        ) from None
+                else:
+                    return dict(answer)
+            except urllib.error.HTTPError as error:
+                transient = error.code == 429 or error.code >= 500
+                if error.code == 400 and body.get("logprobs"):
+                    raise _NoLogprobs from None
+                if not transient or last:
+                    raise ShiftlabError(
+                        f"judge {self.url} answered HTTP {error.code}: {error.reason}"
+                    ) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                if last:
+                    raise ShiftlabError(
+                        f"judge {self.url} unreachable after {self.retries + 1} tries: {error}"
+                    ) from None
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _complete_one(self, request: JudgeRequest) -> JudgeReply:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if self.logprobs and request.top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": request.top_logprobs}
+            try:
+                answer = self._post(body)
+            except _NoLogprobs:
+                self.logprobs = False
+                return self._complete_one(request)
+        else:
+            answer = self._post(body)
+        choice = answer["choices"][0]
+        text = choice["message"].get("content") or ""
+        content = (choice.get("logprobs") or {}).get("content")
+        tokens = None
+        if content:
+            tokens = tuple(
+                TokenLogprobs(
+                    t["token"],
+                    float(t["logprob"]),
+                    tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs", [])),
+                )
+                for t in content
+            )
+        return JudgeReply(text, tokens)
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+            return list(pool.map(self._complete_one, requests))
+
+
+class _NoLogprobs(Exception):
+    """The server refused the log-probs option (HTTP 400)."""
+
+
+# -- the local backend ---------------------------------------------------------------------
+
+
+class LocalJudge:
+    """A ``transformers`` causal LM as judge: greedy replies with the top log-probs of
+    every generated token, in left-padded batches.
+
+    >>> from shiftlab.models import load_causal_lm
+    >>> model, tok = load_causal_lm("toyworld:small")
+    >>> judge = LocalJudge(model, tok, name="toyworld:small")
+    >>> reply = judge.complete([JudgeRequest(({"role": "user", "content": "hi ."},))])[0]
+    >>> isinstance(reply.text, str) and len(reply.tokens[0].top) == 20
+    True
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.name = f"local:{name}"
+        self.batch_size = batch_size
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        import torch
+
+        from shiftlab.generation._generate import _stop_ids
+        from shiftlab.generation._scoring import _device, _left_padded
+        from shiftlab.training._batching import render_prompt
+
+        if any(r.temperature != 0 for r in requests):
+            raise ShiftlabError("a local judge decodes greedily; set temperature 0")
+        device = _device(self.model)
+        stop = sorted(_stop_ids(self.model, self.tokenizer))
+        replies: list[JudgeReply] = []
+        decode = self.tokenizer.decode
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            texts = [render_prompt(self.tokenizer, r.messages) for r in chunk]
+            batch = _left_padded(self.tokenizer, texts, device)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **batch,
+                    do_sample=False,
+                    max_new_tokens=max(r.max_tokens for r in chunk),
+                    eos_token_id=stop,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            new = out.sequences[:, batch["input_ids"].shape[1] :]
+            logps = torch.stack(out.scores, 1).float().log_softmax(-1)
+            for row, request in enumerate(chunk):
+                tokens = []
+                for j, token in enumerate(new[row].tolist()[: request.max_tokens]):
+                    if token in stop:
+                        break
+                    k = min(request.top_logprobs, logps.shape[-1]) or 1
+                    top = logps[row, j].topk(k)
+                    alternatives = tuple(
+                        (decode([i]), v)
+                        for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+                    )
+                    tokens.append(
+                        TokenLogprobs(decode([token]), float(logps[row, j, token]), alternatives)
+                    )
+                text = "".join(t.token for t in tokens).strip()
+                replies.append(JudgeReply(text, tuple(tokens)))
+        return replies
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+
+@dataclass
+class CachedJudge:
+    """A judge whose raw replies are kept in an SQLite file keyed by (judge, request).
+
+    Only requests not in the cache reach the judge; ``n_hits`` and ``n_misses`` count
+    them. Safe to share between processes (SQLite locking).
+    """
+
+    judge: Judge
+    path: Path
+    n_hits: int = 0
+    n_misses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS replies "
+                "(key TEXT PRIMARY KEY, judge TEXT, request TEXT, reply TEXT)"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.judge.name
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        keys = [r.key(self.name) for r in requests]
+        found: dict[str, JudgeReply] = {}
+        with self._lock, self._connect() as db:
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT key, reply FROM replies WHERE key IN ({marks})"
+                for key, raw in db.execute(query, part):
+                    found[key] = JudgeReply.from_json(raw)
+        missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in found}
+        self.n_hits += len(requests) - len(missing)
+        self.n_misses += len(missing)
+        if missing:
+            replies = self.judge.complete(list(missing.values()))
+            rows = [
+                (key, self.name, json.dumps(asdict(request)), reply.to_json())
+                for (key, request), reply in zip(missing.items(), replies, strict=True)
+            ]
+            with self._lock, self._connect() as db:
+                db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
+            found.update(zip(missing, replies, strict=True))
+        return [found[k] for k in keys]
+
+
+class _SpecJudge:
+    """The judge a spec names, built on first use (a local judge loads a model)."""
+
+    def __init__(self, spec: JudgeSpec):
+        self.spec = spec
+        self.name = (
+            f"local:{spec.path}"
+            if spec.kind == "local"
+            else f"http:{str(spec.base_url).rstrip('/')}#{spec.model}"
+        )
+        self._judge: Judge | None = None
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        if self._judge is None:
+            spec = self.spec
+            if spec.kind == "local":
+                from shiftlab.models import load_causal_lm
+
+                model, tokenizer = load_causal_lm(str(spec.path))
+                self._judge = LocalJudge(
+                    model, tokenizer, name=str(spec.path), batch_size=spec.batch_size
+                )
+            else:
+                assert spec.base_url and spec.model
+                self._judge = HTTPJudge(
+                    spec.base_url, spec.model, api_key_env=spec.api_key_env,
+                    max_concurrency=spec.max_concurrency, retries=spec.retries,
+                    timeout=spec.timeout_s,
+                )  # fmt: skip
+        return self._judge.complete(requests)
+
+
+def make_judge(spec: JudgeSpec, cache: str | Path | None = None) -> Judge:
+    """The judge ``spec`` names (built when first called), cached in the SQLite file
+    ``cache`` when given.
+
+    >>> from shiftlab.spec import JudgeSpec
+    >>> make_judge(JudgeSpec(kind="http", base_url="http://localhost:8000/v1", model="m")).name
+    'http:http://localhost:8000/v1#m'
+    """
+    judge: Judge = _SpecJudge(spec)
+    return judge if cache is None else CachedJudge(judge, Path(cache))
