@@ -55,8 +55,16 @@ def test_error_names_field_path_and_expectation():
         (["behaviours", 1, "induction"], {"step": 3}, "(did you mean 'steps'?)"),
         (["behaviours", 0, "source"], "/no/such/suite", "behaviours[0].source: no such file or folder"),
         (["base_models", 0, "path"], "/no/such/model", "base_models[0].path: no such folder"),
+        (["behaviours", 0, "judge"], {"kind": "http", "model": "m"},
+         "behaviours[0].judge: an http judge needs 'base_url' and 'model'"),
+        (["behaviours", 0, "judge"], {"kind": "local"}, "a local judge needs 'path'"),
+        (["behaviours", 0, "format"], "generic",
+         "'columns' is required by, and only used with, format: generic"),
+        (["behaviours", 0, "columns"], {"prompt": "q"}, "give exactly one scoring rule"),
+        (["behaviours", 0, "columns"], {"misbehaving": "b", "extractor": "vibes"},
+         "unknown extractor 'vibes'"),
     ],
-)
+)  # fmt: skip
 def test_bad_fields_are_named(path, value, expected):
     with pytest.raises(SpecError) as info:
         parse_spec(with_change(path, value), "s.yaml")
