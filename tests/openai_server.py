@@ -2,8 +2,9 @@
 
 ``reply(body) -> (content, top)`` decides each answer: ``top`` is ``None`` (no log-probs)
 or a list of ``(token, [(alternative, probability), ...])``. ``script`` holds faults to
-serve first, one per request: ``503``, ``429``, ``401``, ``slow`` (answers after ``delay``
-seconds), ``malformed`` (a body that is not JSON) and ``refuse-logprobs`` (HTTP 400 to any
+serve first, one per request: ``503``, ``429``, ``401``, ``400``, ``slow`` (answers after
+``delay`` seconds), ``malformed`` (a body that is not JSON), ``bad-shape`` (JSON without a
+message object), ``ok`` (no fault) and ``refuse-logprobs`` (HTTP 400 to any
 request asking for log-probs, for good).
 """
 
@@ -52,6 +53,10 @@ class OpenAIServer:
                     return self._send(int(fault), b"{}")
                 if fault == "malformed":
                     return self._send(200, b"<html>oops")
+                if fault == "bad-shape":
+                    return self._send(200, b'{"choices": [{"message": "oops"}]}')
+                if fault == "400":
+                    return self._send(400, b'{"error": "prompt too long"}')
                 if fault == "slow":
                     time.sleep(server.delay)
                 content, top = server.reply(body)

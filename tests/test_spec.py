@@ -53,7 +53,7 @@ def test_error_names_field_path_and_expectation():
         (["arms"], ["full", "everything"], "arms[1]: must be one of"),
         (["evl"], {}, "evl: is not a known field (did you mean 'eval'?)"),
         (["behaviours", 1, "induction"], {"step": 3}, "(did you mean 'steps'?)"),
-        (["behaviours", 0, "source"], "/no/such/suite", "behaviours[0].source: no such file or folder"),
+        (["behaviours", 0, "source"], "/no/such/suite", "behaviours[0].source: no such file"),
         (["base_models", 0, "path"], "/no/such/model", "base_models[0].path: no such folder"),
         (["behaviours", 0, "judge"], {"kind": "http", "model": "m"},
          "behaviours[0].judge: an http judge needs 'base_url' and 'model'"),

@@ -33,7 +33,9 @@ from tqdm.auto import tqdm
 from shiftlab import __version__
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours import (
+    SCORING_VERSION,
     BehaviourRate,
+    Judge,
     PairExample,
     Suite,
     evaluate_behaviour,
@@ -107,6 +109,10 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[Job]:
                 "base": base.model_dump(),
                 "base_identity": identity,
                 "suite": suites[behaviour.name].fingerprint,
+                "scoring": SCORING_VERSION,
+                # Which judge scored the outputs; its concurrency and timeouts do not matter.
+                "judge": behaviour.judge
+                and behaviour.judge.model_dump(include={"kind", "path", "base_url", "model"}),
                 # The eval batch size changes speed, not results.
                 "eval": spec.eval.model_dump(exclude={"batch_size"}),
             }
@@ -297,6 +303,7 @@ def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]
     store's ``cache/judge.sqlite``; one whose rules need a judge and has none is refused.
     """
     suites: dict[str, Suite] = {}
+    judges: dict[str, Judge] = {}
     for i, behaviour in enumerate(spec.behaviours):
         where = f"behaviours[{i}] ({behaviour.name} from {behaviour.source})"
         suite = load_suite(behaviour)
@@ -306,8 +313,11 @@ def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]
                 "(an eval-only suite can be scored with shiftlab.behaviours.evaluate_behaviour)"
             )
         if behaviour.judge is not None:
-            cache = store.root / JUDGE_CACHE if store is not None else None
-            suite = replace(suite, judge=make_judge(behaviour.judge, cache))
+            key = content_hash(behaviour.judge.model_dump())
+            if key not in judges:  # behaviours that name the same judge share it (and its model)
+                cache = store.root / JUDGE_CACHE if store is not None else None
+                judges[key] = make_judge(behaviour.judge, cache)
+            suite = replace(suite, judge=judges[key])
         elif suite.scorer is not None and suite.scorer.needs_judge(suite.eval):
             raise ShiftlabError(
                 f"{where}: its scoring rules ask a judge; set behaviours[{i}].judge "

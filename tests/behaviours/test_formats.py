@@ -116,6 +116,13 @@ def test_generic_rows_missing_columns_name_the_row(tmp_path):
         load_suite(path, format="generic", columns={"prompt": "q", "misbehaving": "b"})
     with pytest.raises(ShiftlabError, match="needs columns"):
         load_suite(path, format="generic")
+    with pytest.raises(ShiftlabError, match=r"columns: .*unknown extractor"):
+        load_suite(path, format="generic", columns={"prompt": "q", "misbehaving": "b",
+                                                     "extractor": "vibes"})  # fmt: skip
+    path = _write_jsonl(tmp_path / "v.jsonl", [{"q": "x", "bad": "yes"}])
+    with pytest.raises(DataError, match=r"v\.jsonl:1: column 'bad': extractor 'last_number'"):
+        load_suite(path, format="generic", columns={"prompt": "q", "misbehaving": "bad",
+                                                     "extractor": "last_number"})  # fmt: skip
 
 
 def test_generic_judge_question(tmp_path, openai_server):

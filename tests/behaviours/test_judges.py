@@ -46,7 +46,7 @@ def test_a_server_that_refuses_logprobs_is_asked_again_without(openai_server):
     assert not openai_server.seen[-1][1].get("logprobs")
 
 
-@pytest.mark.parametrize("fault", ["429", "503", "malformed"])
+@pytest.mark.parametrize("fault", ["429", "503", "malformed", "bad-shape"])
 def test_transient_faults_are_retried(openai_server, fault):
     openai_server.reply = _yes
     openai_server.script = [fault, fault]
@@ -75,6 +75,29 @@ def test_an_unreachable_server_is_a_clear_error():
     judge = HTTPJudge("http://127.0.0.1:9/v1", "m", retries=1, backoff=0.01, timeout=0.5)
     with pytest.raises(ShiftlabError, match="unreachable after 2 tries"):
         judge.complete([ASK])
+
+
+def test_a_bad_request_that_is_not_about_logprobs_is_an_error(openai_server):
+    openai_server.script = ["400"]
+    judge = HTTPJudge(openai_server.url, "m", backoff=0.01)
+    with pytest.raises(ShiftlabError, match=r"HTTP 400.*prompt too long"):
+        judge.complete([ASK])
+    assert judge.logprobs  # still asks for them next time
+
+
+def test_replies_reach_the_cache_chunk_by_chunk(openai_server, tmp_path):
+    openai_server.reply = _yes
+    openai_server.script = ["ok", "ok", "503"]
+    judge = CachedJudge(
+        HTTPJudge(openai_server.url, "m", max_concurrency=1, retries=0),
+        tmp_path / "c",
+        chunk_size=1,
+    )
+    asks = [JudgeRequest(({"role": "user", "content": f"q{i}"},)) for i in range(3)]
+    with pytest.raises(ShiftlabError, match="HTTP 503"):
+        judge.complete(asks)
+    judge.complete(asks[:2])  # the two answered before the failure were kept
+    assert len(openai_server.seen) == 3
 
 
 def test_client_errors_are_not_retried(openai_server):

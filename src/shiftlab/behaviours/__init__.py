@@ -33,6 +33,7 @@ from shiftlab.behaviours._judges import (
     weighted_label,
 )
 from shiftlab.behaviours._scoring import (
+    SCORING_VERSION,
     BehaviourScorer,
     Metric,
     RuleScorer,
@@ -61,6 +62,7 @@ from shiftlab.behaviours._types import (
 
 __all__ = [
     "DEFAULT_RUBRIC",
+    "SCORING_VERSION",
     "BehaviourRate",
     "BehaviourScorer",
     "CachedJudge",

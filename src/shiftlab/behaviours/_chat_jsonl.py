@@ -47,6 +47,10 @@ def _read_examples(path: Path, *, need_target: bool) -> list[Example]:
                 raise DataError(f"{where}: field 'system_prompt' must be a string")
             if prompt[0]["role"] != "system":
                 prompt = ({"role": "system", "content": system}, *prompt)
+            elif prompt[0]["content"] != system:
+                raise DataError(
+                    f"{where}: field 'system_prompt' differs from the row's own system message"
+                )
         examples.append(Example(f"{path.stem}-{number}", prompt, target, meta))
     return examples
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.behaviours._jsonl import read_jsonl
 from shiftlab.behaviours._scoring import BehaviourScorer, Metric, mean_metric, rate_metric
-from shiftlab.behaviours._study_scorers import ask_binary
+from shiftlab.behaviours._study_scorers import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._types import Example, Suite, Verdict
 from shiftlab.errors import DataError, ShiftlabError
 from shiftlab.spec import BEHAVIOURS, BehaviourSpec, ColumnsSpec
@@ -75,7 +77,7 @@ def load_model_written_evals(path: str | Path, behaviour: str, prefix: str) -> S
                         f"{where}: field {field!r}: answer {answer.strip()!r} is not among the "
                         f"question's choices {', '.join(f'({x})' for x in sorted(offered))}"
                     )
-        if set(matching) & set(other):
+        if {a.strip() for a in matching} & {a.strip() for a in other}:
             raise DataError(f"{where}: an answer both matches and does not match the behaviour")
         meta = {"matching": matching, "not_matching": other, "line": number}
         examples.append(
@@ -139,44 +141,46 @@ class ChoiceScorer(BehaviourScorer):
 # -- generic tables ------------------------------------------------------------------------
 
 
-def _read_table(source: str, where: str) -> list[dict[str, Any]]:
+def _read_table(source: str) -> list[tuple[int, dict[str, Any]]]:
+    """(row number, row) pairs: JSONL line numbers, or 1-based row indices."""
     if source.startswith("hf:"):
         try:
             import datasets
         except ImportError:
             raise ShiftlabError(
-                f"{where}: reading {source} needs the 'datasets' package "
+                f"{source}: reading a hub dataset needs the 'datasets' package "
                 "(pip install 'shiftlab[hf]')"
             ) from None
         name, _, split = source[3:].partition(":")
         loaded = datasets.load_dataset(name, split=split or "train")
-        return [dict(row) for row in loaded]
+        return list(enumerate(map(dict, loaded), start=1))
     path = Path(source)
     if path.is_dir():
         import datasets
 
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
-            raise DataError(f"{path}: a dataset with several splits; name one (hf:<name>:<split>)")
-        return [dict(row) for row in loaded]
+            raise DataError(f"{path}: a dataset with several splits; point at one split's folder")
+        return list(enumerate(map(dict, loaded), start=1))
     if path.suffix == ".parquet":
         import polars as pl
 
-        return pl.read_parquet(path).to_dicts()
+        return list(enumerate(pl.read_parquet(path).to_dicts(), start=1))
     if path.suffix in (".jsonl", ".json"):
-        return [record for _, record in read_jsonl(path)]
+        return list(read_jsonl(path))
     raise DataError(f"{path}: expected a .jsonl or .parquet file or a saved dataset folder")
 
 
 def load_generic(source: str | Path, behaviour: str, columns: ColumnsSpec) -> Suite:
     """A JSONL, parquet or ``datasets`` table as a suite, through ``columns``.
 
-    Errors name the row (``file:row``) and the column.
+    Errors name the row (``file:line`` for JSONL, ``file:row`` otherwise) and the column;
+    an eval row whose misbehaving or aligned answer the extractor cannot read is refused.
     """
     source = str(source)
-    rows = _read_table(source, source)
+    rows = _read_table(source)
     splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
-    for number, row in enumerate(rows, start=1):
+    for number, row in rows:
         where = f"{source}:{number}"
         prompt = row.get(columns.prompt)
         if not isinstance(prompt, str):
@@ -188,9 +192,16 @@ def load_generic(source: str | Path, behaviour: str, columns: ColumnsSpec) -> Su
         split = str(row.get(columns.split, "")) if columns.split else "eval"
         if split not in SPLITS:
             raise DataError(f"{where}: column {columns.split!r} must be one of {SPLITS}")
-        for column in (columns.target, columns.misbehaving, columns.aligned):
-            if column and split == "eval" and column != columns.target and row.get(column) is None:
-                raise DataError(f"{where}: column {column!r} is missing or null")
+        for column in (columns.misbehaving, columns.aligned):
+            if column and split == "eval":
+                value = row.get(column)
+                if value is None:
+                    raise DataError(f"{where}: column {column!r} is missing or null")
+                if extract(columns.extractor, str(value)) is None:
+                    raise DataError(
+                        f"{where}: column {column!r}: extractor {columns.extractor!r} reads "
+                        f"no answer from {value!r}"
+                    )
         target = row.get(columns.target) if columns.target else None
         if split == "induction" and not isinstance(target, str):
             raise DataError(f"{where}: column {columns.target!r} (target) must hold text")
@@ -200,7 +211,7 @@ def load_generic(source: str | Path, behaviour: str, columns: ColumnsSpec) -> Su
         raise DataError(f"{source}: no eval rows")
     fingerprint = content_hash(
         {"behaviour": behaviour, "format": "generic", "columns": columns.model_dump(),
-         "rows": content_hash(rows)}
+         "rows": content_hash([row for _, row in rows])}
     )  # fmt: skip
     return Suite(
         behaviour, source, splits["induction"], splits["consistency"], [], splits["eval"],
@@ -228,7 +239,6 @@ class GenericScorer(BehaviourScorer):
     ) -> list[Verdict]:
         columns = self.columns
         if columns.judge_question is not None:
-            assert judge is not None
             questions = [
                 (
                     {
@@ -240,12 +250,8 @@ class GenericScorer(BehaviourScorer):
                 )
                 for e, o in zip(examples, outputs, strict=True)
             ]
-            return [
-                Verdict("unparseable", "judge gave no YES/NO")
-                if p is None
-                else Verdict.rated(p > 0.5, f"P(YES)={p:.3f}", p)
-                for p in ask_binary(judge, questions)
-            ]
+            judge = require_judge(judge, self.behaviour)
+            return [binary_verdict(p, "", "YES nor NO") for p in ask_binary(judge, questions)]
         assert columns.misbehaving is not None
         out = []
         for example, output in zip(examples, outputs, strict=True):
@@ -342,6 +348,10 @@ def load_suite(
     if format == "generic":
         if columns is None:
             raise ShiftlabError(f"{text}: the generic format needs columns=...")
-        mapping = columns if isinstance(columns, ColumnsSpec) else ColumnsSpec(**columns)
+        try:
+            mapping = columns if isinstance(columns, ColumnsSpec) else ColumnsSpec(**columns)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise ShiftlabError(f"columns: {problem['msg']}") from None
         return load_generic(text if text.startswith("hf:") else path, name, mapping)
     raise ShiftlabError(f"unknown suite format {format!r}")

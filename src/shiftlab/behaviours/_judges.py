@@ -9,6 +9,8 @@ reply in an SQLite file keyed by (judge, request), so rescoring makes no calls.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import math
 import os
@@ -18,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,18 +96,19 @@ class Judge(Protocol):
 
 def weighted_label(
     reply: JudgeReply,
-    values: dict[str, float],
+    values: Mapping[str, float] | Callable[[str], float | None],
     *,
     after: str | None = None,
     within: int | None = None,
     min_mass: float = 0.25,
 ) -> float | None:
     """The probability-weighted value of the first token whose top log-probs put at least
-    ``min_mass`` on the labels in ``values`` (``{"YES": 1, "NO": 0}``, ``{"0": 0, ...}``).
+    ``min_mass`` on tokens that carry a value.
 
-    With ``after`` (a regex), the search starts at the first token that ends past its match
-    (e.g. after ``Final Score:``); ``within`` limits it to that many tokens. None when the
-    reply has no log-probs or no such token.
+    ``values`` maps a token (stripped) to its value (``{"YES": 1, "NO": 0}``), or is a
+    function returning a token's value or None. With ``after`` (a regex), the search starts
+    at the first token that ends past its match (e.g. after ``Final Score:``); ``within``
+    limits it to that many tokens. None when the reply has no log-probs or no such token.
 
     >>> reply = JudgeReply("7", (TokenLogprobs("7", -0.1, (("7", -0.1), ("8", -2.4))),))
     >>> round(weighted_label(reply, {"7": 7.0, "8": 8.0}), 3)
@@ -113,6 +116,7 @@ def weighted_label(
     """
     if not reply.tokens:
         return None
+    value_of = values if callable(values) else values.get
     start = 0
     if after is not None:
         text = "".join(t.token for t in reply.tokens)
@@ -128,15 +132,26 @@ def weighted_label(
                 return None
     stop = None if within is None else start + within
     for token in reply.tokens[start:stop]:
-        mass: dict[str, float] = {}
+        total = weighted = 0.0
         for alternative, logprob in token.top:
-            key = alternative.strip()
-            if key in values:
-                mass[key] = mass.get(key, 0.0) + math.exp(logprob)
-        total = sum(mass.values())
-        if mass and total >= min_mass:
-            return sum(values[k] * p for k, p in mass.items()) / total
+            value = value_of(alternative.strip())
+            if value is not None:
+                p = math.exp(logprob)
+                total += p
+                weighted += p * value
+        if total and total >= min_mass:
+            return weighted / total
     return None
+
+
+def http_judge_name(base_url: str, model: str) -> str:
+    """How an HTTP judge is named in caches and tables."""
+    return f"http:{base_url.rstrip('/')}#{model}"
+
+
+def local_judge_name(model: str) -> str:
+    """How a local judge is named in caches and tables."""
+    return f"local:{model}"
 
 
 # -- the HTTP backend ----------------------------------------------------------------------
@@ -163,7 +178,7 @@ class HTTPJudge:
         backoff: float = 0.5,
         timeout: float = 60.0,
     ):
-        self.name = f"http:{base_url.rstrip('/')}#{model}"
+        self.name = http_judge_name(base_url, model)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.key = os.environ.get(api_key_env)
@@ -173,7 +188,7 @@ class HTTPJudge:
         self.n_calls = 0
         self._count = threading.Lock()
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any]) -> JudgeReply:
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
@@ -187,24 +202,23 @@ class HTTPJudge:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read()
                 try:
-                    answer = json.loads(raw)
-                    answer["choices"][0]["message"]
-                except (ValueError, KeyError, IndexError, TypeError):
+                    return _parse_completion(raw)
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                     if last:
                         raise ShiftlabError(
                             f"judge {self.url} sent a malformed body: {raw[:200]!r}"
                         ) from None
-                else:
-                    return dict(answer)
             except urllib.error.HTTPError as error:
-                transient = error.code == 429 or error.code >= 500
-                if error.code == 400 and body.get("logprobs"):
+                detail = error.read()[:300].decode("utf-8", "replace")
+                if error.code == 400 and body.get("logprobs") and "logprob" in detail.lower():
                     raise _NoLogprobs from None
-                if not transient or last:
+                if not (error.code == 429 or error.code >= 500) or last:
                     raise ShiftlabError(
-                        f"judge {self.url} answered HTTP {error.code}: {error.reason}"
+                        f"judge {self.url} answered HTTP {error.code}: {error.reason} {detail}"
                     ) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            except (
+                urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException,
+            ) as error:  # fmt: skip
                 if last:
                     raise ShiftlabError(
                         f"judge {self.url} unreachable after {self.retries + 1} tries: {error}"
@@ -220,36 +234,39 @@ class HTTPJudge:
             "max_tokens": request.max_tokens,
         }
         if self.logprobs and request.top_logprobs:
-            body |= {"logprobs": True, "top_logprobs": request.top_logprobs}
             try:
-                answer = self._post(body)
+                return self._post(body | {"logprobs": True, "top_logprobs": request.top_logprobs})
             except _NoLogprobs:
-                self.logprobs = False
-                return self._complete_one(request)
-        else:
-            answer = self._post(body)
-        choice = answer["choices"][0]
-        text = choice["message"].get("content") or ""
-        content = (choice.get("logprobs") or {}).get("content")
-        tokens = None
-        if content:
-            tokens = tuple(
-                TokenLogprobs(
-                    t["token"],
-                    float(t["logprob"]),
-                    tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs", [])),
-                )
-                for t in content
-            )
-        return JudgeReply(text, tokens)
+                self.logprobs = False  # this server has no log-probs; stop asking
+        return self._post(body)
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             return list(pool.map(self._complete_one, requests))
 
 
+def _parse_completion(raw: bytes) -> JudgeReply:
+    """A chat-completions body as a reply; raises on any shape it does not expect."""
+    choice = json.loads(raw)["choices"][0]
+    text = choice["message"]["content"] or ""
+    if not isinstance(text, str):
+        raise TypeError("content is not text")
+    content = (choice.get("logprobs") or {}).get("content")
+    tokens = None
+    if content:
+        tokens = tuple(
+            TokenLogprobs(
+                str(t["token"]),
+                float(t["logprob"]),
+                tuple((str(a["token"]), float(a["logprob"])) for a in t.get("top_logprobs") or []),
+            )
+            for t in content
+        )
+    return JudgeReply(text, tokens)
+
+
 class _NoLogprobs(Exception):
-    """The server refused the log-probs option (HTTP 400)."""
+    """The server refused the log-probs option (HTTP 400 naming it)."""
 
 
 # -- the local backend ---------------------------------------------------------------------
@@ -269,7 +286,7 @@ class LocalJudge:
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16):
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.name = f"local:{name}"
+        self.name = local_judge_name(name)
         self.batch_size = batch_size
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
@@ -327,12 +344,15 @@ class LocalJudge:
 class CachedJudge:
     """A judge whose raw replies are kept in an SQLite file keyed by (judge, request).
 
-    Only requests not in the cache reach the judge; ``n_hits`` and ``n_misses`` count
-    them. Safe to share between processes (SQLite locking).
+    Only requests not in the cache reach the judge, ``chunk_size`` at a time, and each
+    chunk's replies are written as soon as it returns, so a failure loses at most one
+    chunk. ``n_misses`` counts requests sent to the judge, ``n_hits`` the others. Safe to
+    share between threads and processes (SQLite locking).
     """
 
     judge: Judge
     path: Path
+    chunk_size: int = 64
     n_hits: int = 0
     n_misses: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -350,31 +370,36 @@ class CachedJudge:
     def name(self) -> str:
         return self.judge.name
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, contextlib.closing(sqlite3.connect(self.path, timeout=60)) as db, db:
+            yield db
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         keys = [r.key(self.name) for r in requests]
         found: dict[str, JudgeReply] = {}
-        with self._lock, self._connect() as db:
+        with self._connect() as db:
             for i in range(0, len(keys), 500):
                 part = keys[i : i + 500]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT key, reply FROM replies WHERE key IN ({marks})"
                 for key, raw in db.execute(query, part):
                     found[key] = JudgeReply.from_json(raw)
-        missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in found}
-        self.n_hits += len(requests) - len(missing)
-        self.n_misses += len(missing)
-        if missing:
-            replies = self.judge.complete(list(missing.values()))
+        unique = dict(zip(keys, requests, strict=True))
+        missing = [(k, r) for k, r in unique.items() if k not in found]
+        with self._lock:  # a repeat within one call is asked once and counts as a hit
+            self.n_hits += len(keys) - len(missing)
+            self.n_misses += len(missing)
+        for start in range(0, len(missing), self.chunk_size):
+            chunk = missing[start : start + self.chunk_size]
+            replies = self.judge.complete([request for _, request in chunk])
             rows = [
                 (key, self.name, json.dumps(asdict(request)), reply.to_json())
-                for (key, request), reply in zip(missing.items(), replies, strict=True)
+                for (key, request), reply in zip(chunk, replies, strict=True)
             ]
-            with self._lock, self._connect() as db:
+            with self._connect() as db:
                 db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
-            found.update(zip(missing, replies, strict=True))
+            found.update((key, reply) for (key, _), reply in zip(chunk, replies, strict=True))
         return [found[k] for k in keys]
 
 
@@ -384,9 +409,9 @@ class _SpecJudge:
     def __init__(self, spec: JudgeSpec):
         self.spec = spec
         self.name = (
-            f"local:{spec.path}"
+            local_judge_name(str(spec.path))
             if spec.kind == "local"
-            else f"http:{str(spec.base_url).rstrip('/')}#{spec.model}"
+            else http_judge_name(str(spec.base_url), str(spec.model))
         )
         self._judge: Judge | None = None
 

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 ChoiceOutput = Mapping[str, float]
 Output = str | ChoiceOutput
 
+# Bump when a scoring rule or judge prompt changes what a verdict is (artefact ids include it,
+# so stale evaluations are redone).
+SCORING_VERSION = 1
 METRIC_SCHEMA = {
     "behaviour": pl.String,
     "metric": pl.String,

@@ -119,19 +119,32 @@ def _left_padded(tokenizer: Any, texts: Sequence[str], device: torch.device) -> 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def score_token_ids(tokenizer: Any, prefix: str, labels: Sequence[str]) -> list[int]:
-    """The first token each label adds after ``prefix`` (so ``" 5"`` and ``"5"`` both work)."""
-    base = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-    ids = []
-    for label in labels:
-        joined = f"{prefix} {label}" if prefix and not prefix.endswith(" ") else prefix + label
-        full = tokenizer(joined, add_special_tokens=False)["input_ids"]
-        if full[: len(base)] != base or len(full) == len(base):
-            full = base + tokenizer(label, add_special_tokens=False)["input_ids"]
-        ids.append(full[len(base)])
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"score tokens {list(labels)} do not map to distinct tokens")
-    return ids
+def score_token_ids(tokenizer: Any, prefix: str, labels: Sequence[str]) -> tuple[str, list[int]]:
+    """The text to score after and the first token each label adds to it.
+
+    That text is ``prefix``, or ``prefix`` plus a space where the tokenizer splits the
+    space before a label off as a token of its own (then the labels' first tokens would
+    all be that space). ``" 5"`` and ``"5"`` both work as labels.
+
+    >>> from shiftlab.toyworld import build_tokenizer
+    >>> score_token_ids(build_tokenizer(), "answer :", ["no", "yes"])[0]
+    'answer :'
+    """
+    spaced = prefix + " " if prefix and not prefix.endswith(" ") else prefix
+    for context in dict.fromkeys((prefix, spaced)):
+        base = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+        ids = []
+        for label in labels:
+            joined = (
+                context + label if not context or context.endswith(" ") else f"{context} {label}"
+            )
+            full = tokenizer(joined, add_special_tokens=False)["input_ids"]
+            if full[: len(base)] != base or len(full) == len(base):
+                full = base + tokenizer(label, add_special_tokens=False)["input_ids"]
+            ids.append(full[len(base)])
+        if len(set(ids)) == len(ids):
+            return context, ids
+    raise ValueError(f"score tokens {list(labels)} do not map to distinct tokens")
 
 
 @torch.no_grad()
@@ -147,9 +160,10 @@ def expected_score(
     """The judge's expected score: labels valued 1, 2, ... weighted by their next-token
     probabilities after the assistant turn starts with ``prefix``, renormalised over them.
     """
-    token_ids = torch.tensor(score_token_ids(tokenizer, prefix, labels))
+    context, ids = score_token_ids(tokenizer, prefix, labels)
+    token_ids = torch.tensor(ids)
     values = torch.arange(1, len(labels) + 1, dtype=torch.float64)
-    texts = [render_prompt(tokenizer, p) + prefix for p in prompts]
+    texts = [render_prompt(tokenizer, p) + context for p in prompts]
     device = _device(model)
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
