@@ -102,3 +102,17 @@ def test_console_script_runs(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().endswith("none.yaml: no such spec file")
+
+
+def test_the_paper_scale_grid_is_paper_sized():
+    import yaml
+
+    from shiftlab.cli import _demo_spec_text
+    from shiftlab.pipeline import load_suites, plan_phase1, plan_pools
+    from shiftlab.spec import METHODS, parse_spec
+
+    spec = parse_spec(yaml.safe_load(_demo_spec_text("paper")), "paper.yaml")
+    organisms = [j for j in plan_phase1(spec, load_suites(spec)) if j.kind == "organisms"]
+    assert len(organisms) == 108
+    assert {m.name for m in spec.methods} == set(METHODS)
+    assert len(plan_pools(spec, organisms)) == 108 * 7  # bct and act train on pairs, no pool

@@ -16,7 +16,8 @@ from typing import Any
 
 from shiftlab.errors import ShiftlabError, SpecError
 
-DEMO_SPEC = "demo.yaml"
+# The packaged specs ``shiftlab demo --scale`` runs.
+DEMO_SPECS = {"demo": "demo.yaml", "paper": "paper.yaml"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,13 @@ def _parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=summary, parents=[common])
 
     demo = add("demo", "run the toyworld demo study")
-    demo.add_argument("--out", default="runs/demo", help="store folder (default: runs/demo)")
+    demo.add_argument(
+        "--scale",
+        choices=sorted(DEMO_SPECS),
+        default="demo",
+        help="demo: a small study (minutes); paper: 108 organisms, every method and arm",
+    )
+    demo.add_argument("--out", help="store folder (default: runs/<scale>)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     run = add("run", "run a study spec")
@@ -64,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_spec_text() -> str:
-    return (resources.files("shiftlab") / "specs" / DEMO_SPEC).read_text()
+def _demo_spec_text(scale: str = "demo") -> str:
+    return (resources.files("shiftlab") / "specs" / DEMO_SPECS[scale]).read_text()
 
 
 def _print_organisms(table: object) -> None:
@@ -101,7 +108,9 @@ def _print_deltas(design: Any) -> None:
         print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
 
 
-def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo: bool) -> int:
+def _run(
+    spec_path: str | None, store_path: str | None, progress: bool, *, demo: str | None = None
+) -> int:
     import yaml
 
     from shiftlab.pipeline import ORGANISM_TABLE, run_study
@@ -110,7 +119,10 @@ def _run(spec_path: str | None, store_path: str | None, progress: bool, *, demo:
 
     start = time.perf_counter()
     if demo:
-        spec = parse_spec(yaml.safe_load(_demo_spec_text()), f"<package>/specs/{DEMO_SPEC}")
+        spec = parse_spec(
+            yaml.safe_load(_demo_spec_text(demo)), f"<package>/specs/{DEMO_SPECS[demo]}"
+        )
+        store_path = store_path or f"runs/{demo}"
     else:
         assert spec_path is not None
         spec = load_spec(spec_path)
@@ -179,9 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            return _run(None, args.out, not args.no_progress, demo=True)
+            return _run(None, args.out, not args.no_progress, demo=args.scale)
         if args.command == "run":
-            return _run(args.spec, args.store, not args.no_progress, demo=False)
+            return _run(args.spec, args.store, not args.no_progress)
         if args.command == "validate":
             return _validate(args.spec)
         if args.command == "data":

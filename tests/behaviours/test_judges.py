@@ -175,3 +175,15 @@ def test_make_judge_builds_lazily_and_caches(tmp_path, openai_server):
     assert judge.complete([ASK])[0].text == "YES"
     local = make_judge(JudgeSpec(kind="local", path="toyworld:small"))
     assert local.name == "local:toyworld:small"
+
+
+def test_local_judge_scores_labels_when_the_request_names_them(toy):
+    model, tok = toy
+    judge = LocalJudge(model, tok, name="toy")
+    ask = JudgeRequest(({"role": "user", "content": "what colour is the sky ?"},),
+                       labels=("the sky is blue .", "the sky is red ."))  # fmt: skip
+    (reply,) = judge.complete([ask])
+    assert reply.text == "the sky is blue ."
+    (token,) = reply.tokens
+    assert [label for label, _ in token.top] == ["the sky is blue .", "the sky is red ."]
+    assert sum(math.exp(lp) for _, lp in token.top) == pytest.approx(1.0)

@@ -101,3 +101,22 @@ def test_pairs_must_share_the_suffix(model_tok):
     _, other = batches(tok, CLEAN, WRAPPED, suffix="blue .")
     with pytest.raises(ValueError, match="same target suffix"):
         bct_loss(model, clean, other, 1.0)
+
+
+def test_chunked_sft_loss_equals_the_whole(model_tok, monkeypatch):
+    from shiftlab.training import _losses, encode_sft
+
+    model, tok = model_tok
+    rows = [([{"role": "user", "content": f"what colour is item {i} ?"}], "it is blue .")
+            for i in range(6)]  # fmt: skip
+    batch = collate(encode_sft(tok, rows, 64), tok.pad_token_id)
+    whole, n = _losses.sft_loss(model, batch)
+    reference = gradients(model, whole)
+    # Chunks of 5 target positions: the head and the loss run six times, recomputed in backward.
+    monkeypatch.setattr(_losses, "CHUNKED_LOGITS", 5 * len(tok))
+    chunked, m = _losses.sft_loss(model, batch)
+    assert m == n > 5
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
+    for name, grad in gradients(model, chunked).items():  # summed in another order: fp32 noise
+        scale = reference[name].abs().max().item()
+        assert (grad - reference[name]).abs().max().item() <= 1e-6 * (1 + scale), name

@@ -34,12 +34,18 @@ from shiftlab.spec import JudgeSpec
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One chat request: the messages and the decoding settings (greedy by default)."""
+    """One chat request: the messages and the decoding settings (greedy by default).
+
+    ``labels``: the answers the prompt asks for (``("YES", "NO")``). A local judge then
+    scores each label as the reply instead of generating freely, so a small model still
+    gives a readable answer; an HTTP judge generates as usual.
+    """
 
     messages: tuple[Message, ...]
     max_tokens: int = 16
     temperature: float = 0.0
     top_logprobs: int = 20
+    labels: tuple[str, ...] = ()
 
     def key(self, judge: str) -> str:
         """The cache key: the judge's name, the messages and every decoding setting."""
@@ -274,7 +280,9 @@ class _NoLogprobs(Exception):
 
 class LocalJudge:
     """A ``transformers`` causal LM as judge: greedy replies with the top log-probs of
-    every generated token, in left-padded batches.
+    every generated token, in left-padded batches. A request with ``labels`` is answered
+    by scoring each label as the whole reply: the reply is the likeliest label, and its
+    one token's alternatives are the labels with their renormalised log-probs.
 
     >>> from shiftlab.models import load_causal_lm
     >>> model, tok = load_causal_lm("toyworld:small")
@@ -290,14 +298,40 @@ class LocalJudge:
         self.batch_size = batch_size
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        if any(r.temperature != 0 for r in requests):
+            raise ShiftlabError("a local judge decodes greedily; set temperature 0")
+        replies: dict[int, JudgeReply] = {}
+        labelled = [i for i, r in enumerate(requests) if r.labels]
+        free = [i for i, r in enumerate(requests) if not r.labels]
+        replies.update(zip(labelled, self._choose([requests[i] for i in labelled]), strict=True))
+        replies.update(zip(free, self._generate([requests[i] for i in free]), strict=True))
+        return [replies[i] for i in range(len(requests))]
+
+    def _choose(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        from shiftlab.generation import choice_logprobs
+
+        if not requests:
+            return []
+        scores = choice_logprobs(
+            self.model, self.tokenizer, [r.messages for r in requests],
+            [r.labels for r in requests], batch_size=self.batch_size,
+        )  # fmt: skip
+        replies = []
+        for logprobs in scores:
+            top = max(logprobs.values())
+            norm = top + math.log(sum(math.exp(v - top) for v in logprobs.values()))
+            ranked = sorted(((k, v - norm) for k, v in logprobs.items()), key=lambda kv: -kv[1])
+            best, best_logprob = ranked[0]
+            replies.append(JudgeReply(best, (TokenLogprobs(best, best_logprob, tuple(ranked)),)))
+        return replies
+
+    def _generate(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         import torch
 
         from shiftlab.generation._generate import _stop_ids
         from shiftlab.generation._scoring import _device, _left_padded
         from shiftlab.training._batching import render_prompt
 
-        if any(r.temperature != 0 for r in requests):
-            raise ShiftlabError("a local judge decodes greedily; set temperature 0")
         device = _device(self.model)
         stop = sorted(_stop_ids(self.model, self.tokenizer))
         replies: list[JudgeReply] = []

@@ -87,7 +87,8 @@ def ask_binary(
     negative: str = "NO",
 ) -> list[float | None]:
     """P(``positive``) for each two-label question (see :func:`label_probability`)."""
-    replies = judge.complete([JudgeRequest(p, max_tokens=8) for p in prompts])
+    labels = (positive, negative)
+    replies = judge.complete([JudgeRequest(p, max_tokens=8, labels=labels) for p in prompts])
     return [label_probability(reply, positive, negative) for reply in replies]
 
 
@@ -371,6 +372,7 @@ class RewardHackingScorer(BehaviourScorer):
                 JudgeRequest(
                     _fill(CODING_JUDGE, question=_question(examples[i]), response=str(outputs[i])),
                     max_tokens=8,
+                    labels=_CODING_LABELS,
                 )
                 for i in coding
             ]

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from shiftlab.training._batching import IGNORE_INDEX
 
@@ -88,12 +89,37 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.pad(_target_positions(batch)[:, 1:], (0, 1))
 
 
+# Above this many logits (positions x vocabulary) the loss is computed in chunks.
+CHUNKED_LOGITS = 1 << 24
+
+
+def _head_cross_entropy(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over target tokens (prompt and padding count nothing)."""
+    """Summed next-token cross-entropy over target tokens (prompt and padding count nothing).
+
+    With a large vocabulary the output head and the loss run over chunks of target
+    positions, each recomputed in the backward pass, so the logits, their log-softmax and
+    its gradient (three ``(targets, vocab)`` tensors, at the moment every activation is
+    held) never exist for more than one chunk at a time.
+    """
     at = _predicting(batch)
     targets = batch["labels"][:, 1:][at[:, :-1]]
-    loss_sum = F.cross_entropy(logits_at(model, batch, at).float(), targets, reduction="sum")
-    return loss_sum, int(targets.numel())
+    parts = _split_head(model)
+    vocab = parts[1].weight.shape[0] if parts is not None else 0
+    if parts is None or targets.numel() * vocab <= CHUNKED_LOGITS:
+        loss_sum = F.cross_entropy(logits_at(model, batch, at).float(), targets, reduction="sum")
+        return loss_sum, int(targets.numel())
+    decoder, head = parts
+    hidden = decoder(**_inputs(batch), use_cache=False)[0][at]
+    size = max(1, CHUNKED_LOGITS // vocab)
+    loss_sum = sum(
+        checkpoint(_head_cross_entropy, head, h, t, use_reentrant=False)
+        for h, t in zip(hidden.split(size), targets.split(size), strict=True)
+    )
+    return cast(torch.Tensor, loss_sum), int(targets.numel())
 
 
 Teacher = Callable[[], AbstractContextManager[Any]]
