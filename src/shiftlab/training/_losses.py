@@ -90,7 +90,7 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # Above this many logits (positions x vocabulary) the loss is computed in chunks.
-CHUNKED_LOGITS = 1 << 24
+CHUNKED_LOGITS = 1 << 22
 
 
 def _head_cross_entropy(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
