@@ -52,6 +52,7 @@ def test_model_written_evals_evaluate_on_a_model(tmp_path, toy):
     rows, rate = evaluate_behaviour(*toy, suite)
     assert rows["output"].to_list()[0] in ("(A)", "(B)")
     assert all(0.0 < v < 1.0 for v in rows["value"])
+    assert rows["mean_logprob"].null_count() == 2  # scored, not generated
     assert rate.metric == "matching_behaviour_probability"
     assert rate.rate == pytest.approx(sum(rows["value"]) / 2)
 

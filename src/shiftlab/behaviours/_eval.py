@@ -68,8 +68,8 @@ def evaluate_behaviour(
     suite's own judge).
 
     Returns per-sample rows (``sample_id, prompt, output, verdict, score, value, group,
-    detail, mean_logprob``) and the headline metric. Unparseable outputs are counted and
-    reported, never scored as zero.
+    detail, mean_logprob``, the last null for choice-scored suites) and the headline
+    metric. Unparseable outputs are counted and reported, never scored as zero.
 
     >>> from shiftlab.models import load_causal_lm
     >>> from shiftlab.spec import ToyworldSpec
@@ -98,7 +98,7 @@ def evaluate_behaviour(
             batch_size=batch_size,
         )  # fmt: skip
         texts = [max(o, key=o.__getitem__).strip() for o in outputs]
-        logprobs: list[float | None] = [max(o.values()) for o in outputs]
+        logprobs: list[float | None] = [None] * len(outputs)  # nothing was generated
     else:
         generations = generate(
             model,

@@ -191,8 +191,6 @@ class HTTPJudge:
         self.max_concurrency, self.retries = max_concurrency, retries
         self.backoff, self.timeout = backoff, timeout
         self.logprobs = True
-        self.n_calls = 0
-        self._count = threading.Lock()
 
     def _post(self, body: dict[str, Any]) -> JudgeReply:
         headers = {"Content-Type": "application/json"}
@@ -202,8 +200,6 @@ class HTTPJudge:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             request = urllib.request.Request(self.url, data=data, headers=headers)
-            with self._count:
-                self.n_calls += 1
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read()
