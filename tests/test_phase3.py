@@ -99,3 +99,21 @@ def test_rerun_is_a_no_op_and_summary_has_every_cell(study):
     summary = summarise_deltas(design)
     assert set(summary["arm"]) == {"full", "shuffled", "relabeled", "original", "none"}
     assert summary.filter(method="bct")["arm"].to_list() == ["full", "none"]
+
+
+def test_two_workers_build_the_same_study_without_redoing_a_job(study, tmp_path):
+    spec, _, design = study
+    store = Store.open(tmp_path / "store")
+    assert run_study(spec, store, progress=False, workers=2).equals(design)
+    builds = store.builds()
+    for kind in ("base_evals", "organisms", "pools", "runs"):
+        assert sorted(builds.filter(kind=kind)["artefact_id"]) == sorted(store.finished_ids(kind))
+    assert builds["artefact_id"].is_unique().all()
+    assert builds["pid"].n_unique() == 2  # both workers built something
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_workers_must_be_positive(study, tmp_path):
+    spec, _, _ = study
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        run_study(spec, Store.open(tmp_path / "store"), workers=0)

@@ -20,6 +20,22 @@ from shiftlab.errors import ShiftlabError, SpecError
 DEMO_SPECS = {"demo": "demo.yaml", "paper": "paper.yaml"}
 
 
+WORKERS_HELP = (
+    "processes that build the study together (default auto: one per CPU core on a "
+    "CPU-only machine, one with a GPU); results do not depend on it"
+)
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        from shiftlab._workers import default_workers
+
+        return default_workers()
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shiftlab",
@@ -44,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", help="store folder (default: runs/<scale>)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
 
     run = add("run", "run a study spec")
     run.add_argument("spec", help="study spec (YAML)")
     run.add_argument("--store", help="store folder (overrides the spec's 'store')")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
@@ -109,7 +127,12 @@ def _print_deltas(design: Any) -> None:
 
 
 def _run(
-    spec_path: str | None, store_path: str | None, progress: bool, *, demo: str | None = None
+    spec_path: str | None,
+    store_path: str | None,
+    progress: bool,
+    workers: int,
+    *,
+    demo: str | None = None,
 ) -> int:
     import yaml
 
@@ -130,7 +153,7 @@ def _run(
     if store_path is None:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
-    table = run_study(spec, store, progress=progress)
+    table = run_study(spec, store, progress=progress, workers=workers)
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
         _print_deltas(table)
@@ -191,9 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            return _run(None, args.out, not args.no_progress, demo=args.scale)
+            return _run(None, args.out, not args.no_progress, args.workers, demo=args.scale)
         if args.command == "run":
-            return _run(args.spec, args.store, not args.no_progress)
+            return _run(args.spec, args.store, not args.no_progress, args.workers)
         if args.command == "validate":
             return _validate(args.spec)
         if args.command == "data":

@@ -32,6 +32,13 @@ from tqdm.auto import tqdm
 
 from shiftlab import __version__
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._workers import (
+    POLL_SECONDS,
+    WorkerError,
+    WorkerPool,
+    claim_each,
+    single_thread_on_cpu,
+)
 from shiftlab.behaviours import (
     SCORING_VERSION,
     BehaviourRate,
@@ -251,29 +258,115 @@ def _load_base(base: BaseModelSpec) -> tuple[Any, Any]:
     )
 
 
-def run_study(spec: StudySpec, store: Store, *, progress: bool = True) -> pl.DataFrame:
+class _Resident:
+    """The base model a worker holds; another is loaded only when a job needs it."""
+
+    def __init__(self) -> None:
+        self._name: str | None = None
+        self._loaded: tuple[Any, Any] | None = None
+
+    def get(self, base: BaseModelSpec) -> tuple[Any, Any]:
+        if self._loaded is None or self._name != base.name:
+            self._loaded = None  # let the old base go before the next one loads
+            self._loaded = _load_base(base)
+            self._name = base.name
+        return self._loaded
+
+
+def _in_base_order(jobs: Iterable[T], base: Callable[[T], BaseModelSpec]) -> list[T]:
+    """Jobs grouped by base model (first-seen order), so a worker loads each base once."""
+    return [j for group in _grouped(jobs, lambda j: base(j).name).values() for j in group]
+
+
+def run_study(
+    spec: StudySpec, store: Store, *, progress: bool = True, workers: int = 1
+) -> pl.DataFrame:
     """Run every unfinished stage of ``spec`` into ``store``; return the design table
     (``tables/runs.parquet``), or the organism table when the spec has no methods.
 
     Finished artefacts are skipped without loading any model, so rerunning a finished
-    study only reads manifests.
+    study only reads manifests. ``workers`` > 1 builds the study in that many processes
+    that claim jobs through the store (see :func:`shiftlab._workers.claim_each`); the
+    tables are the same for any number of workers.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     suites = load_suites(spec, store)
-    jobs = plan_phase1(spec, suites)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
-    _run_phase1(spec, store, suites, jobs, progress)
-    table = organism_table(store, jobs)
+    if workers == 1:
+        with single_thread_on_cpu():
+            plan = _build_study(spec, store, suites, progress)
+    else:
+        plan = _build_with_workers(spec, store, suites, workers, progress)
+    table = organism_table(store, plan_phase1(spec, suites))
     store.write_table(ORGANISM_TABLE, table)
-    if not spec.methods:
+    if plan is None:
         return table
+    design = design_table(store, plan, table)
+    store.write_table(RUNS_TABLE, design)
+    return design
+
+
+def _build_study(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], progress: bool
+) -> RunPlan | None:
+    """Build phases 1-3 in this process, claiming each job; the run plan, if any."""
+    jobs = plan_phase1(spec, suites)
+    _run_phase1(spec, store, suites, jobs, progress)
+    if not spec.methods:
+        return None
     organisms = [j for j in jobs if j.kind == "organisms"]
     pools = plan_pools(spec, organisms)
     _run_phase2(spec, store, suites, pools, progress)
-    runs = plan_runs(spec, store, suites, organisms, pools)
-    _run_phase3(spec, store, suites, runs, progress)
-    design = design_table(store, runs, table)
-    store.write_table(RUNS_TABLE, design)
-    return design
+    plan = plan_runs(spec, store, suites, organisms, pools)
+    _run_phase3(spec, store, suites, plan, progress)
+    return plan
+
+
+def _study_worker(spec: StudySpec, root: str) -> None:
+    store = Store.open(root)
+    _build_study(spec, store, load_suites(spec, store), progress=False)
+
+
+def _build_with_workers(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], workers: int, progress: bool
+) -> RunPlan | None:
+    """Build the study in ``workers`` processes while this one follows their progress."""
+    jobs = plan_phase1(spec, suites)
+    plan = None
+    with WorkerPool(workers, _study_worker, (spec, str(store.root))) as pool:
+        _follow(pool, store, "phase 1", "job", [(j.kind, j.artefact_id) for j in jobs], progress)
+        if spec.methods:
+            organisms = [j for j in jobs if j.kind == "organisms"]
+            pools = plan_pools(spec, organisms)
+            _follow(
+                pool, store, "phase 2", "pool", [("pools", p.artefact_id) for p in pools], progress
+            )
+            plan = plan_runs(spec, store, suites, organisms, pools)
+            _follow(pool, store, "phase 3", "run", [("runs", i) for i in plan.jobs], progress)
+        pool.join()
+    return plan
+
+
+def _follow(
+    pool: WorkerPool,
+    store: Store,
+    desc: str,
+    unit: str,
+    artefacts: list[tuple[str, str]],
+    progress: bool,
+) -> None:
+    """Show one phase's progress, read from the store, until its artefacts are finished."""
+    pending = [a for a in artefacts if not store.is_finished(*a)]
+    total = len(pending)
+    with tqdm(total=total, desc=desc, unit=unit, disable=not progress or not pending) as bar:
+        while pending:
+            running = pool.check()
+            pending = [a for a in pending if not store.is_finished(*a)]
+            bar.update(total - len(pending) - bar.n)
+            if pending and not running:
+                raise WorkerError(f"{desc}: the workers stopped with {len(pending)} {unit}s left")
+            time.sleep(POLL_SECONDS)
 
 
 def _run_phase1(
@@ -281,15 +374,21 @@ def _run_phase1(
 ) -> None:
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
-    for group in _grouped(pending, lambda j: j.base.name).values():
-        model, tokenizer = _load_base(group[0].base)
-        for job in group:
-            bar.set_postfix_str(job.artefact_id.rsplit("__", 1)[0])
-            with store.lock(job.kind, job.artefact_id):
-                if not store.is_finished(job.kind, job.artefact_id):
-                    run = _run_base_eval if job.kind == "base_evals" else _run_organism
-                    run(job, model, tokenizer, suites[job.behaviour.name], spec, store)
-            bar.update()
+    resident = _Resident()
+
+    def build(job: Job) -> None:
+        bar.set_postfix_str(job.artefact_id.rsplit("__", 1)[0])
+        model, tokenizer = resident.get(job.base)
+        run = _run_base_eval if job.kind == "base_evals" else _run_organism
+        run(job, model, tokenizer, suites[job.behaviour.name], spec, store)
+        bar.update()
+
+    claim_each(
+        _in_base_order(pending, lambda j: j.base),
+        lock=lambda j: store.lock(j.kind, j.artefact_id),
+        finished=lambda j: store.is_finished(j.kind, j.artefact_id),
+        build=build,
+    )
     bar.close()
 
 
@@ -435,31 +534,45 @@ def _run_phase2(
     pending = [j for j in jobs if not store.is_finished("pools", j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 2", unit="pool", disable=not progress or not pending)
     scorers: dict[str, Any] = {}
-    for group in _grouped(pending, lambda j: j.organism.base.name).values():
-        model, tokenizer = _load_base(group[0].organism.base)
-        for organism_id, pool_jobs in _grouped(group, lambda j: j.organism.artefact_id).items():
-            organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
-            try:
-                for job in pool_jobs:
-                    bar.set_postfix_str(f"{organism_id.rsplit('__', 1)[0]} {job.method.name}")
-                    suite = suites[job.organism.behaviour.name]
-                    scorer = _scorer_for(job, suite, organism, tokenizer, scorers)
-                    ctx = PoolContext(
-                        organism,
-                        tokenizer,
-                        suite,
-                        seed=spec.seed,
-                        max_new_tokens=_max_new_tokens(spec, job.method),
-                        batch_size=spec.runs.generation_batch_size,
-                        scorer=scorer,
-                    )
-                    with store.lock("pools", job.artefact_id):
-                        if not store.is_finished("pools", job.artefact_id):
-                            _write_pool(store, job, ctx, scorer.name if scorer else None)
-                    bar.update()
-            finally:
-                organism.unload()
+    resident = _Resident()
+
+    def build(group: tuple[str, list[PoolJob]]) -> None:
+        organism_id, pool_jobs = group
+        model, tokenizer = resident.get(pool_jobs[0].organism.base)
+        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        try:
+            for job in pool_jobs:
+                bar.set_postfix_str(f"{organism_id.rsplit('__', 1)[0]} {job.method.name}")
+                suite = suites[job.organism.behaviour.name]
+                scorer = _scorer_for(job, suite, organism, tokenizer, scorers)
+                ctx = PoolContext(
+                    organism,
+                    tokenizer,
+                    suite,
+                    seed=spec.seed,
+                    max_new_tokens=_max_new_tokens(spec, job.method),
+                    batch_size=spec.runs.generation_batch_size,
+                    scorer=scorer,
+                )
+                with store.lock("pools", job.artefact_id):
+                    if not store.is_finished("pools", job.artefact_id):
+                        _write_pool(store, job, ctx, scorer.name if scorer else None)
+                bar.update()
+        finally:
+            organism.unload()
+
+    # One claim per organism: its pools share the loaded adapter.
+    claim_each(
+        _grouped(_in_base_order(pending, lambda j: j.organism.base), _organism_id).items(),
+        lock=lambda group: store.lock("pools", group[0]),
+        finished=lambda group: all(store.is_finished("pools", j.artefact_id) for j in group[1]),
+        build=build,
+    )
     bar.close()
+
+
+def _organism_id(job: PoolJob | RunJob) -> str:
+    return job.organism.artefact_id
 
 
 def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
@@ -601,35 +714,46 @@ def _run_phase3(
     pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
     bar = tqdm(total=len(pending), desc="phase 3", unit="run", disable=not progress or not pending)
     config = spec.runs.training
-    for group in _grouped(pending, lambda j: j.organism.base.name).values():
-        model, tokenizer = _load_base(group[0].organism.base)
-        for organism_id, run_jobs in _grouped(group, lambda j: j.organism.artefact_id).items():
-            suite = suites[run_jobs[0].organism.behaviour.name]
-            arm_jobs = []
-            for job in run_jobs:
-                data: Sequence[Any] = (
-                    encode_pairs(
-                        tokenizer,
-                        [(p.clean, p.wrapped, p.target or "") for p in job.pairs],
-                        config.max_length,
-                    )
-                    if job.pairs
-                    else encode_sft(tokenizer, job.examples, config.max_length)
+    resident = _Resident()
+
+    def build(group: tuple[str, list[RunJob]]) -> None:
+        organism_id, group_jobs = group
+        run_jobs = [j for j in group_jobs if not store.is_finished("runs", j.run_id)]
+        model, tokenizer = resident.get(run_jobs[0].organism.base)
+        suite = suites[run_jobs[0].organism.behaviour.name]
+        arm_jobs = []
+        for job in run_jobs:
+            data: Sequence[Any] = (
+                encode_pairs(
+                    tokenizer,
+                    [(p.clean, p.wrapped, p.target or "") for p in job.pairs],
+                    config.max_length,
                 )
-                arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))
-            save = functools.partial(
-                _save_run, store, spec, suite, tokenizer, {j.run_id: j for j in run_jobs}, bar
+                if job.pairs
+                else encode_sft(tokenizer, job.examples, config.max_length)
             )
-            train_arms(
-                model,
-                tokenizer,
-                store.path("organisms", organism_id) / "adapter",
-                arm_jobs,
-                config,
-                on_done=save,
-                checkpoint_root=store.root / CHECKPOINTS,
-                progress=False,
-            )
+            arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))
+        save = functools.partial(
+            _save_run, store, spec, suite, tokenizer, {j.run_id: j for j in run_jobs}, bar
+        )
+        train_arms(
+            model,
+            tokenizer,
+            store.path("organisms", organism_id) / "adapter",
+            arm_jobs,
+            config,
+            on_done=save,
+            checkpoint_root=store.root / CHECKPOINTS,
+            progress=False,
+        )
+
+    # One claim per organism: its arms share the resident base and the loaded adapter.
+    claim_each(
+        _grouped(_in_base_order(pending, lambda j: j.organism.base), _organism_id).items(),
+        lock=lambda group: store.lock("runs", group[0]),
+        finished=lambda group: all(store.is_finished("runs", j.run_id) for j in group[1]),
+        build=build,
+    )
     bar.close()
 
 
@@ -705,7 +829,10 @@ def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.Dat
                 "n_train": row.run.n_train if row.run else 0,
                 "behaviour_before": before[organism_id],
                 "behaviour_after": after,
-                "delta": None if after is None else after - before[organism_id],
+                # A rate is null when no eval output could be rated (all unparseable).
+                "delta": None
+                if after is None or before[organism_id] is None
+                else after - before[organism_id],
                 **{column: None for column in SHIFT_COLUMNS},
             }
         )

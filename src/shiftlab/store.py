@@ -6,6 +6,7 @@ Layout (see DESIGN.md)::
     <store>/manifest.json              versions, git revision, hardware, seeds
     <store>/<kind>/<id>/...            a directory artefact, finished once manifest.json exists
     <store>/tables/<name>.parquet      tables, written atomically
+    <store>/builds.jsonl               one line per artefact built: which process, when
 
 An artefact is built in a temporary sibling folder, its ``manifest.json`` is written last,
 every file is fsynced and the folder is renamed into place. A process killed half-way
@@ -45,6 +46,7 @@ from shiftlab.errors import StoreError
 
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
+BUILD_LOG = "builds.jsonl"
 KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "attribution")
 # Kinds whose artefact is one file ``<kind>/<id><suffix>`` with ``<id>.manifest.json`` beside it.
 FILE_KINDS = {"pools": ".parquet"}
@@ -325,14 +327,44 @@ class Store:
                         self.manifest_path(kind, artefact_id),
                         json.dumps(manifest, indent=2, sort_keys=True).encode(),
                     )
-                    return
-                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-                if final.exists():  # an unfinished leftover without a manifest
-                    shutil.rmtree(final)
-                publish_dir(tmp, final)
+                else:
+                    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                    if final.exists():  # an unfinished leftover without a manifest
+                        shutil.rmtree(final)
+                    publish_dir(tmp, final)
             except BaseException:
                 _remove(tmp)
                 raise
+            self._log_build(kind, artefact_id)
+
+    def _log_build(self, kind: str, artefact_id: str) -> None:
+        # One short O_APPEND write per line: lines from concurrent workers never interleave.
+        line = {
+            "kind": kind,
+            "artefact_id": artefact_id,
+            "host": platform.node(),
+            "pid": os.getpid(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
+        fd = os.open(self.root / BUILD_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def builds(self) -> pl.DataFrame:
+        """Every artefact built into this store, in order: kind, id, host, pid, time."""
+        schema = {
+            "kind": pl.String,
+            "artefact_id": pl.String,
+            "host": pl.String,
+            "pid": pl.Int64,
+            "finished_at": pl.String,
+        }
+        path = self.root / BUILD_LOG
+        if not path.is_file():
+            return pl.DataFrame(schema=schema)
+        return pl.read_ndjson(path, schema=schema)
 
     def table_path(self, name: str) -> Path:
         """Where table ``name`` lives: ``tables/<name>.parquet``."""
