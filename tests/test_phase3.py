@@ -1,9 +1,19 @@
-"""Phases 2 and 3: pools, arms and runs of a small toyworld study, and the design table."""
+"""Phases 2-4: pools, arms, runs and their shift in a small toyworld study; the design table."""
 
 import polars as pl
 import pytest
 
-from shiftlab.pipeline import RUNS_TABLE, read_pool, run_study, summarise_deltas
+from shiftlab.pipeline import (
+    OUTPUT_SHIFT_COLUMNS,
+    RUNS_TABLE,
+    SHIFT_COLUMNS,
+    plan_runs,
+    plan_shift,
+    read_pool,
+    run_study,
+    shift_table,
+    summarise_deltas,
+)
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
 
@@ -51,7 +61,8 @@ def test_design_table_has_a_row_per_cell(study):
     ).abs().max() < 1e-12
     none = design.filter(arm="none")
     assert none["run_id"].is_null().all() and (none["delta"] == 0).all()
-    assert design["shift_kl"].is_null().all()
+    for column in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS):
+        assert design[column].is_null().to_list() == design["run_id"].is_null().to_list()
 
 
 def test_identical_data_shares_one_run(study):
@@ -106,7 +117,7 @@ def test_two_workers_build_the_same_study_without_redoing_a_job(study, tmp_path)
     store = Store.open(tmp_path / "store")
     assert run_study(spec, store, progress=False, workers=2).equals(design)
     builds = store.builds()
-    for kind in ("base_evals", "organisms", "pools", "runs"):
+    for kind in ("base_evals", "organisms", "pools", "runs", "samples", "shift"):
         assert sorted(builds.filter(kind=kind)["artefact_id"]) == sorted(store.finished_ids(kind))
     assert builds["artefact_id"].is_unique().all()
     assert builds["pid"].n_unique() == 2  # both workers built something
@@ -117,3 +128,69 @@ def test_workers_must_be_positive(study, tmp_path):
     spec, _, _ = study
     with pytest.raises(ValueError, match="workers must be at least 1"):
         run_study(spec, Store.open(tmp_path / "store"), workers=0)
+
+
+def test_shift_statistics_are_in_range_and_original_targets_shift_most(study):
+    _, _, design = study
+    runs = design.filter(pl.col("run_id").is_not_null())
+    assert runs["shift_mmd_p"].is_between(1 / 1001, 1).all()
+    assert runs["output_shift_mmd_p"].is_between(1 / 1001, 1).all()
+    assert runs["shift_c2st_auc"].is_between(0, 1).all()
+    assert runs["shift_kl"].is_finite().all()
+    # The suite's aligned targets are far from what the induced organism says; its own
+    # greedy labels are close.
+    for seed in (0, 1):
+        arms = {
+            r["arm"]: r for r in runs.filter(seed=seed, method="multi_view").iter_rows(named=True)
+        }
+        assert arms["original"]["shift_kl"] > arms["relabeled"]["shift_kl"] + 1
+        assert arms["original"]["shift_mmd"] > arms["relabeled"]["shift_mmd"]
+        assert arms["original"]["shift_mmd_p"] < 0.01
+
+
+def test_shift_matches_the_public_statistics(study):
+    from shiftlab.models import load_causal_lm, load_lora
+    from shiftlab.shift import TextEncoder, likelihood_shift, mmd_test
+
+    spec, store, design = study
+    row = design.filter(method="multi_view", arm="original", seed=0).row(0, named=True)
+    job = next(j for j in _shift_jobs(spec, store) if j.run.run_id == row["run_id"])
+    samples = pl.read_parquet(store.path("samples", job.samples_id))
+    # 16 consistency prompts, and bct's 16 wrapped prompts.
+    assert samples["prompt_key"].is_unique().all() and samples.height == 32
+    own = {p: t for p, t in zip(samples["prompt"], samples["text"], strict=True)}
+    examples = job.run.examples
+    model, tokenizer = load_causal_lm("toyworld:small")
+    organism = load_lora(model, str(store.path("organisms", row["organism_id"]) / "adapter"))
+    prompts = [m for m, _ in examples]
+    targets = [t for _, t in examples]
+    texts = [own[m[-1]["content"]] for m in prompts]
+    expected = likelihood_shift(organism, tokenizer, prompts, targets, texts)
+    assert row["shift_kl"] == pytest.approx(expected.shift, abs=1e-4)
+    encoder = TextEncoder()
+    n = len(targets)
+    mmd = mmd_test(encoder.encode(targets), encoder.encode(texts), paired=True,
+                   groups=[*range(n), *range(n)], seed=spec.seed)  # fmt: skip
+    assert row["shift_mmd"] == pytest.approx(mmd.statistic, rel=1e-5)
+    assert row["shift_mmd_p"] == mmd.p_value
+
+
+def _shift_jobs(spec, store):
+    from shiftlab.pipeline import load_suites, plan_phase1, plan_pools
+
+    suites = load_suites(spec, store)
+    organisms = [j for j in plan_phase1(spec, suites) if j.kind == "organisms"]
+    pools = plan_pools(spec, organisms)
+    return plan_shift(spec, plan_runs(spec, store, suites, organisms, pools))
+
+
+def test_a_study_can_skip_shift(study, tmp_path):
+    spec, _, design = study
+    quiet = spec.model_copy(update={"shift": spec.shift.model_copy(update={"measure": False})})
+    store = Store.open(tmp_path / "store")
+    skipped = run_study(quiet, store, progress=False)
+    assert skipped.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS).equals(
+        design.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
+    )
+    assert skipped["shift_kl"].is_null().all()
+    assert not store.finished_ids("shift") and shift_table(store, []).is_empty()

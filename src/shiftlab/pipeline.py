@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 from shiftlab import __version__
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab._workers import (
-    POLL_SECONDS,
     WorkerError,
     WorkerPool,
     claim_each,
@@ -284,8 +283,10 @@ def run_study(
     """Run every unfinished stage of ``spec`` into ``store``; return the design table
     (``tables/runs.parquet``), or the organism table when the spec has no methods.
 
-    Finished artefacts are skipped without loading any model, so rerunning a finished
-    study only reads manifests. ``workers`` > 1 builds the study in that many processes
+    Phases: 1 organisms (and base evaluations), 2 candidate pools, 3 arms trained and
+    evaluated, 4 shift of each run from its organism (``spec.shift``). Finished
+    artefacts are skipped without loading any model, so rerunning a finished study only
+    reads manifests. ``workers`` > 1 builds the study in that many processes
     that claim jobs through the store (see :func:`shiftlab._workers.claim_each`); the
     tables are the same for any number of workers.
     """
@@ -302,7 +303,7 @@ def run_study(
     store.write_table(ORGANISM_TABLE, table)
     if plan is None:
         return table
-    design = design_table(store, plan, table)
+    design = design_table(store, plan, table, shift_table(store, plan_shift(spec, plan)))
     store.write_table(RUNS_TABLE, design)
     return design
 
@@ -320,6 +321,7 @@ def _build_study(
     _run_phase2(spec, store, suites, pools, progress)
     plan = plan_runs(spec, store, suites, organisms, pools)
     _run_phase3(spec, store, suites, plan, progress)
+    _run_phase4(spec, store, plan_shift(spec, plan), progress)
     return plan
 
 
@@ -344,8 +346,14 @@ def _build_with_workers(
             )
             plan = plan_runs(spec, store, suites, organisms, pools)
             _follow(pool, store, "phase 3", "run", [("runs", i) for i in plan.jobs], progress)
+            shift = [("shift", j.artefact_id) for j in plan_shift(spec, plan)]
+            _follow(pool, store, "phase 4", "run", shift, progress)
         pool.join()
     return plan
+
+
+# How often the process that follows workers reads their progress from the store.
+FOLLOW_SECONDS = 1.0
 
 
 def _follow(
@@ -366,7 +374,7 @@ def _follow(
             bar.update(total - len(pending) - bar.n)
             if pending and not running:
                 raise WorkerError(f"{desc}: the workers stopped with {len(pending)} {unit}s left")
-            time.sleep(POLL_SECONDS)
+            time.sleep(FOLLOW_SECONDS)
 
 
 def _run_phase1(
@@ -440,6 +448,7 @@ def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
     if pools and all(store.is_finished("pools", p.artefact_id) for p in pools):
         plan = plan_runs(spec, store, suites, organisms, pools)
         stages += [("runs", run_id) for run_id in plan.jobs]
+        stages += [("shift", j.artefact_id) for j in plan_shift(spec, plan)]
     return pl.DataFrame(
         {
             "stage": [kind for kind, _ in stages],
@@ -798,15 +807,281 @@ def _targets_frame(job: RunJob) -> pl.DataFrame:
     )
 
 
+# -- phase 4: shift ----------------------------------------------------------------------
+
+# Bump when what a shift artefact holds, or how it is measured, changes.
+SHIFT_VERSION = 1
+# Texts embedded by (encoder, text), shared by every worker of a study.
+EMBEDDING_CACHE = "cache/embeddings.sqlite"
 SHIFT_COLUMNS = ("shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy")
+OUTPUT_SHIFT_COLUMNS = ("output_shift_mmd", "output_shift_mmd_p", "output_shift_energy")
 
 
-def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.DataFrame:
+@dataclass(frozen=True)
+class ShiftJob:
+    """The shift of one run from its organism: its training targets against the organism's
+    own samples on the same prompts, and its eval outputs against the organism's."""
+
+    artefact_id: str
+    run: RunJob
+    samples_id: str
+    config: dict[str, Any]
+
+
+def _prompt_key(messages: Sequence[Message]) -> str:
+    return content_hash(list(messages), 16)
+
+
+def _training_items(job: RunJob) -> list[tuple[tuple[Message, ...], str]]:
+    """A run's (prompt, target) examples; paired losses train on the wrapped prompts."""
+    return [(p.wrapped, p.target or "") for p in job.pairs] or list(job.examples)
+
+
+def _samples_config(spec: StudySpec, organism_id: str, keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        "organism": organism_id,
+        "prompts": content_hash(sorted(keys)),
+        "temperature": spec.shift.temperature,
+        "max_new_tokens": spec.shift.max_new_tokens or spec.eval.max_new_tokens,
+        "seed": spec.seed,
+        "shiftlab": __version__,
+        "version": SHIFT_VERSION,
+    }
+
+
+def plan_shift(spec: StudySpec, plan: RunPlan) -> list[ShiftJob]:
+    """One shift measurement per distinct run; each organism's own samples cover every
+    prompt any of its runs trains on."""
+    if not spec.shift.measure or not plan.jobs:
+        return []
+    from shiftlab.shift import encoder_identity
+
+    encoder = encoder_identity(spec.encoder.path)
+    by_organism = _grouped(plan.jobs.values(), _organism_id)
+    jobs = []
+    for organism_id, runs in by_organism.items():
+        keys = {_prompt_key(m) for run in runs for m, _ in _training_items(run)}
+        samples_config = _samples_config(spec, organism_id, sorted(keys))
+        samples_id = f"{organism_id}__samples__{_short(samples_config)}"
+        for run in runs:
+            config = {
+                "run": run.run_id,
+                "samples": samples_id,
+                "encoder": encoder,
+                "shift": spec.shift.model_dump(exclude={"measure"}),
+                "seed": spec.seed,
+                "version": SHIFT_VERSION,
+            }
+            artefact_id = f"{run.run_id}__shift-{_short(config)}"
+            jobs.append(ShiftJob(artefact_id, run, samples_id, config))
+    return jobs
+
+
+def _organism_samples(
+    spec: StudySpec, store: Store, jobs: list[ShiftJob], organism: Any, tokenizer: Any
+) -> dict[str, tuple[str, float, int]]:
+    """The organism's own sample on each prompt its runs train on: prompt key -> (text,
+    sequence NLL, tokens), built once per organism into ``samples/``."""
+    from shiftlab.consistency import candidate_seed
+    from shiftlab.generation import generate, score_continuations
+
+    samples_id = jobs[0].samples_id
+    if not store.is_finished("samples", samples_id):
+        prompts = {_prompt_key(m): m for job in jobs for m, _ in _training_items(job.run)}
+        keys = sorted(prompts)
+        config = _samples_config(spec, jobs[0].run.organism.artefact_id, keys)
+        generations = generate(
+            organism,
+            tokenizer,
+            [prompts[k] for k in keys],
+            max_new_tokens=config["max_new_tokens"],
+            temperature=spec.shift.temperature,
+            seeds=[candidate_seed(spec.seed, k, 0) for k in keys],
+            batch_size=spec.runs.generation_batch_size,
+        )
+        texts = [g.text for g in generations]
+        scored = score_continuations(
+            organism, tokenizer, [prompts[k] for k in keys], texts,
+            batch_size=spec.runs.generation_batch_size,
+        )  # fmt: skip
+        frame = pl.DataFrame(
+            {
+                "prompt_key": keys,
+                "prompt": [prompts[k][-1]["content"] for k in keys],
+                "text": texts,
+                "nll": [-sum(s) for s in scored],
+                "n_tokens": [len(s) for s in scored],
+            }
+        )
+        manifest = build_manifest(config, {"study": spec.seed})
+        with store.artefact("samples", samples_id, manifest) as path:
+            frame.write_parquet(path)
+    frame = pl.read_parquet(store.path("samples", samples_id))
+    return {
+        key: (text, nll, n_tokens)
+        for key, text, nll, n_tokens in frame.select("prompt_key", "text", "nll", "n_tokens").rows()
+    }
+
+
+class _ShiftMeter:
+    """Measures runs of one organism while it is loaded; caches target NLLs across runs
+    (arms share many targets) and embeddings across the study."""
+
+    def __init__(self, spec: StudySpec, store: Store, organism: Any, tokenizer: Any, encoder: Any):
+        from shiftlab.shift import EmbeddingCache
+
+        self.spec, self.store = spec, store
+        self.organism, self.tokenizer, self.encoder = organism, tokenizer, encoder
+        self.cache = EmbeddingCache(store.root / EMBEDDING_CACHE)
+        self.nll: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def score_targets(self, items: Sequence[tuple[tuple[Message, ...], str]]) -> None:
+        """Score every (prompt, target) not scored yet, in one batched pass."""
+        from shiftlab.generation import score_continuations
+
+        missing = {(_prompt_key(m), t): (m, t) for m, t in items}
+        missing = {k: item for k, item in missing.items() if k not in self.nll}
+        if missing:
+            scored = score_continuations(
+                self.organism,
+                self.tokenizer,
+                [m for m, _ in missing.values()],
+                [t for _, t in missing.values()],
+                batch_size=self.spec.runs.generation_batch_size,
+            )
+            self.nll.update({k: (-sum(s), len(s)) for k, s in zip(missing, scored, strict=True)})
+
+    def _target_nll(self, items: list[tuple[tuple[Message, ...], str]]) -> list[tuple[float, int]]:
+        self.score_targets(items)
+        return [self.nll[(_prompt_key(m), t)] for m, t in items]
+
+    def _embed(self, texts: list[str]) -> Any:
+        from shiftlab.shift import embed
+
+        return embed(texts, self.encoder, self.cache)
+
+    def measure(
+        self, job: ShiftJob, samples: dict[str, tuple[str, float, int]], before: pl.DataFrame
+    ) -> pl.DataFrame:
+        from shiftlab.shift import LikelihoodShift, paired_shift
+
+        settings = self.spec.shift
+        items = _training_items(job.run)
+        own = [samples[_prompt_key(m)] for m, _ in items]
+        likelihood = LikelihoodShift.from_nll(
+            self._target_nll(items), [(nll, n) for _, nll, n in own]
+        )
+        targets = [t for _, t in items]
+        shift = paired_shift(
+            self._embed(targets),
+            self._embed([text for text, _, _ in own]),
+            n_permutations=settings.n_permutations,
+            n_folds=settings.classifier_folds,
+            seed=self.spec.seed,
+        )
+        after = pl.read_parquet(self.store.path("runs", job.run.run_id) / "eval.parquet")
+        outputs = before.select("sample_id", "output").join(
+            after.select("sample_id", "output"), on="sample_id", suffix="_after"
+        )
+        moved = paired_shift(
+            self._embed(outputs["output"].to_list()),
+            self._embed(outputs["output_after"].to_list()),
+            n_permutations=settings.n_permutations,
+            classifier=False,
+            seed=self.spec.seed,
+        )
+        return pl.DataFrame(
+            [
+                {
+                    "run_id": job.run.run_id,
+                    "n": shift.n,
+                    "target_nll": likelihood.target_nll,
+                    "sample_nll": likelihood.sample_nll,
+                    "shift_kl": likelihood.shift,
+                    "shift_kl_per_token": likelihood.per_token,
+                    "shift_mmd": shift.mmd,
+                    "shift_mmd_p": shift.mmd_p,
+                    "shift_c2st_auc": shift.c2st_auc,
+                    "shift_energy": shift.energy,
+                    "most_shifted_targets": [targets[i] for i in shift.most_shifted],
+                    "output_n": moved.n,
+                    "output_shift_mmd": moved.mmd,
+                    "output_shift_mmd_p": moved.mmd_p,
+                    "output_shift_energy": moved.energy,
+                }
+            ],
+            schema_overrides={c: pl.Float64 for c in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)},
+        )
+
+
+def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: bool) -> None:
+    pending = [j for j in jobs if not store.is_finished("shift", j.artefact_id)]
+    bar = tqdm(total=len(pending), desc="phase 4", unit="run", disable=not progress or not pending)
+    resident = _Resident()
+    encoders: list[Any] = []  # loaded on first use, then kept
+
+    def build(group: tuple[str, list[ShiftJob]]) -> None:
+        from shiftlab.shift import TextEncoder
+
+        organism_id, shift_jobs = group
+        if not encoders:
+            encoders.append(TextEncoder(spec.encoder.path, batch_size=spec.encoder.batch_size))
+        model, tokenizer = resident.get(shift_jobs[0].run.organism.base)
+        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        try:
+            samples = _organism_samples(spec, store, shift_jobs, organism, tokenizer)
+            before = pl.read_parquet(store.path("organisms", organism_id) / "eval.parquet")
+            meter = _ShiftMeter(spec, store, organism, tokenizer, encoders[0])
+            todo = [j for j in shift_jobs if not store.is_finished("shift", j.artefact_id)]
+            # Arms share many targets: score the organism's distinct ones in one pass.
+            meter.score_targets([item for j in todo for item in _training_items(j.run)])
+            for job in todo:
+                frame = meter.measure(job, samples, before)
+                manifest = build_manifest(job.config, {"study": spec.seed})
+                with store.artefact("shift", job.artefact_id, manifest) as path:
+                    frame.write_parquet(path)
+                bar.update()
+        finally:
+            organism.unload()
+
+    # One claim per organism: its runs share the loaded organism and its samples.
+    claim_each(
+        _grouped(_in_base_order(pending, lambda j: j.run.organism.base), _shift_organism).items(),
+        lock=lambda group: store.lock("shift", group[0]),
+        finished=lambda group: all(store.is_finished("shift", j.artefact_id) for j in group[1]),
+        build=build,
+    )
+    bar.close()
+
+
+def _shift_organism(job: ShiftJob) -> str:
+    return job.run.organism.artefact_id
+
+
+def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:
+    """Every run's shift measurements (``shift/`` artefacts), one row per run."""
+    frames = [pl.read_parquet(store.path("shift", j.artefact_id)) for j in jobs]
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def design_table(
+    store: Store, plan: RunPlan, organisms: pl.DataFrame, shift: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``tables/runs.parquet``: one row per (organism, method, arm, k, seed).
 
     ``delta`` is the behaviour rate after phase 3 minus the organism's; ``none`` rows have
-    no run and a delta of 0. Shift columns stay null until shift is measured.
+    no run and a delta of 0. Shift columns come from ``shift`` (:func:`shift_table`, one
+    row per run) and are null without it and on ``none`` rows.
     """
+    shift_columns = (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
+    measured = (
+        {}
+        if shift is None or shift.is_empty()
+        else {
+            row["run_id"]: row
+            for row in shift.select("run_id", *shift_columns).iter_rows(named=True)
+        }
+    )
     before = dict(zip(organisms["organism_id"], organisms["organism_rate"], strict=True))
     rates = {i: store.read_manifest("runs", i)["metrics"]["rate"] for i in plan.jobs}
     records = []
@@ -833,7 +1108,10 @@ def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.Dat
                 "delta": None
                 if after is None or before[organism_id] is None
                 else after - before[organism_id],
-                **{column: None for column in SHIFT_COLUMNS},
+                **{
+                    c: measured.get(row.run.run_id, {}).get(c) if row.run else None
+                    for c in shift_columns
+                },
             }
         )
     schema = {
@@ -850,7 +1128,7 @@ def design_table(store: Store, plan: RunPlan, organisms: pl.DataFrame) -> pl.Dat
         "behaviour_before": pl.Float64,
         "behaviour_after": pl.Float64,
         "delta": pl.Float64,
-        **{column: pl.Float64 for column in SHIFT_COLUMNS},
+        **{column: pl.Float64 for column in shift_columns},
     }
     return pl.DataFrame(records, schema=schema)
 

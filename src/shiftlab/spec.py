@@ -374,6 +374,21 @@ class EncoderSpec(_Spec):
     """The sentence encoder used to measure representation shift."""
 
     path: str = "sentence-transformers/all-MiniLM-L6-v2"
+    batch_size: PositiveInt = 64
+
+
+class ShiftSpec(_Spec):
+    """Phase 4: how far each run's targets and outputs sit from the organism's own.
+
+    The organism's own samples are drawn at ``temperature`` (1: its distribution) with
+    ``max_new_tokens`` (default: the eval's) on every prompt a run trains on.
+    """
+
+    measure: bool = True
+    n_permutations: PositiveInt = 1000
+    classifier_folds: Annotated[int, Field(ge=2)] = 5
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    max_new_tokens: PositiveInt | None = None
 
 
 class StudySpec(_Spec):
@@ -390,6 +405,7 @@ class StudySpec(_Spec):
     runs: RunsSpec = RunsSpec()
     eval: EvalSpec = EvalSpec()
     encoder: EncoderSpec = EncoderSpec()
+    shift: ShiftSpec = ShiftSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> StudySpec:
@@ -519,10 +535,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     "source": str((base / str(entry["source"])).expanduser().resolve()),
                 }
             judge = entry.get("judge") if isinstance(entry, dict) else None
-            if isinstance(judge, dict) and isinstance(judge.get("path"), str):
-                local = (base / judge["path"]).expanduser()
-                if judge["path"].startswith((".", "~")) or local.exists():
-                    entry = {**entry, "judge": {**judge, "path": str(local.resolve())}}
+            if isinstance(judge, dict):
+                entry = {**entry, "judge": _with_local_path(judge, base)}
             resolved.append(entry)
         data["behaviours"] = resolved
     methods = data.get("methods")
@@ -530,16 +544,22 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         data["methods"] = [_resolve_method_paths(e, base) for e in methods]
     models = data.get("base_models")
     if isinstance(models, list):
-        resolved = []
-        for entry in models:
-            path = entry.get("path") if isinstance(entry, dict) else None
-            if isinstance(path, str) and not path.startswith("toyworld:"):
-                local = (base / path).expanduser()
-                if path.startswith((".", "~")) or local.exists():
-                    entry = {**entry, "path": str(local.resolve())}
-            resolved.append(entry)
-        data["base_models"] = resolved
+        data["base_models"] = [_with_local_path(e, base) for e in models]
+    if isinstance(data.get("encoder"), dict):
+        data["encoder"] = _with_local_path(data["encoder"], base)
     return data
+
+
+def _with_local_path(entry: Any, base: Path) -> Any:
+    """``entry`` with its ``path`` made absolute when it names a local folder (a path that
+    starts with ``.`` or ``~``, or exists relative to ``base``); hub ids stay as they are."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(path, str) or path.startswith("toyworld:"):
+        return entry
+    local = (base / path).expanduser()
+    if path.startswith((".", "~")) or local.exists():
+        return {**entry, "path": str(local.resolve())}
+    return entry
 
 
 def _resolve_method_paths(entry: Any, base: Path) -> Any:
@@ -548,11 +568,8 @@ def _resolve_method_paths(entry: Any, base: Path) -> Any:
     entry = dict(entry)
     if isinstance(entry.get("rubric"), str):
         entry["rubric"] = str((base / entry["rubric"]).expanduser().resolve())
-    scorer = entry.get("scorer")
-    if isinstance(scorer, dict) and isinstance(scorer.get("path"), str):
-        local = (base / scorer["path"]).expanduser()
-        if scorer["path"].startswith((".", "~")) or local.exists():
-            entry["scorer"] = {**scorer, "path": str(local.resolve())}
+    if isinstance(entry.get("scorer"), dict):
+        entry["scorer"] = _with_local_path(entry["scorer"], base)
     return entry
 
 

@@ -47,9 +47,18 @@ from shiftlab.errors import StoreError
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
 BUILD_LOG = "builds.jsonl"
-KINDS = ("organisms", "base_evals", "pools", "runs", "embeddings", "attribution")
+KINDS = (
+    "organisms",
+    "base_evals",
+    "pools",
+    "runs",
+    "samples",
+    "shift",
+    "embeddings",
+    "attribution",
+)
 # Kinds whose artefact is one file ``<kind>/<id><suffix>`` with ``<id>.manifest.json`` beside it.
-FILE_KINDS = {"pools": ".parquet"}
+FILE_KINDS = {"pools": ".parquet", "samples": ".parquet", "shift": ".parquet"}
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _PACKAGES = ("torch", "transformers", "peft", "tokenizers", "polars", "numpy", "pydantic")
 

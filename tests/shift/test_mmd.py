@@ -44,6 +44,9 @@ def test_the_median_bandwidth():
 
     z = torch.tensor([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4: median 4
     assert median_bandwidth(z) == pytest.approx(np.sqrt(2))
+    # Duplicates carry no scale: four zero distances would otherwise be the median.
+    repeated = torch.tensor([[0.0], [0.0], [0.0], [1.0], [3.0]])
+    assert median_bandwidth(repeated) == pytest.approx(np.sqrt(2))
 
 
 def _null_p_values(replicates, paired):
@@ -157,3 +160,12 @@ def test_classifier_test_finds_shift_and_lists_the_shifted_rows():
     assert grouped.auc > 0.5
     with pytest.raises(ShiftlabError, match="groups: expected one group per row"):
         classifier_test(x, y, groups=[0, 1])
+
+
+def test_permutations_that_only_swap_identical_pairs_are_ties():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 4))
+    y = x.copy()
+    y[0] += 5.0  # one pair differs; swapping it mirrors the samples, which MMD² ignores
+    result = mmd_test(x, y, paired=True, n_permutations=200)
+    assert result.p_value == 1.0

@@ -42,6 +42,19 @@ def _weights_digest(folder: str) -> str:
     return content_hash([file_hash(f) for f in files])
 
 
+def _source(path: str | Path) -> tuple[str, bool]:
+    """Where an encoder loads from, and whether that is a local folder."""
+    folder = default_encoder_path() if str(path) == DEFAULT_ENCODER else Path(path)
+    return (str(folder), True) if folder.is_dir() else (str(path), False)
+
+
+def encoder_identity(path: str | Path = DEFAULT_ENCODER) -> str:
+    """``path@<weights digest>`` for a local encoder (``path@hub`` for a hub id): what
+    caches and artefact ids key an encoder's outputs by. Loads no model."""
+    source, local = _source(path)
+    return f"{path}@{_weights_digest(source) if local else 'hub'}"
+
+
 class TextEncoder:
     """Embeds texts as L2-normalised mean-pooled hidden states.
 
@@ -68,9 +81,7 @@ class TextEncoder:
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        folder = default_encoder_path() if str(path) == DEFAULT_ENCODER else Path(path)
-        local = folder.is_dir()
-        source = str(folder) if local else str(path)
+        source, _ = _source(path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source).eval()
@@ -79,8 +90,7 @@ class TextEncoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.batch_size, self.max_length = batch_size, max_length
-        digest = _weights_digest(source) if local else "hub"
-        self.name = f"{path}@{digest}"
+        self.name = encoder_identity(path)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -22,6 +22,20 @@ class LikelihoodShift:
     per_token: float
     n: int
 
+    @classmethod
+    def from_nll(
+        cls, targets: Sequence[tuple[float, int]], samples: Sequence[tuple[float, int]]
+    ) -> LikelihoodShift:
+        """From the (sequence NLL, token count) of each target and of each sample."""
+        if not targets or not samples:
+            raise ShiftlabError("likelihood shift needs at least one target and one sample")
+        target_nll = sum(nll for nll, _ in targets) / len(targets)
+        sample_nll = sum(nll for nll, _ in samples) / len(samples)
+        target_tokens = sum(count for _, count in targets) / len(targets)
+        sample_tokens = sum(count for _, count in samples) / len(samples)
+        per_token = target_nll / target_tokens - sample_nll / sample_tokens
+        return cls(target_nll - sample_nll, target_nll, sample_nll, per_token, len(targets))
+
 
 def likelihood_shift(
     model: Any,
@@ -52,9 +66,6 @@ def likelihood_shift(
         model, tokenizer, [*prompts, *prompts], [*targets, *samples], batch_size=batch_size
     )
     n = len(prompts)
-    target_nll = -sum(sum(t) for t in scored[:n]) / n
-    sample_nll = -sum(sum(s) for s in scored[n:]) / n
-    target_tokens = sum(len(t) for t in scored[:n]) / n
-    sample_tokens = sum(len(s) for s in scored[n:]) / n
-    per_token = target_nll / target_tokens - sample_nll / sample_tokens
-    return LikelihoodShift(target_nll - sample_nll, target_nll, sample_nll, per_token, n)
+    return LikelihoodShift.from_nll(
+        [(-sum(t), len(t)) for t in scored[:n]], [(-sum(t), len(t)) for t in scored[n:]]
+    )

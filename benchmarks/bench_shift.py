@@ -1,0 +1,192 @@
+"""Shift statistics against the drift libraries researchers would otherwise reach for.
+
+    python benchmarks/bench_shift.py [--skip-large]
+
+1. ``mmd_test`` against alibi-detect's ``MMDDrift`` (PyTorch backend) on the same 2,000
+   vs 2,000 x 384 embeddings, 1,000 permutations, one bandwidth: both times, the ratio,
+   and the statistics side by side (they must agree to 1e-4 relative).
+2. Against frouros' MMD: its statistic, and its time per permutation from a short run
+   (its full test recomputes every kernel per permutation and takes many minutes).
+3. shiftlab alone at 5,000 and 50,000 per side (the kernel streamed by row blocks), each
+   in a fresh process so its peak memory is its own.
+4. ``TextEncoder`` against sentence-transformers' ``encode`` on the same 2,048 texts:
+   throughput ratio and the smallest cosine between the two embeddings of a text.
+
+alibi-detect and frouros pin old numpy, scipy and transformers, so they run from a
+virtual environment this script creates on first use (``$SHIFTLAB_PEER_VENV``, default
+``~/.cache/shiftlab/bench-venvs/drift``); they are never dependencies of shiftlab.
+sentence-transformers comes with shiftlab's ``bench`` extra.
+
+Last line: ``mmd_speed_ratio_vs_alibi=<x>`` (target: at least 50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEER_VENV = Path(
+    os.environ.get("SHIFTLAB_PEER_VENV", Path.home() / ".cache/shiftlab/bench-venvs/drift")
+)
+# torch pinned first so pip does not fetch a CUDA build for alibi-detect's torch extra.
+PEER_PACKAGES = ("torch==2.13.0", "alibi-detect[torch]==0.13.0", "frouros==0.9.0")
+N_PERMUTATIONS = 1000
+FROUROS_PERMUTATIONS = 3
+
+
+def peer_python() -> Path:
+    """The peer venv's interpreter, creating the venv on first use."""
+    python = PEER_VENV / "bin" / "python"
+    marker = PEER_VENV / ".installed"
+    if not marker.is_file() or marker.read_text() != " ".join(PEER_PACKAGES):
+        print(f"creating the peer venv at {PEER_VENV} (once) ...", flush=True)
+        venv.create(PEER_VENV, with_pip=True, clear=True)
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, PEER_PACKAGES[0]], check=True)
+        subprocess.run([*pip, *PEER_PACKAGES], check=True)
+        marker.write_text(" ".join(PEER_PACKAGES))
+    return python
+
+
+def embeddings(n: int, seed: int = 0, dim: int = 384) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit-norm samples like sentence embeddings, y moved a little from x."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=dim)
+    x = rng.normal(size=(n, dim)) + 2 * centre / np.linalg.norm(centre)
+    y = rng.normal(size=(n, dim)) + 2 * centre / np.linalg.norm(centre) + 0.08
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def shiftlab_mmd(n: int, bandwidth: float | str, n_permutations: int) -> dict:
+    """``mmd_test`` on ``embeddings(n)`` in a fresh process: result, seconds, peak MiB."""
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(HERE)!r})
+from bench_shift import embeddings
+from shiftlab.shift import mmd_test
+x, y = embeddings({n})
+start = time.perf_counter()
+result = mmd_test(x, y, bandwidth={bandwidth!r}, n_permutations={n_permutations}, device="cpu")
+seconds = time.perf_counter() - start
+print(json.dumps({{"statistic": result.statistic, "p_value": result.p_value,
+                  "bandwidth": result.bandwidth, "seconds": seconds,
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peers(x: np.ndarray, y: np.ndarray, sigma: float) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.npz"
+        np.savez(path, x=x, y=y)
+        command = [str(peer_python()), str(HERE / "_drift_peers.py"), str(path), repr(sigma),
+                   str(N_PERMUTATIONS), str(FROUROS_PERMUTATIONS)]  # fmt: skip
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def texts(count: int = 2048) -> list[str]:
+    """Distinct chat turns (prompts and answers) from the study's released data: where
+    ``shiftlab data fetch consistency-misalignment`` puts it, else the shared copy."""
+    from shiftlab.behaviours import data_home
+
+    candidates = [data_home() / "consistency-misalignment",
+                  HERE.parent.parent / "shared" / "data" / "consistency-misalignment"]  # fmt: skip
+    root = next((c for c in candidates if c.is_dir()), None)
+    if root is None:
+        raise SystemExit("run `shiftlab data fetch consistency-misalignment` first")
+    seen: dict[str, None] = {}
+    for path in sorted(root.glob("*/*.jsonl")):
+        for line in path.open():
+            for message in json.loads(line).get("messages", []):
+                seen[message["content"]] = None
+    if len(seen) < count:
+        raise SystemExit(f"only {len(seen)} distinct texts in {root}; need {count}")
+    return list(seen)[:count]
+
+
+def encoders() -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from shiftlab.shift import TextEncoder, default_encoder_path
+
+    sample = texts()
+    ours = TextEncoder(batch_size=64, device="cpu")
+    theirs = SentenceTransformer(str(default_encoder_path()), device="cpu")
+    ours.encode(sample[:64]), theirs.encode(sample[:64], batch_size=64)  # warm up
+    start = time.perf_counter()
+    a = ours.encode(sample)
+    ours_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    b = theirs.encode(sample, batch_size=64, normalize_embeddings=True)
+    theirs_seconds = time.perf_counter() - start
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return {
+        "texts": len(sample),
+        "shiftlab_seconds": ours_seconds,
+        "sentence_transformers_seconds": theirs_seconds,
+        "min_cosine": float(cosine.min()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-large", action="store_true", help="skip 50,000 vs 50,000")
+    args = parser.parse_args()
+
+    x, y = embeddings(2000)
+    ours = shiftlab_mmd(2000, "median", N_PERMUTATIONS)
+    sigma = ours["bandwidth"]
+    theirs = peers(x, y, sigma)
+    alibi, frouros = theirs["alibi"], theirs["frouros"]
+    print(f"2000 vs 2000 x 384, {N_PERMUTATIONS} permutations, sigma {sigma:.6f}")
+    print(f"  shiftlab mmd_test : {ours['seconds']:8.2f} s  MMD² {ours['statistic']:.8f}  "
+          f"p {ours['p_value']:.4f}")  # fmt: skip
+    print(f"  alibi-detect torch: {alibi['seconds']:8.2f} s  MMD² {alibi['statistic']:.8f}  "
+          f"p {alibi['p_value']:.4f}")  # fmt: skip
+    per_permutation = ours["seconds"] / N_PERMUTATIONS
+    print(f"  frouros           : {frouros['seconds_per_permutation']:8.2f} s per permutation "
+          f"({frouros['n_permutations']} run; shiftlab {per_permutation * 1000:.2f} ms), "
+          f"MMD² {frouros['statistic']:.8f}")  # fmt: skip
+    for name, peer in (("alibi", alibi), ("frouros", frouros)):
+        relative = abs(peer["statistic"] - ours["statistic"]) / abs(ours["statistic"])
+        verdict = "ok" if relative <= 1e-4 else "DISAGREE"
+        print(f"  statistic vs {name}: relative difference {relative:.2e} ({verdict})")
+    slower = frouros["seconds_per_permutation"] / per_permutation
+    print(f"frouros_time_per_permutation_ratio={slower:.1f}")
+
+    sizes = (5000,) if args.skip_large else (5000, 50000)
+    for n in sizes:
+        run = shiftlab_mmd(n, "median", N_PERMUTATIONS)
+        print(f"shiftlab {n} vs {n}: {run['seconds']:.1f} s, peak {run['peak_mib']:.0f} MiB, "
+              f"MMD² {run['statistic']:.6f}, p {run['p_value']:.4f}")  # fmt: skip
+        print(f"peak_memory_mib_{n}={run['peak_mib']:.0f}")
+
+    enc = encoders()
+    ratio = enc["sentence_transformers_seconds"] / enc["shiftlab_seconds"]
+    print(f"encoder, {enc['texts']} texts: shiftlab {enc['shiftlab_seconds']:.2f} s, "
+          f"sentence-transformers {enc['sentence_transformers_seconds']:.2f} s, "
+          f"min cosine {enc['min_cosine']:.6f}")  # fmt: skip
+    print(f"encoder_speed_ratio_vs_sentence_transformers={ratio:.2f}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak_child_memory_mib={peak:.0f}")
+    print(f"mmd_speed_ratio_vs_alibi={alibi['seconds'] / ours['seconds']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
