@@ -116,3 +116,11 @@ def test_the_paper_scale_grid_is_paper_sized():
     assert len(organisms) == 108
     assert {m.name for m in spec.methods} == set(METHODS)
     assert len(plan_pools(spec, organisms)) == 108 * 7  # bct and act train on pairs, no pool
+
+
+@pytest.mark.parametrize("workers", ["0", "two", "-1"])
+def test_workers_must_be_a_positive_integer_or_auto(workers, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "spec.yaml", "--workers", workers])
+    assert exit_info.value.code == 2
+    assert f"expected a positive integer or 'auto', got {workers!r}" in capsys.readouterr().err

@@ -545,8 +545,7 @@ def _run_phase2(
     scorers: dict[str, Any] = {}
     resident = _Resident()
 
-    def build(group: tuple[str, list[PoolJob]]) -> None:
-        organism_id, pool_jobs = group
+    def build(organism_id: str, pool_jobs: list[PoolJob]) -> None:
         model, tokenizer = resident.get(pool_jobs[0].organism.base)
         organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
         try:
@@ -570,18 +569,31 @@ def _run_phase2(
         finally:
             organism.unload()
 
-    # One claim per organism: its pools share the loaded adapter.
-    claim_each(
-        _grouped(_in_base_order(pending, lambda j: j.organism.base), _organism_id).items(),
-        lock=lambda group: store.lock("pools", group[0]),
-        finished=lambda group: all(store.is_finished("pools", j.artefact_id) for j in group[1]),
-        build=build,
+    _claim_by_organism(
+        store, "pools", pending, lambda j: j.organism, lambda j: j.artefact_id, build
     )
     bar.close()
 
 
-def _organism_id(job: PoolJob | RunJob) -> str:
-    return job.organism.artefact_id
+def _claim_by_organism(
+    store: Store,
+    kind: str,
+    jobs: list[T],
+    organism: Callable[[T], Job],
+    artefact_id: Callable[[T], str],
+    build: Callable[[str, list[T]], None],
+) -> None:
+    """Build ``jobs`` (artefacts of ``kind``) with one claim per organism: an organism's
+    jobs share its loaded adapter, and ``build(organism_id, jobs)`` gets them together."""
+    groups = _grouped(
+        _in_base_order(jobs, lambda j: organism(j).base), lambda j: organism(j).artefact_id
+    )
+    claim_each(
+        groups.items(),
+        lock=lambda group: store.lock(kind, group[0]),
+        finished=lambda group: all(store.is_finished(kind, artefact_id(j)) for j in group[1]),
+        build=lambda group: build(*group),
+    )
 
 
 def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
@@ -725,8 +737,7 @@ def _run_phase3(
     config = spec.runs.training
     resident = _Resident()
 
-    def build(group: tuple[str, list[RunJob]]) -> None:
-        organism_id, group_jobs = group
+    def build(organism_id: str, group_jobs: list[RunJob]) -> None:
         run_jobs = [j for j in group_jobs if not store.is_finished("runs", j.run_id)]
         model, tokenizer = resident.get(run_jobs[0].organism.base)
         suite = suites[run_jobs[0].organism.behaviour.name]
@@ -756,13 +767,7 @@ def _run_phase3(
             progress=False,
         )
 
-    # One claim per organism: its arms share the resident base and the loaded adapter.
-    claim_each(
-        _grouped(_in_base_order(pending, lambda j: j.organism.base), _organism_id).items(),
-        lock=lambda group: store.lock("runs", group[0]),
-        finished=lambda group: all(store.is_finished("runs", j.run_id) for j in group[1]),
-        build=build,
-    )
+    _claim_by_organism(store, "runs", pending, lambda j: j.organism, lambda j: j.run_id, build)
     bar.close()
 
 
@@ -857,7 +862,7 @@ def plan_shift(spec: StudySpec, plan: RunPlan) -> list[ShiftJob]:
     from shiftlab.shift import encoder_identity
 
     encoder = encoder_identity(spec.encoder.path)
-    by_organism = _grouped(plan.jobs.values(), _organism_id)
+    by_organism = _grouped(plan.jobs.values(), lambda j: j.organism.artefact_id)
     jobs = []
     for organism_id, runs in by_organism.items():
         keys = {_prompt_key(m) for run in runs for m, _ in _training_items(run)}
@@ -1020,10 +1025,9 @@ def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: b
     resident = _Resident()
     encoders: list[Any] = []  # loaded on first use, then kept
 
-    def build(group: tuple[str, list[ShiftJob]]) -> None:
+    def build(organism_id: str, shift_jobs: list[ShiftJob]) -> None:
         from shiftlab.shift import TextEncoder
 
-        organism_id, shift_jobs = group
         if not encoders:
             encoders.append(TextEncoder(spec.encoder.path, batch_size=spec.encoder.batch_size))
         model, tokenizer = resident.get(shift_jobs[0].run.organism.base)
@@ -1044,18 +1048,10 @@ def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: b
         finally:
             organism.unload()
 
-    # One claim per organism: its runs share the loaded organism and its samples.
-    claim_each(
-        _grouped(_in_base_order(pending, lambda j: j.run.organism.base), _shift_organism).items(),
-        lock=lambda group: store.lock("shift", group[0]),
-        finished=lambda group: all(store.is_finished("shift", j.artefact_id) for j in group[1]),
-        build=build,
+    _claim_by_organism(
+        store, "shift", pending, lambda j: j.run.organism, lambda j: j.artefact_id, build
     )
     bar.close()
-
-
-def _shift_organism(job: ShiftJob) -> str:
-    return job.run.organism.artefact_id
 
 
 def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:

@@ -1,0 +1,83 @@
+"""The tidy estimate frame every analysis returns, input checks, and p-value adjustment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from shiftlab.errors import ShiftlabError
+
+ESTIMATE_SCHEMA: dict[str, Any] = {
+    "analysis": pl.String,
+    "behaviour": pl.String,
+    "method": pl.String,
+    "term": pl.String,
+    "estimate": pl.Float64,
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "p_value": pl.Float64,
+    "p_adjusted": pl.Float64,
+    "n": pl.Int64,
+    "n_clusters": pl.Int64,
+}
+ADJUSTMENTS = ("holm", "bh")
+
+
+def estimates(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows as the estimate frame: every schema column, absent ones null."""
+    return pl.DataFrame(
+        [{column: row.get(column) for column in ESTIMATE_SCHEMA} for row in rows],
+        schema=ESTIMATE_SCHEMA,
+    )
+
+
+def require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+    """A clear error naming every column ``what`` needs and ``frame`` lacks."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ShiftlabError(
+            f"{what} needs column(s) {', '.join(missing)}; the table has "
+            f"{', '.join(frame.columns) or 'no columns'}"
+        )
+
+
+def adjust_p_values(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:
+    """Holm (family-wise error) or Benjamini-Hochberg (false discovery rate) adjusted
+    p-values; None entries stay None and do not count towards the family.
+
+    >>> adjust_p_values([0.01, 0.04, None, 0.03], "holm")
+    [0.03, 0.06, None, 0.06]
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    if method not in ADJUSTMENTS:
+        raise ShiftlabError(f"adjustment: expected one of {ADJUSTMENTS}, got {method!r}")
+    present = [i for i, p in enumerate(p_values) if p is not None and not np.isnan(p)]
+    out: list[float | None] = [None] * len(p_values)
+    if present:
+        raw = np.array([p_values[i] for i in present], dtype=float)
+        adjusted = multipletests(raw, method="holm" if method == "holm" else "fdr_bh")[1]
+        for i, value in zip(present, adjusted, strict=True):
+            out[i] = round(float(value), 15)
+    return out
+
+
+def with_adjusted(frame: pl.DataFrame, method: str = "holm") -> pl.DataFrame:
+    """``frame`` with ``p_adjusted`` filled across each (analysis) family."""
+    parts = []
+    for _, part in frame.group_by("analysis", maintain_order=True):
+        adjusted = adjust_p_values(part["p_value"].to_list(), method)
+        parts.append(part.with_columns(pl.Series("p_adjusted", adjusted, dtype=pl.Float64)))
+    return pl.concat(parts) if parts else frame
+
+
+def headline_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """Design-table rows with a run, leaving out k-scaling rows below a method's full
+    candidate count (what the paper's tables report)."""
+    require_columns(runs, ["method", "arm", "k", "delta"], "the design table")
+    full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
+    return runs.filter(full_k & (pl.col("arm") != "none"))

@@ -1,0 +1,43 @@
+"""The estimate frame, input checks and p-value adjustment."""
+
+import polars as pl
+import pytest
+
+from shiftlab.attribution import ESTIMATE_SCHEMA, adjust_p_values, headline_runs, sign_tests
+from shiftlab.attribution._frame import estimates, require_columns
+from shiftlab.errors import ShiftlabError
+
+
+def test_holm_and_benjamini_hochberg_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, made monotone.
+    assert adjust_p_values(p, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: sorted p times 4/rank, made monotone from the top.
+    assert adjust_p_values(p, "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
+
+
+def test_missing_p_values_stay_missing_and_leave_the_family():
+    assert adjust_p_values([None, 0.02, float("nan"), 0.04], "holm") == [None, 0.04, None, 0.04]
+    with pytest.raises(ShiftlabError, match="expected one of"):
+        adjust_p_values([0.1], "bonferonni")
+
+
+def test_estimates_have_the_schema_with_absent_columns_null():
+    frame = estimates([{"analysis": "x", "term": "t", "estimate": 1.0}])
+    assert frame.schema == pl.Schema(ESTIMATE_SCHEMA)
+    assert frame["se"].is_null().all()
+
+
+def test_a_missing_column_is_named():
+    with pytest.raises(ShiftlabError, match=r"sign_tests needs column\(s\) delta, organism_id"):
+        sign_tests(pl.DataFrame({"behaviour": ["b"], "method": ["m"], "arm": ["full"], "k": [1]}))
+    with pytest.raises(ShiftlabError, match=r"needs column\(s\) z; the table has a"):
+        require_columns(pl.DataFrame({"a": [1]}), ["a", "z"], "this")
+
+
+def test_headline_runs_keep_the_full_candidate_count_and_drop_none():
+    runs = pl.DataFrame(
+        {"method": ["m", "m", "m", "n"], "arm": ["full", "full", "none", "full"],
+         "k": [1, 4, None, None], "delta": [0.1, 0.2, 0.0, 0.3]}
+    )  # fmt: skip
+    assert headline_runs(runs)["delta"].to_list() == [0.2, 0.3]
