@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Figures are drawn off screen in tests, with or without a display.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "consistency-misalignment"
 

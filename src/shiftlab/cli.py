@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
 
+    report = add("report", "run every attribution analysis and write report.html")
+    report.add_argument("store", help="store folder of a finished study")
+    report.add_argument(
+        "--n-boot", type=int, default=2000, help="cluster-bootstrap draws (default 2000)"
+    )
+
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
 
@@ -157,6 +163,10 @@ def _run(
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
         _print_deltas(table)
+        if demo:
+            from shiftlab.report import write_report
+
+            print(f"report: {write_report(store)}")
     print(f"store: {store.root}  ({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -192,6 +202,17 @@ def _status(store_path: str) -> int:
     return 0
 
 
+def _report(store_path: str, n_boot: int) -> int:
+    from shiftlab.report import write_report
+    from shiftlab.store import Store
+
+    root = Path(store_path)
+    if not (root / "study.yaml").is_file() and not (root / "tables").is_dir():
+        raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
+    print(f"report: {write_report(Store.open(root), n_boot=n_boot)}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from shiftlab.behaviours import fetch_dataset
     from shiftlab.behaviours._fetch import dataset_registry
@@ -221,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.spec)
         if args.command == "data":
             return _data(args)
+        if args.command == "report":
+            return _report(args.store, args.n_boot)
         return _status(args.store)
     except ShiftlabError as error:
         if args.debug:

@@ -47,7 +47,7 @@ def paired_shift(
     >>> x = rng.normal(size=(40, 4))
     >>> same = paired_shift(x, x + rng.normal(0, 0.01, size=(40, 4)))
     >>> moved = paired_shift(x, x + 1.0)
-    >>> same.mmd_p > 0.05, moved.mmd_p < 0.01, moved.c2st_auc > 0.9
+    >>> same.mmd_p > 0.05, moved.mmd_p < 0.01, moved.c2st_auc > 0.8
     (True, True, True)
     """
     n = len(x)
