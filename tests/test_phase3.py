@@ -194,3 +194,19 @@ def test_a_study_can_skip_shift(study, tmp_path):
     )
     assert skipped["shift_kl"].is_null().all()
     assert not store.finished_ids("shift") and shift_table(store, []).is_empty()
+
+
+def test_the_report_of_a_real_study(study):
+    from shiftlab.report import write_report
+
+    _, store, _ = study
+    text = write_report(store, n_boot=200).read_text()
+    assert "sycophancy" in text and "Headline findings" in text
+    for name in ("sign_tests", "eta"):
+        assert (store.root / "attribution" / f"{name}.parquet").is_file(), name
+    # One organism: nothing to pair or bootstrap over, and the report says so.
+    assert "decomposition: not computed: decompose: no two organisms have both" in text
+    assert "mediation: not computed: mediation: behaviour &#x27;sycophancy&#x27;" in text
+    eta = pl.read_parquet(store.root / "attribution" / "eta.parquet")
+    assert set(eta["method"]) == {"self_confidence", "multi_view"}  # pools with scores
+    assert (store.root / "figures" / "eta.svg").is_file()

@@ -59,8 +59,8 @@ def _pools(store: Store, runs: pl.DataFrame) -> pl.DataFrame | None:
 def attribution_tables(
     store: Store, *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
-    """Every analysis that the store's design table supports, and why any other is
-    missing (analysis -> reason)."""
+    """Every analysis that the store's design table supports, and notes: why an analysis
+    is missing, or what it warned about (analysis -> note)."""
     if not store.table_path(RUNS_TABLE).is_file():
         raise StoreError(f"{store.root}: no tables/runs.parquet; run the study's methods first")
     runs = store.read_table(RUNS_TABLE)
@@ -68,17 +68,22 @@ def attribution_tables(
     skipped: dict[str, str] = {}
 
     def attempt(name: str, compute: Any) -> None:
-        try:
-            tables[name] = compute()
-        except ShiftlabError as error:
-            skipped[name] = str(error)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                tables[name] = compute()
+            except ShiftlabError as error:
+                skipped[name] = f"not computed: {error}"
+        said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if said and name not in skipped:
+            skipped[name] = "; ".join(said)
 
     attempt("sign_tests", lambda: sign_tests(runs))
     attempt("decomposition", lambda: decompose(runs, n_boot=n_boot, seed=seed))
     if "shift_kl" in runs.columns and runs["shift_kl"].drop_nulls().len():
         attempt("mediation", lambda: mediation(runs, "shift_kl", n_boot=n_boot, seed=seed))
     else:
-        skipped["mediation"] = "the design table has no shift_kl values"
+        skipped["mediation"] = "not computed: the design table has no shift_kl values"
 
     def arm_effects() -> pl.DataFrame:
         with_runs = runs.filter(pl.col("run_id").is_not_null()).unique("run_id", keep="first")
@@ -91,7 +96,7 @@ def attribution_tables(
     attempt("arm_effects", arm_effects)
     pools = _pools(store, runs)
     if pools is None:
-        skipped["eta"] = "no pool carries selection scores"
+        skipped["eta"] = "not computed: no pool carries selection scores"
     else:
         attempt("eta", lambda: eta_curve(pools))
     return tables, skipped
@@ -260,10 +265,10 @@ def write_report(store: Store, *, n_boot: int = 2000, seed: int = 0) -> Path:
         page.append(f"<h3>{name.replace('_', ' ')}</h3>{_table_html(frame)}")
         markdown += [f"### {name.replace('_', ' ')}", "", _table_md(frame), ""]
     if skipped:
-        page.append("<h2>Not computed</h2><ul>")
+        page.append("<h2>Notes</h2><ul>")
         page += [f"<li>{html.escape(n)}: {html.escape(r)}</li>" for n, r in skipped.items()]
         page.append("</ul>")
-        markdown += ["## Not computed", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [""]
+        markdown += ["## Notes", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [""]
     page.append("<h2>Manifest</h2><ul>")
     page += [f"<li>{html.escape(k)}: <code>{html.escape(json.dumps(v))}</code></li>"
              for k, v in summary.items()]  # fmt: skip

@@ -51,6 +51,17 @@ def test_one_cluster_and_a_bad_formula_are_clear_errors():
         fit_cluster_ols(_runs(), "delta ~ nope", "organism_id")
 
 
+def test_coefficients_the_clusters_cannot_identify_are_an_error():
+    from shiftlab.attribution._frame import estimates
+    from shiftlab.attribution._regression import _identified
+
+    fit = estimates([{"term": "a", "se": 0.1, "n_clusters": 2},
+                     {"term": "b", "se": float("nan"), "n_clusters": 2}])  # fmt: skip
+    with pytest.raises(ShiftlabError, match=r"1 coefficient\(s\) have no cluster-robust error "
+                       r"with 2 organism_id clusters \(e.g. b\)"):  # fmt: skip
+        _identified(fit, "organism_id")
+
+
 def test_fixed_effects_recover_the_arm_effect_without_listing_the_dummies():
     runs = _runs(selection_effect=-0.3, organism_sd=0.5).filter(
         pl.col("arm").is_in(["full", "shuffled"])

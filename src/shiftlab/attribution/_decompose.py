@@ -3,6 +3,7 @@ cluster-bootstrap intervals (organisms resampled with replacement)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,7 +66,8 @@ def decompose(
     """The selection effect (``full`` - ``shuffled``) and the labelling-shift effect
     (``relabeled`` - ``original``) per behaviour and method, and per behaviour over all
     methods (``method`` null), each paired within organism with a cluster-bootstrap 95%
-    interval over organisms. ``n`` and ``n_clusters`` count the paired organisms.
+    interval over organisms. ``n`` and ``n_clusters`` count the paired organisms; a
+    contrast with a single paired organism is left out with a warning.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(selection_effect=-0.2, shift_effect=0.1, seed=0)
@@ -80,6 +82,7 @@ def decompose(
     rng = np.random.default_rng(seed)
     chosen = headline_runs(runs)
     rows = []
+    lonely: list[str] = []  # contrasts with one paired organism: no interval possible
     for term, (arm, other) in CONTRASTS.items():
         found = False
         for (behaviour,), part in chosen.group_by("behaviour", maintain_order=True):
@@ -90,13 +93,10 @@ def decompose(
             pooled = part.with_columns(pl.lit(None, pl.String).alias("method"))
             for method, subset in [*groups, (None, pooled)]:
                 diffs = _paired_differences(subset, arm, other)
-                if len(diffs) == 0:
+                if len(diffs) < 2:
+                    if len(diffs) == 1:
+                        lonely.append(f"{behaviour}/{method or 'all methods'} {term}")
                     continue
-                if len(diffs) == 1:
-                    raise ShiftlabError(
-                        f"decompose: {behaviour}/{method or 'all methods'} has one organism "
-                        f"with both {arm!r} and {other!r}; a cluster bootstrap needs 2 or more"
-                    )
                 found = True
                 draws = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(1)
                 row = _bootstrap(float(diffs.mean()), draws, "decomposition", term,
@@ -104,9 +104,15 @@ def decompose(
                 rows.append(row | {"behaviour": str(behaviour), "method": method})
         if not found:
             raise ShiftlabError(
-                f"decompose: no organism has both {arm!r} and {other!r} runs with a delta, "
-                f"so the {term} effect cannot be paired"
+                f"decompose: no two organisms have both {arm!r} and {other!r} runs with a "
+                f"delta, so the {term} effect cannot be paired and bootstrapped"
             )
+    if lonely:
+        warnings.warn(
+            f"decompose: left out {len(lonely)} contrast(s) with a single paired organism "
+            f"(a cluster bootstrap needs 2), e.g. {lonely[0]}",
+            stacklevel=2,
+        )
     return with_adjusted(estimates(rows), adjust)
 
 

@@ -54,6 +54,33 @@ def _coefficients(result: Any, analysis: str, n: int, clusters: int | None) -> l
     ]
 
 
+def _fit_ols(frame: pl.DataFrame, formula: str, cluster: str, analysis: str) -> pl.DataFrame:
+    import statsmodels.api as sm
+
+    y, x, codes = _design(frame, formula, cluster)
+    if x.shape[0] <= x.shape[1]:
+        raise ShiftlabError(
+            f"formula {formula!r}: {x.shape[0]} complete rows for {x.shape[1]} coefficients"
+        )
+    n_clusters = len(np.unique(codes))
+    with warnings.catch_warnings():
+        # A coefficient the clusters cannot identify gets a NaN error; see _identified.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
+        return estimates(_coefficients(result, analysis, len(y), n_clusters))
+
+
+def _identified(fit: pl.DataFrame, cluster: str) -> pl.DataFrame:
+    bad = fit.filter(~pl.col("se").is_finite())["term"].to_list()
+    if bad:
+        raise ShiftlabError(
+            f"{len(bad)} coefficient(s) have no cluster-robust error with "
+            f"{fit['n_clusters'][0]} {cluster} clusters (e.g. {bad[0]}); fit fewer terms "
+            "or add clusters"
+        )
+    return fit
+
+
 def fit_cluster_ols(
     frame: pl.DataFrame, formula: str, cluster: str = "organism_id", *, analysis: str = "ols"
 ) -> pl.DataFrame:
@@ -70,16 +97,7 @@ def fit_cluster_ols(
     >>> round(fit.filter(term="C(arm)[T.shuffled]")["estimate"].item(), 1)
     0.2
     """
-    import statsmodels.api as sm
-
-    y, x, codes = _design(frame, formula, cluster)
-    if x.shape[0] <= x.shape[1]:
-        raise ShiftlabError(
-            f"formula {formula!r}: {x.shape[0]} complete rows for {x.shape[1]} coefficients"
-        )
-    result = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
-    n_clusters = len(np.unique(codes))
-    return estimates(_coefficients(result, analysis, len(y), n_clusters))
+    return _identified(_fit_ols(frame, formula, cluster, analysis), cluster)
 
 
 def fit_fixed_effects(
@@ -87,8 +105,8 @@ def fit_fixed_effects(
 ) -> pl.DataFrame:
     """``formula`` plus a fixed effect per ``fixed`` level, CR1 errors by ``cluster``; the
     fixed-effect coefficients themselves are left out of the frame."""
-    fit = fit_cluster_ols(frame, f"{formula} + C({fixed})", cluster, analysis="fixed_effects")
-    return fit.filter(~pl.col("term").str.starts_with(f"C({fixed})"))
+    fit = _fit_ols(frame, f"{formula} + C({fixed})", cluster, "fixed_effects")
+    return _identified(fit.filter(~pl.col("term").str.starts_with(f"C({fixed})")), cluster)
 
 
 def fit_mixed(
