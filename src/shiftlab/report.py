@@ -29,6 +29,7 @@ from shiftlab.attribution import (
     decompose,
     eta_curve,
     fit_fixed_effects,
+    fit_mixed,
     mediation,
     sign_tests,
 )
@@ -85,15 +86,20 @@ def attribution_tables(
     else:
         skipped["mediation"] = "not computed: the design table has no shift_kl values"
 
-    def arm_effects() -> pl.DataFrame:
-        with_runs = runs.filter(pl.col("run_id").is_not_null()).unique("run_id", keep="first")
+    distinct = runs.filter(pl.col("run_id").is_not_null()).unique(
+        "run_id", keep="first", maintain_order=True
+    )
+
+    def per_behaviour(fit: Any) -> pl.DataFrame:
+        """Arm effects against ``original`` for each behaviour, by ``fit``."""
         parts = []
-        for (behaviour,), part in with_runs.group_by("behaviour", maintain_order=True):
-            fit = fit_fixed_effects(part, "delta ~ C(arm, Treatment('original'))")
-            parts.append(fit.with_columns(pl.lit(str(behaviour)).alias("behaviour")))
+        for (behaviour,), part in distinct.group_by("behaviour", maintain_order=True):
+            table = fit(part, "delta ~ C(arm, Treatment('original'))")
+            parts.append(table.with_columns(pl.lit(str(behaviour)).alias("behaviour")))
         return pl.concat(parts)
 
-    attempt("arm_effects", arm_effects)
+    attempt("arm_effects", lambda: per_behaviour(fit_fixed_effects))
+    attempt("arm_effects_mixed", lambda: per_behaviour(fit_mixed))
     pools = _pools(store, runs)
     if pools is None:
         skipped["eta"] = "not computed: no pool carries selection scores"
