@@ -210,3 +210,58 @@ def test_the_report_of_a_real_study(study):
     eta = pl.read_parquet(store.root / "attribution" / "eta.parquet")
     assert set(eta["method"]) == {"self_confidence", "multi_view"}  # pools with scores
     assert (store.root / "figures" / "eta.svg").is_file()
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Child processes of ``pid`` that run a spawned shiftlab worker."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_worker_killed_mid_study_is_taken_over_and_the_tables_match(study, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    spec, _, design = study
+    root = tmp_path / "store"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**spec.model_dump(mode="json"), "store": str(root)}))
+    exe = str(Path(sys.executable).with_name("shiftlab"))
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    study_process = subprocess.Popen(
+        [exe, "run", str(spec_file), "--workers", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    store = Store.open(root)
+    deadline = time.monotonic() + 300
+    while not store.finished_ids("runs") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    builder = store.builds().filter(kind="runs")["pid"][0]
+    assert builder in _workers_of(study_process.pid)
+    os.kill(builder, signal.SIGKILL)  # mid-way through the organism's arms
+    _, err = study_process.communicate(timeout=600)
+    assert study_process.returncode == 0, err
+    assert "was killed (signal 9); the other workers take its job over" in err
+    assert store.read_table(RUNS_TABLE).equals(design)
+    builds = store.builds()
+    assert builds["artefact_id"].is_unique().all()
+    assert len(set(builds.filter(kind="runs")["pid"])) == 2  # the survivor finished the arms
+    assert not list(root.rglob("*.tmp*")) and not list(root.rglob(".tmp-*"))

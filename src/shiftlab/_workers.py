@@ -17,6 +17,7 @@ import os
 import pickle
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -128,16 +129,32 @@ class WorkerPool:
             )
             for i in range(n)
         ]
+        self._killed: set[str] = set()
         for process in self._processes:
             process.start()
 
     def check(self) -> bool:
-        """Raise a failed worker's error (stopping the others); True while any still runs."""
+        """True while any worker still runs.
+
+        A worker that failed (an exception, reported through the queue) stops the others
+        and its error is raised here. A worker killed by a signal is only reported: its
+        claim is released with it, and the others take its job over.
+        """
         for process in self._processes:
-            if process.exitcode not in (None, 0):
+            code = process.exitcode
+            if code is not None and code < 0 and process.name not in self._killed:
+                self._killed.add(process.name)
+                warnings.warn(f"{process.name} was killed (signal {-code}); the other "
+                              "workers take its job over", stacklevel=2)  # fmt: skip
+            elif code is not None and code > 0:
                 self.stop()
                 raise self._error(process)
         return any(p.exitcode is None for p in self._processes)
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids."""
+        return [p.pid for p in self._processes if p.pid is not None]
 
     def _error(self, process: Any) -> BaseException:
         if self._queue.empty():
