@@ -35,7 +35,8 @@ def default_workers() -> int:
 
     if torch.cuda.is_available():
         return 1
-    return max(1, len(os.sched_getaffinity(0)))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(usable) if usable is not None else os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -88,12 +89,20 @@ def claim_each(
             time.sleep(POLL_SECONDS)
 
 
+# Most of a traceback a worker sends back; the pipe must not fill before the parent reads.
+REPORT_CHARS = 8000
+
+
 def _worker_main(queue: Any, target: Callable[..., None], args: Sequence[Any]) -> None:
+    # One thread for every pool a worker's libraries keep, not just torch's.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         with single_thread_on_cpu():
             target(*args)
     except BaseException as error:
-        report = traceback.format_exc()
+        report = traceback.format_exc()[-REPORT_CHARS:]
         try:
             payload = pickle.dumps(error)
         except Exception:

@@ -986,7 +986,10 @@ class _ShiftMeter:
         )
         after = pl.read_parquet(self.store.path("runs", job.run.run_id) / "eval.parquet")
         outputs = before.select("sample_id", "output").join(
-            after.select("sample_id", "output"), on="sample_id", suffix="_after"
+            after.select("sample_id", "output"),
+            on="sample_id",
+            suffix="_after",
+            maintain_order="left",  # row order seeds the permutations
         )
         moved = paired_shift(
             self._embed(outputs["output"].to_list()),
@@ -1015,7 +1018,13 @@ class _ShiftMeter:
                     "output_shift_energy": moved.energy,
                 }
             ],
-            schema_overrides={c: pl.Float64 for c in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)},
+            schema_overrides={
+                **{c: pl.Float64 for c in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)},
+                "n": pl.Int64,
+                "output_n": pl.Int64,
+                # Empty when the run is too small for the probe; typed so frames concatenate.
+                "most_shifted_targets": pl.List(pl.String),
+            },
         )
 
 

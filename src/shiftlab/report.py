@@ -30,10 +30,12 @@ from shiftlab.attribution import (
     eta_curve,
     fit_fixed_effects,
     fit_mixed,
+    headline_runs,
     mediation,
     sign_tests,
 )
 from shiftlab.errors import ShiftlabError, StoreError
+from shiftlab.spec import PAIRED_METHODS
 from shiftlab.store import MANIFEST, Store, atomic_write, atomic_write_bytes
 
 RUNS_TABLE = "runs"
@@ -86,8 +88,13 @@ def attribution_tables(
     else:
         skipped["mediation"] = "not computed: the design table has no shift_kl values"
 
-    distinct = runs.filter(pl.col("run_id").is_not_null()).unique(
-        "run_id", keep="first", maintain_order=True
+    # Arm effects compare SFT arms: paired losses have no such arms, and greedy self-
+    # training's arms are the relabeled run itself. Each run counts once per arm.
+    distinct = (
+        headline_runs(runs)
+        .filter(~pl.col("method").is_in([*PAIRED_METHODS, "greedy_self_training"]))
+        .drop_nulls("run_id")
+        .unique(["run_id", "arm"], keep="first", maintain_order=True)
     )
 
     def per_behaviour(fit: Any) -> pl.DataFrame:

@@ -30,42 +30,50 @@ def _bootstrap(
     from scipy import stats
 
     draws = draws[np.isfinite(draws)]
+    base = {"analysis": analysis, "term": term, "n": n, "n_clusters": clusters}
+    if not np.isfinite(estimate):
+        return base  # e.g. a proportion mediated of a zero total: null, not NaN
+    if len(draws) < 2:
+        return base | {"estimate": estimate}
     se = float(draws.std(ddof=1)) * np.sqrt(clusters / (clusters - 1))
     quantile = stats.t.ppf(0.975, clusters - 1)
     p_value = float(2 * stats.t.sf(abs(estimate) / se, clusters - 1)) if se > 0 else None
-    return {
-        "analysis": analysis,
-        "term": term,
+    return base | {
         "estimate": estimate,
         "se": se,
         "ci_low": estimate - quantile * se,
         "ci_high": estimate + quantile * se,
         "p_value": p_value,
-        "n": n,
-        "n_clusters": clusters,
     }
 
 
 def _paired_differences(part: pl.DataFrame, arm: str, other: str) -> np.ndarray:
-    """Per organism: its mean delta on ``arm`` minus its mean delta on ``other``."""
+    """Per organism: the mean over its methods of (mean delta on ``arm`` - mean delta on
+    ``other``), counting only methods that have both arms for that organism."""
     means = (
         part.filter(pl.col("arm").is_in([arm, other]), pl.col("delta").is_not_null())
-        .group_by("organism_id", "arm")
+        .group_by("organism_id", "method", "arm")
         .agg(pl.col("delta").mean())
-        .pivot(on="arm", index="organism_id", values="delta")
+        .pivot(on="arm", index=["organism_id", "method"], values="delta")
     )
     if arm not in means.columns or other not in means.columns:
         return np.empty(0)
-    paired = means.drop_nulls([arm, other]).sort("organism_id")
-    return (paired[arm] - paired[other]).to_numpy()
+    paired = (
+        means.drop_nulls([arm, other])
+        .group_by("organism_id")
+        .agg((pl.col(arm) - pl.col(other)).mean().alias("difference"))
+        .sort("organism_id")
+    )
+    return paired["difference"].to_numpy()
 
 
 def decompose(
     runs: pl.DataFrame, *, n_boot: int = 2000, seed: int = 0, adjust: str = "holm"
 ) -> pl.DataFrame:
-    """The selection effect (``full`` - ``shuffled``) and the labelling-shift effect
-    (``relabeled`` - ``original``) per behaviour and method, and per behaviour over all
-    methods (``method`` null), each paired within organism with a cluster-bootstrap 95%
+    """The selection effect (``full`` - ``shuffled``) per behaviour and method and over all
+    methods (``method`` null: an organism's mean over the methods that have both arms),
+    and the labelling-shift effect (``relabeled`` - ``original``, whose runs every method
+    shares) per behaviour, each paired within organism with a cluster-bootstrap 95%
     interval over organisms. ``n`` and ``n_clusters`` count the paired organisms; a
     contrast with a single paired organism is left out with a warning.
 
@@ -86,12 +94,12 @@ def decompose(
     for term, (arm, other) in CONTRASTS.items():
         found = False
         for (behaviour,), part in chosen.group_by("behaviour", maintain_order=True):
-            groups: list[tuple[str | None, pl.DataFrame]] = [
-                (str(m), p) for (m,), p in part.group_by("method", maintain_order=True)
-            ]
-            # Over all methods: an organism's contrast is its mean over methods.
-            pooled = part.with_columns(pl.lit(None, pl.String).alias("method"))
-            for method, subset in [*groups, (None, pooled)]:
+            # relabeled and original runs are shared by every method, so the labelling
+            # contrast exists once per behaviour; selection is per method and pooled.
+            groups: list[tuple[str | None, pl.DataFrame]] = []
+            if term == "selection":
+                groups = [(str(m), p) for (m,), p in part.group_by("method", maintain_order=True)]
+            for method, subset in [*groups, (None, part)]:
                 diffs = _paired_differences(subset, arm, other)
                 if len(diffs) < 2:
                     if len(diffs) == 1:

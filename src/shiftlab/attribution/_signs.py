@@ -32,7 +32,10 @@ def sign_tests(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm") -
     and per behaviour x method, on the ``arm`` rows (runs that did not move are left out).
 
     ``estimate`` is the share of moved runs that moved down, with its exact 95% interval;
-    ``p_adjusted`` adjusts within each family (per behaviour; per behaviour x method).
+    ``p_adjusted`` adjusts within each analysis (``sign_test`` across behaviours;
+    ``sign_test_by_method`` across behaviour x method). Runs of one organism are counted
+    as independent, as in the paper's tables; ``n_clusters`` says how many organisms
+    they come from, and ``decompose`` gives organism-clustered intervals.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> table = sign_tests(simulate_runs(selection_effect=-0.2, seed=1))
