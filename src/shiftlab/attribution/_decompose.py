@@ -156,6 +156,7 @@ def mediation(
     """Arm -> ``mediator`` -> delta per behaviour, on the ``treated`` and ``control`` runs
     (each distinct run once): the indirect effect a*b, the direct effect c', the total
     and the proportion mediated, with cluster-bootstrap 95% intervals over organisms.
+    Both paths are fitted on within-organism deviations (organism fixed effects).
 
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(shift_effect=0.2, seed=0)
@@ -184,9 +185,11 @@ def mediation(
         if len(organisms) < 2:
             raise ShiftlabError(f"mediation: behaviour {behaviour!r} has one organism; "
                                 "the cluster bootstrap needs at least 2")  # fmt: skip
+        # Within-organism deviations: arms are randomised within an organism, shift is
+        # not, so between-organism differences must not leak into the mediator's path.
         arrays = [
-            ((o["arm"] == treated).cast(pl.Float64).to_numpy(), o[mediator].to_numpy(),
-             o["delta"].to_numpy())
+            tuple(v - v.mean() for v in ((o["arm"] == treated).cast(pl.Float64).to_numpy(),
+                                         o[mediator].to_numpy(), o["delta"].to_numpy()))
             for o in organisms
         ]  # fmt: skip
 
