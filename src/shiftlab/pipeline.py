@@ -549,7 +549,10 @@ def _run_phase2(
         model, tokenizer = resident.get(pool_jobs[0].organism.base)
         organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
         try:
-            for job in pool_jobs:
+            # The organism's claim keeps other workers out; a pool finished before it
+            # was claimed (a resumed study) needs no scorer and no generation.
+            todo = [j for j in pool_jobs if not store.is_finished("pools", j.artefact_id)]
+            for job in todo:
                 bar.set_postfix_str(f"{organism_id.rsplit('__', 1)[0]} {job.method.name}")
                 suite = suites[job.organism.behaviour.name]
                 scorer = _scorer_for(job, suite, organism, tokenizer, scorers)
@@ -562,9 +565,7 @@ def _run_phase2(
                     batch_size=spec.runs.generation_batch_size,
                     scorer=scorer,
                 )
-                with store.lock("pools", job.artefact_id):
-                    if not store.is_finished("pools", job.artefact_id):
-                        _write_pool(store, job, ctx, scorer.name if scorer else None)
+                _write_pool(store, job, ctx, scorer.name if scorer else None)
                 bar.update()
         finally:
             organism.unload()
