@@ -36,6 +36,12 @@ def _workers(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shiftlab",
@@ -76,6 +82,27 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--n-boot", type=int, default=2000, help="cluster-bootstrap draws (default 2000)"
     )
+
+    repro = add("repro", "record a store's fingerprints, or check that it reproduces")
+    repro_commands = repro.add_subparsers(dest="repro_command", required=True)
+    record = repro_commands.add_parser(
+        "record", help="fingerprint every artefact (repro/fingerprints.json)", parents=[common]
+    )
+    record.add_argument("store", help="store folder of a finished study")
+    check = repro_commands.add_parser(
+        "check",
+        help="re-execute a sample of runs in a scratch store and compare with the record",
+        parents=[common],
+    )
+    check.add_argument("store", help="store folder with recorded fingerprints")
+    check.add_argument("--sample", type=_positive, default=3, help="runs to re-execute (default 3)")
+    check.add_argument("--all", action="store_true", help="re-execute every recorded run")
+    check.add_argument("--seed", type=int, default=0, help="which runs are drawn (default 0)")
+    check.add_argument("--scratch", help="keep the re-executed runs in this folder")
+    check.add_argument(
+        "--loss-atol", type=float, default=1e-3, help="largest per-step loss difference"
+    )
+    check.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
@@ -187,13 +214,9 @@ def _validate(spec_path: str) -> int:
 def _status(store_path: str) -> int:
     from shiftlab.pipeline import study_status
     from shiftlab.spec import load_spec
-    from shiftlab.store import Store
 
-    root = Path(store_path)
-    if not (root / "study.yaml").is_file():
-        raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
-    store = Store.open(root)
-    status = study_status(store, load_spec(root / "study.yaml"))
+    store = _open_existing(store_path)
+    status = study_status(store, load_spec(store.root / "study.yaml"))
     for (stage,), group in status.group_by("stage", maintain_order=True):
         done = int(group["finished"].sum())
         print(f"{stage}: {done}/{group.height} finished")
@@ -211,6 +234,34 @@ def _report(store_path: str, n_boot: int) -> int:
         raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
     print(f"report: {write_report(Store.open(root), n_boot=n_boot)}")
     return 0
+
+
+def _open_existing(store_path: str) -> Any:
+    from shiftlab.store import Store
+
+    root = Path(store_path)
+    if not (root / "study.yaml").is_file():
+        raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
+    return Store.open(root)
+
+
+def _repro(args: argparse.Namespace) -> int:
+    from shiftlab.repro import Tolerances, check_reproduction, record_fingerprints
+
+    store = _open_existing(args.store)
+    if args.repro_command == "record":
+        print(f"fingerprints: {record_fingerprints(store)}")
+        return 0
+    report = check_reproduction(
+        store,
+        sample=None if args.all else args.sample,
+        seed=args.seed,
+        scratch=args.scratch,
+        tolerances=Tolerances(loss_atol=args.loss_atol),
+        progress=not args.no_progress,
+    )
+    print(report.format())
+    return 0 if report.ok else 1
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -244,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _data(args)
         if args.command == "report":
             return _report(args.store, args.n_boot)
+        if args.command == "repro":
+            return _repro(args)
         return _status(args.store)
     except ShiftlabError as error:
         if args.debug:

@@ -68,6 +68,7 @@ from shiftlab.spec import (
     BehaviourSpec,
     MethodSpec,
     StudySpec,
+    TrainingSpec,
 )
 from shiftlab.store import Store, build_manifest, temporary_sibling
 from shiftlab.training import (
@@ -735,15 +736,44 @@ def _run_phase3(
 ) -> None:
     pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
     bar = tqdm(total=len(pending), desc="phase 3", unit="run", disable=not progress or not pending)
-    config = spec.runs.training
     resident = _Resident()
 
     def build(organism_id: str, group_jobs: list[RunJob]) -> None:
         run_jobs = [j for j in group_jobs if not store.is_finished("runs", j.run_id)]
-        model, tokenizer = resident.get(run_jobs[0].organism.base)
-        suite = suites[run_jobs[0].organism.behaviour.name]
+        train_runs(
+            spec,
+            store,
+            suites[run_jobs[0].organism.behaviour.name],
+            resident.get(run_jobs[0].organism.base),
+            store.path("organisms", organism_id) / "adapter",
+            run_jobs,
+            bar,
+        )
+
+    _claim_by_organism(store, "runs", pending, lambda j: j.organism, lambda j: j.run_id, build)
+    bar.close()
+
+
+def train_runs(
+    spec: StudySpec,
+    store: Store,
+    suite: Suite,
+    base: tuple[Any, Any],
+    adapter_dir: Path,
+    jobs: Sequence[RunJob],
+    bar: Any,
+) -> None:
+    """Train, evaluate and store runs of one organism on its resident ``base``.
+
+    Each run trains with the training settings in its own ``config`` (what its manifest
+    records), so a run can be re-executed from its manifest alone.
+    """
+    model, tokenizer = base
+    by_training = _grouped(jobs, lambda j: content_hash(j.config["training"]))
+    for group in by_training.values():
+        config = TrainingSpec.model_validate(group[0].config["training"])
         arm_jobs = []
-        for job in run_jobs:
+        for job in group:
             data: Sequence[Any] = (
                 encode_pairs(
                     tokenizer,
@@ -755,21 +785,18 @@ def _run_phase3(
             )
             arm_jobs.append(ArmJob(job.run_id, data, job.objective, job.seed))
         save = functools.partial(
-            _save_run, store, spec, suite, tokenizer, {j.run_id: j for j in run_jobs}, bar
+            _save_run, store, spec, suite, tokenizer, {j.run_id: j for j in group}, bar
         )
         train_arms(
             model,
             tokenizer,
-            store.path("organisms", organism_id) / "adapter",
+            adapter_dir,
             arm_jobs,
             config,
             on_done=save,
             checkpoint_root=store.root / CHECKPOINTS,
             progress=False,
         )
-
-    _claim_by_organism(store, "runs", pending, lambda j: j.organism, lambda j: j.run_id, build)
-    bar.close()
 
 
 def _save_run(

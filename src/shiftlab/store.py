@@ -110,6 +110,15 @@ def _temporaries_of(final: Path) -> list[Path]:
     return [p for p in final.parent.glob(f".tmp-{final.name}-*") if pattern.match(p.name)]
 
 
+def _files_below(folder: Path) -> list[str]:
+    """Every file below ``folder`` but its manifest, as sorted relative POSIX paths."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
+    )
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -285,6 +294,29 @@ class Store:
         result: dict[str, Any] = json.loads(path.read_text())
         return result
 
+    def data_files(self, kind: str, artefact_id: str) -> list[Path]:
+        """The files a finished artefact's manifest lists, checked to exist.
+
+        Raises :class:`StoreError` naming the first missing file: an artefact whose files
+        went missing after it was finished cannot be trusted or re-executed.
+        """
+        manifest = self.read_manifest(kind, artefact_id)
+        if "files" not in manifest:  # stores written before manifests listed their files
+            final = self.path(kind, artefact_id)
+            names = [final.name] if kind in FILE_KINDS else _files_below(final)
+        else:
+            names = manifest["files"]
+        base = self.root / kind if kind in FILE_KINDS else self.path(kind, artefact_id)
+        paths = [base / name for name in names]
+        for path in paths:
+            if not path.is_file():
+                raise StoreError(
+                    f"{self.manifest_path(kind, artefact_id)} lists "
+                    f"{path.relative_to(base).as_posix()} but {path} is missing; delete the "
+                    "artefact and rerun the study to rebuild it"
+                )
+        return paths
+
     def finished_ids(self, kind: str) -> list[str]:
         """Ids of every finished artefact of ``kind``, sorted."""
         folder = self._kind_dir(kind)
@@ -332,11 +364,13 @@ class Store:
                         raise StoreError(f"artefact {kind}/{artefact_id}: nothing was written")
                     _fsync_path(tmp)
                     os.replace(tmp, final)
+                    manifest = {**manifest, "files": [final.name]}
                     atomic_write_bytes(
                         self.manifest_path(kind, artefact_id),
                         json.dumps(manifest, indent=2, sort_keys=True).encode(),
                     )
                 else:
+                    manifest = {**manifest, "files": _files_below(tmp)}
                     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
                     if final.exists():  # an unfinished leftover without a manifest
                         shutil.rmtree(final)

@@ -1,0 +1,171 @@
+"""`shiftlab repro`: fingerprints of a finished store, re-execution of sampled runs."""
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from shiftlab._hashing import content_hash
+from shiftlab.cli import main
+from shiftlab.errors import StoreError
+from shiftlab.pipeline import run_study
+from shiftlab.repro import (
+    FINGERPRINTS,
+    Tolerances,
+    check_reproduction,
+    compare_losses,
+    compare_statistic,
+    record_fingerprints,
+)
+from shiftlab.spec import parse_spec
+from shiftlab.store import MANIFEST, Store
+
+SPEC = {
+    "base_models": [{"name": "toy", "path": "toyworld:small"}],
+    "behaviours": [
+        {
+            "name": "sycophancy",
+            "toyworld": {"n_induction": 128, "n_consistency": 12, "n_pairs": 8, "n_eval": 16},
+            "induction": {"steps": 30, "learning_rate": 1e-2},
+        }
+    ],
+    "organisms": {"seeds": [0]},
+    "methods": [{"name": "self_confidence", "n_candidates": 3, "k_values": []}],
+    "arms": ["full", "shuffled", "none"],
+    "runs": {"seeds": [0], "training": {"steps": 4, "batch_size": 4}},
+    "eval": {"max_new_tokens": 8},
+    "shift": {"n_permutations": 200},
+}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, toy_model_dir):
+    store = Store.open(tmp_path_factory.mktemp("recorded"))
+    run_study(parse_spec(SPEC), store, progress=False)
+    record_fingerprints(store)
+    return store
+
+
+@pytest.fixture()
+def copy(recorded, tmp_path):
+    """A copy of the recorded store to plant a change in."""
+    root = tmp_path / "store"
+    shutil.copytree(recorded.root, root, symlinks=True)
+    return Store.open(root)
+
+
+def _edit_run_config(store: Store, run_id: str, edit) -> None:
+    """Change a run's manifest consistently (config and its hash), as a rebuilt run would."""
+    path = store.manifest_path("runs", run_id)
+    manifest = json.loads(path.read_text())
+    edit(manifest["config"])
+    manifest["config_hash"] = content_hash(manifest["config"])
+    path.write_text(json.dumps(manifest))
+
+
+def _failures(report) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for finding in report.failures():
+        found.setdefault(finding.artefact, []).append(f"{finding.check}: {finding.detail}")
+    return found
+
+
+def test_a_clean_rerun_reproduces_every_run(recorded, tmp_path):
+    record = json.loads((recorded.root / FINGERPRINTS).read_text())
+    assert len(record["runs"]) == 2 and all(r["losses"] for r in record["runs"].values())
+    builds = recorded.builds().height
+    report = check_reproduction(recorded, sample=None, scratch=tmp_path, progress=False)
+    assert report.ok, report.format()
+    checks = {f.check for f in report.findings}
+    assert {"train_log loss", "eval rate", "targets.parquet (exact)", "shift_mmd_p"} <= checks
+    assert report.n_verified == len(record["files"]) and len(report.runs) == 2
+    # The re-executed runs were built in the scratch store; the store was only read.
+    assert sorted(Store.open(tmp_path).finished_ids("runs")) == report.runs
+    assert recorded.builds().height == builds
+
+
+def test_a_changed_learning_rate_is_named(copy):
+    run_id = copy.finished_ids("runs")[0]
+    _edit_run_config(copy, run_id, lambda c: c["training"].update(learning_rate=0.05))
+    report = check_reproduction(copy, sample=None, progress=False)
+    assert not report.ok
+    failures = _failures(report)
+    # The run, and the shift measured on its eval outputs; nothing else.
+    assert {a.split("__shift-")[0] for a in failures} == {f"runs/{run_id}", f"shift/{run_id}"}
+    assert any(f.startswith("train_log loss: step") for f in failures[f"runs/{run_id}"])
+    assert any("training.learning_rate: 0.003 -> 0.05" in f for f in failures[f"runs/{run_id}"])
+
+
+def test_a_different_seed_is_named(copy):
+    run_id = copy.finished_ids("runs")[1]
+    _edit_run_config(copy, run_id, lambda c: c.update(seed=7))
+    failures = _failures(check_reproduction(copy, sample=None, progress=False))
+    assert {a.split("__shift-")[0] for a in failures} <= {f"runs/{run_id}", f"shift/{run_id}"}
+    assert any(f.startswith("train_log loss") for f in failures[f"runs/{run_id}"])
+
+
+def test_an_edited_pool_row_is_named(copy):
+    (pool_id,) = copy.finished_ids("pools")
+    path = copy.path("pools", pool_id)
+    pool = pl.read_parquet(path)
+    pool = pool.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("edited")).otherwise("text").alias("text")
+    )
+    pool.write_parquet(path)
+    failures = _failures(check_reproduction(copy, sample=1, progress=False))
+    assert failures[f"pools/{pool_id}.parquet"] == [
+        f"content: changed since the record: 1 of {pool.height} rows differ: row 4"
+    ]
+
+
+def test_the_cli_exits_1_with_a_diff_and_0_when_it_agrees(copy, capsys):
+    assert main(["repro", "check", str(copy.root), "--sample", "1", "--no-progress"]) == 0
+    assert "reproduced: " in capsys.readouterr().out
+    table = copy.root / "tables" / "runs.parquet"
+    pl.read_parquet(table).with_columns(delta=pl.col("delta") + 1).write_parquet(table)
+    assert main(["repro", "check", str(copy.root), "--sample", "1", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS tables/runs.parquet" in out and "NOT reproduced (1 artefacts)" in out
+
+
+def test_missing_files_and_newer_versions_are_clear_errors(copy, capsys):
+    run_id = copy.finished_ids("runs")[0]
+    (copy.path("runs", run_id) / "train_log.parquet").unlink()
+    with pytest.raises(StoreError, match=f"{run_id}/manifest.json lists train_log.parquet"):
+        record_fingerprints(copy)
+    fingerprints = copy.root / FINGERPRINTS
+    fingerprints.write_text(json.dumps({**json.loads(fingerprints.read_text()), "format": 99}))
+    with pytest.raises(StoreError, match="fingerprint format 99 is not one this shiftlab reads"):
+        check_reproduction(copy)
+    manifest = json.loads((copy.root / MANIFEST).read_text())
+    (copy.root / MANIFEST).write_text(json.dumps({**manifest, "shiftlab_version": "9.0.0"}))
+    assert main(["repro", "check", str(copy.root)]) == 2
+    assert "built by shiftlab 9.0.0, newer than the installed" in capsys.readouterr().err
+    (copy.root / MANIFEST).write_text(json.dumps(manifest))
+    fingerprints.unlink()
+    with pytest.raises(StoreError, match="run `shiftlab repro record"):
+        check_reproduction(copy)
+
+
+def test_a_loss_drift_inside_the_tolerance_fails_and_noise_passes():
+    rng = np.random.default_rng(0)
+    line = np.linspace(3.0, 1.0, 60)
+    curve = list(line)
+    noise = rng.normal(0, 1e-4, 60)
+    assert compare_losses(curve, list(line + noise)) is None
+    drift = compare_losses(curve, list(line + 2e-4 + noise))
+    assert drift is not None and drift.startswith("residuals drift one way: mean +0.0002")
+    assert compare_losses(curve, list(line + 2e-4 + noise), Tolerances(drift_alpha=0)) is None
+    assert "step 10" in compare_losses(curve, [*curve[:10], curve[10] + 0.01, *curve[11:]])
+    assert compare_losses(curve, curve[:-1]) == "60 steps recorded, 59 now"
+
+
+def test_p_values_get_a_monte_carlo_tolerance():
+    assert compare_statistic("shift_mmd_p", 0.20, 0.23, 1000) is None
+    assert compare_statistic("shift_mmd_p", 0.20, 0.40, 1000) is not None
+    assert compare_statistic("shift_mmd", 0.20, 0.2000001, 1000) is None
+    assert "recorded" in compare_statistic("shift_mmd", 0.20, 0.21, 1000)
+    assert compare_statistic("shift_c2st_auc", None, None, 1000) is None
+    assert compare_statistic("shift_c2st_auc", None, 0.5, 1000) == "None recorded, 0.5 now"
