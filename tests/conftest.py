@@ -43,3 +43,13 @@ def openai_server():
     server = OpenAIServer(lambda body: ("", None))
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory, _private_cache: None) -> Path:
+    """A fresh `shiftlab demo` store, shared by the tests that read a finished study."""
+    from shiftlab.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(root), "--no-progress", "--workers", "2"]) == 0
+    return root

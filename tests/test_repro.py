@@ -1,6 +1,7 @@
 """`shiftlab repro`: fingerprints of a finished store, re-execution of sampled runs."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -169,3 +170,12 @@ def test_p_values_get_a_monte_carlo_tolerance():
     assert "recorded" in compare_statistic("shift_mmd", 0.20, 0.21, 1000)
     assert compare_statistic("shift_c2st_auc", None, None, 1000) is None
     assert compare_statistic("shift_c2st_auc", None, 0.5, 1000) == "None recorded, 0.5 now"
+
+
+def test_the_demo_reproduces_from_the_cli(demo_store, capsys):
+    assert main(["repro", "record", str(demo_store)]) == 0
+    assert main(["repro", "check", str(demo_store), "--sample", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "re-executed 3 runs" in out
+    agreed = re.search(r"reproduced: (\d+) of (\d+) comparisons agree", out)
+    assert agreed and agreed[1] == agreed[2] and int(agreed[1]) >= 3 * 5, out

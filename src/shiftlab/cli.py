@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    notebook = add("notebook", "execute a notebook headless with parameters")
+    notebook.add_argument("notebook", help="the notebook (.ipynb)")
+    notebook.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a parameter (VALUE is read as YAML: 3, 0.5, true, text); repeatable",
+    )
+    notebook.add_argument("--out", help="write the executed notebook here")
+
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
 
@@ -264,6 +276,24 @@ def _repro(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    import yaml
+
+    from shiftlab.notebooks import execute_notebook
+
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise SpecError(f"--param {item!r}: expected NAME=VALUE")
+        parameters[name] = yaml.safe_load(value)
+    start = time.perf_counter()
+    execute_notebook(args.notebook, args.out, parameters=parameters)
+    where = f"; executed notebook: {args.out}" if args.out else ""
+    print(f"{args.notebook}: every cell ran ({time.perf_counter() - start:.1f} s){where}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from shiftlab.behaviours import fetch_dataset
     from shiftlab.behaviours._fetch import dataset_registry
@@ -297,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args.store, args.n_boot)
         if args.command == "repro":
             return _repro(args)
+        if args.command == "notebook":
+            return _notebook(args)
         return _status(args.store)
     except ShiftlabError as error:
         if args.debug:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -256,6 +258,31 @@ def _load_base(base: BaseModelSpec) -> tuple[Any, Any]:
         dtype=base.dtype,
         trust_remote_code=base.trust_remote_code,
     )
+
+
+# Names that mark a chat-tuned checkpoint: "...-Instruct", "...-chat", "gemma-2b-it".
+_INSTRUCT = re.compile(r"instruct|chat|(^|[-_/])it($|[-_/])", re.IGNORECASE)
+
+
+def base_model_facts(spec: StudySpec) -> pl.DataFrame:
+    """Moderators of each base model: ``base_model, instruct, n_params, log10_params``.
+
+    ``instruct`` is read from the model's name or path; ``n_params`` is counted on the
+    loaded model (each base is loaded once, on CPU). Analyses join on ``base_model``.
+    """
+    rows = []
+    for base in spec.base_models:
+        model, _ = _load_base(base)
+        n_params = sum(p.numel() for p in model.parameters())
+        del model
+        instruct = bool(_INSTRUCT.search(base.name) or _INSTRUCT.search(base.path))
+        rows.append((base.name, instruct, n_params, math.log10(n_params)))
+    return pl.DataFrame(
+        rows,
+        schema={"base_model": pl.String, "instruct": pl.Boolean, "n_params": pl.Int64,
+                "log10_params": pl.Float64},
+        orient="row",
+    )  # fmt: skip
 
 
 class _Resident:

@@ -25,11 +25,13 @@ shiftlab.errors.StoreError: ... nothing to record: no finished artefacts or tabl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import random
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -42,6 +44,7 @@ import polars as pl
 from shiftlab import __version__
 from shiftlab._hashing import canonical_json, content_hash, file_hash
 from shiftlab.errors import StoreError
+from shiftlab.pipeline import EMBEDDING_CACHE
 from shiftlab.store import MANIFEST, Store, atomic_write_bytes, environment_info
 
 FINGERPRINTS = "repro/fingerprints.json"
@@ -447,8 +450,9 @@ def _sample_runs(record: dict[str, Any], sample: int | None, seed: int) -> list[
 
 
 def _scratch_store(store: Store, scratch: Path, jobs: list[Any], shift_jobs: list[Any]) -> Store:
-    """A store holding only the re-executed runs' inputs: the organisms (linked, read only)
-    and the organisms' samples (copied), so shift is measured against the same samples."""
+    """A store holding only the re-executed runs' inputs: the organisms (linked, read only),
+    the organisms' samples and the embedding cache (copied), so shift is measured against
+    the same samples and vectors."""
     target = Store.open(scratch)
     shutil.copy2(store.root / "study.yaml", scratch / "study.yaml")
     shutil.copy2(store.root / MANIFEST, scratch / MANIFEST)
@@ -458,6 +462,16 @@ def _scratch_store(store: Store, scratch: Path, jobs: list[Any], shift_jobs: lis
         link = target.path("organisms", organism_id)
         if not link.exists():
             link.symlink_to(store.path("organisms", organism_id).resolve(), True)
+    # Embeddings are a memo of (encoder, text): reuse them, so the same texts give the same
+    # vectors whatever batch they would now be padded into.
+    cache = store.root / EMBEDDING_CACHE
+    if cache.is_file():
+        (scratch / EMBEDDING_CACHE).parent.mkdir(parents=True, exist_ok=True)
+        with (
+            contextlib.closing(sqlite3.connect(cache)) as source,
+            contextlib.closing(sqlite3.connect(scratch / EMBEDDING_CACHE)) as copy,
+        ):
+            source.backup(copy)
     (scratch / "samples").mkdir(exist_ok=True)
     for samples_id in sorted({j.samples_id for j in shift_jobs}):
         for path in (store.path("samples", samples_id), store.manifest_path("samples", samples_id)):

@@ -20,19 +20,24 @@ from shiftlab.attribution._frame import (
 from shiftlab.attribution._regression import fit_cluster_ols, fit_fixed_effects, fit_mixed
 from shiftlab.attribution._signs import sign_tests
 from shiftlab.attribution._simulate import simulate_runs
+from shiftlab.attribution._tables import clustered_mean, k_scaling, method_table, moderator_table
 
 __all__ = [
     "ADJUSTMENTS",
     "CONTRASTS",
     "ESTIMATE_SCHEMA",
     "adjust_p_values",
+    "clustered_mean",
     "decompose",
     "eta_curve",
     "fit_cluster_ols",
     "fit_fixed_effects",
     "fit_mixed",
     "headline_runs",
+    "k_scaling",
     "mediation",
+    "method_table",
+    "moderator_table",
     "sign_tests",
     "simulate_runs",
 ]

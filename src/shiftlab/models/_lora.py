@@ -45,4 +45,6 @@ def load_lora(model: Any, adapter_dir: str, *, trainable: bool = False) -> Any:
     """Attach a saved adapter to ``model`` (``model`` is modified in place by peft)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)

@@ -15,6 +15,7 @@ from shiftlab.plots._displays import (
     DeltaHeatmapDisplay,
     EtaDisplay,
     ForestDisplay,
+    KScalingDisplay,
     ShiftDeltaDisplay,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "DeltaHeatmapDisplay",
     "EtaDisplay",
     "ForestDisplay",
+    "KScalingDisplay",
     "ShiftDeltaDisplay",
 ]

@@ -71,8 +71,13 @@ class ForestDisplay(_Display):
         return cls(kept)
 
     def plot(self, ax: Any = None) -> ForestDisplay:
+        method = pl.col("method") if "method" in self.frame.columns else pl.lit(None)
         rows = self.frame.with_columns(
-            pl.format("{} · {}", pl.col("behaviour").fill_null("all"), "term").alias("label")
+            pl.concat_str(
+                [pl.col("behaviour").fill_null("all"), method, "term"],
+                separator=" · ",
+                ignore_nulls=True,
+            ).alias("label")
         )
         ax = self._axes(ax, (6.4, 0.45 * rows.height + 1.2))
         y = np.arange(rows.height)[::-1]
@@ -189,6 +194,38 @@ class EtaDisplay(_Display):
         ax.set_xlabel("selection score (bin centre)")
         ax.set_ylabel("misbehaviour rate η")
         ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize="small")
+        return self
+
+
+@dataclass
+class KScalingDisplay(_Display):
+    """Mean Δ against the candidate count k, one line per behaviour x method with its 95%
+    band (the ``k_scaling`` frame)."""
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> KScalingDisplay:
+        require_columns(frame, ["behaviour", "method", "k", "mean_delta", "ci_low", "ci_high"],
+                        "a k-scaling plot")  # fmt: skip
+        kept = frame.drop_nulls(["k", "mean_delta"]).sort("behaviour", "method", "k")
+        if kept.is_empty():
+            raise ShiftlabError("a k-scaling plot needs rows with k and mean_delta")
+        return cls(kept)
+
+    def plot(self, ax: Any = None) -> KScalingDisplay:
+        ax = self._axes(ax, (5.6, 4.0))
+        groups = self.frame.group_by("behaviour", "method", maintain_order=True)
+        for i, ((behaviour, method), part) in enumerate(groups):
+            k = part["k"].to_numpy()
+            ax.plot(k, part["mean_delta"].to_numpy(), marker="o", color=colour(i),
+                    label=f"{behaviour} · {method}")  # fmt: skip
+            low = part["ci_low"].fill_null(float("nan")).to_numpy()
+            high = part["ci_high"].fill_null(float("nan")).to_numpy()
+            ax.fill_between(k, low, high, color=colour(i), alpha=0.2)
+        ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xticks(sorted(set(self.frame["k"].to_list())))
+        ax.set_xlabel("candidates per prompt k")
+        ax.set_ylabel("mean Δ behaviour rate (95% CI)")
         ax.legend(fontsize="small")
         return self
 

@@ -1,0 +1,35 @@
+"""k-scaling curves: the mean change in behaviour rate of the full arm against the number
+of candidates per prompt k, per behaviour x method, with organism-clustered 95% CIs.
+
+    python analyses/k_scaling.py runs/demo out/
+
+Writes k_scaling.parquet/.csv and k_scaling.png into ``out/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _common import arguments, design_table, run, save_figure, shown, write_table
+
+from shiftlab.attribution import k_scaling
+from shiftlab.plots import KScalingDisplay
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
+    _, runs = design_table(args.store)
+    table = k_scaling(runs)
+    out = Path(args.out)
+    write_table(table, out, "k_scaling")
+    save_figure(KScalingDisplay.from_frame(table), out, "k_scaling")
+    print("mean delta by candidates per prompt k (full arm):")
+    for (behaviour, method), part in table.group_by("behaviour", "method", maintain_order=True):
+        points = part.select("k", "mean_delta").rows()
+        curve = ", ".join(f"k={k}: {shown(d, '+.3f')}" for k, d in points)
+        print(f"  {behaviour} · {method}: {curve}")
+    print(f"wrote {out}/k_scaling.parquet, .csv and .png")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,55 @@
+"""The per-method table: for each behaviour x method, the mean change in behaviour rate
+(organism-clustered 95% CI) and sign consistency (the share of runs that moved the
+majority way).
+
+    python analyses/method_table.py runs/demo out/ [--arm full]
+
+Writes method_table.parquet/.csv (tidy), method_table_wide.parquet/.csv (one row per
+behaviour x method) and method_table.png into ``out/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from _common import arguments, design_table, run, save_figure, write_table
+
+from shiftlab.attribution import method_table
+from shiftlab.plots import ForestDisplay
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
+    _, runs = design_table(args.store)
+    table = method_table(runs, arm=args.arm)
+    out = Path(args.out)
+    write_table(table, out, "method_table")
+    wide = (
+        table.select("behaviour", "method", "term", "estimate", "ci_low", "ci_high", "n")
+        .pivot(
+            on="term",
+            index=["behaviour", "method"],
+            values=["estimate", "ci_low", "ci_high", "n"],
+        )
+        .select(
+            "behaviour",
+            "method",
+            pl.col("estimate_mean_delta").alias("mean_delta"),
+            pl.col("ci_low_mean_delta").alias("mean_delta_ci_low"),
+            pl.col("ci_high_mean_delta").alias("mean_delta_ci_high"),
+            pl.col("estimate_sign_consistency").alias("sign_consistency"),
+            pl.col("n_mean_delta").alias("n_runs"),
+        )
+    )
+    write_table(wide, out, "method_table_wide")
+    means = table.filter(term="mean_delta")
+    save_figure(ForestDisplay.from_frame(means), out, "method_table")
+    print(f"mean delta and sign consistency by behaviour x method ({args.arm} arm):")
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(wide.with_columns(pl.selectors.float().round(3)))
+    print(f"wrote {out}/method_table{{,_wide}}.parquet, .csv and method_table.png")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,152 @@
+"""Run a notebook headless with parameters, the papermill way, on nbclient.
+
+A notebook's parameters are the assignments in its cell tagged ``parameters``; their
+values there are the defaults. :func:`execute_notebook` checks the parameters it is given
+against those defaults (a name the notebook does not have, or a value of another type, is
+an error before any cell runs), inserts a cell tagged ``injected-parameters`` after the
+parameters cell and executes every cell in a fresh kernel.
+
+>>> import nbformat, tempfile, pathlib
+>>> nb = nbformat.v4.new_notebook()
+>>> nb.cells = [nbformat.v4.new_code_cell("steps = 3", metadata={"tags": ["parameters"]})]
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "n.ipynb"
+>>> nbformat.write(nb, path)
+>>> notebook_parameters(path)
+{'steps': 3}
+>>> execute_notebook(path, parameters={"steps": "three"})
+Traceback (most recent call last):
+...
+shiftlab.errors.SpecError: ...: parameter steps: expected int (the default is 3), got str 'three'
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+from typing import Any
+
+from shiftlab.errors import ShiftlabError, SpecError
+from shiftlab.store import atomic_write_bytes
+
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+
+
+class NotebookError(ShiftlabError):
+    """A notebook cell raised while the notebook was executed."""
+
+
+def _read(path: Path) -> Any:
+    try:
+        import nbformat
+    except ImportError:
+        raise ShiftlabError(
+            "running notebooks needs nbclient, nbformat and ipykernel: "
+            "pip install 'shiftlab[notebooks]'"
+        ) from None
+    if not path.is_file():
+        raise SpecError(f"{path}: no such notebook")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as error:  # nbformat raises several unrelated types on bad JSON
+        raise SpecError(f"{path}: not a readable notebook ({error})") from None
+
+
+def _parameters_cell(notebook: Any, path: Path) -> int:
+    for index, cell in enumerate(notebook.cells):
+        if PARAMETERS_TAG in cell.get("metadata", {}).get("tags", []):
+            return index
+    raise SpecError(f"{path}: no cell is tagged '{PARAMETERS_TAG}'; it takes no parameters")
+
+
+def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parameters a notebook takes and their defaults (literal assignments only)."""
+    path = Path(path)
+    notebook = _read(path)
+    cell = notebook.cells[_parameters_cell(notebook, path)]
+    found: dict[str, Any] = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        found[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        raise SpecError(
+                            f"{path}: parameter {target.id} (line {node.lineno} of the "
+                            "parameters cell) must be a literal"
+                        ) from None
+    return found
+
+
+def _accepts(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def check_parameters(path: str | os.PathLike[str], parameters: dict[str, Any]) -> None:
+    """Raise :class:`SpecError` for a parameter the notebook lacks or of the wrong type."""
+    defaults = notebook_parameters(path)
+    for name, value in parameters.items():
+        if name not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise SpecError(f"{path}: no parameter {name!r}; it takes {known}")
+        if not _accepts(defaults[name], value):
+            raise SpecError(
+                f"{path}: parameter {name}: expected {type(defaults[name]).__name__} "
+                f"(the default is {defaults[name]!r}), got {type(value).__name__} {value!r}"
+            )
+
+
+def execute_notebook(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    parameters: dict[str, Any] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: int = 1800,
+    kernel_name: str = "python3",
+) -> Any:
+    """Execute the notebook at ``path`` with ``parameters`` and return it, executed.
+
+    Cells run in a fresh ``kernel_name`` kernel with ``cwd`` (default: the notebook's
+    folder) as working directory; each may take ``timeout`` seconds. The executed
+    notebook is written to ``output`` when given, and only when every cell succeeded.
+    A cell that raises becomes a :class:`NotebookError` naming the cell and the error.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = Path(path)
+    parameters = dict(parameters or {})
+    check_parameters(path, parameters)
+    notebook = _read(path)
+    if parameters:
+        source = "# Injected parameters\n" + "\n".join(
+            f"{name} = {value!r}" for name, value in parameters.items()
+        )
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
+        notebook.cells.insert(_parameters_cell(notebook, path) + 1, cell)
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}},
+    )
+    # Figures display inline even when the caller draws off screen (MPLBACKEND=Agg).
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    try:
+        client.execute(env=env)
+    except CellExecutionError as error:
+        raise NotebookError(f"{path}: a cell failed:\n{error}") from None
+    if output is not None:
+        atomic_write_bytes(Path(output), nbformat.writes(notebook).encode())
+    return notebook

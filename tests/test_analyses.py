@@ -1,0 +1,94 @@
+"""The analysis scripts regenerate the paper's tables and figures from a finished store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ANALYSES / f"{name}.py"), *args],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_design(demo_store):
+    return pl.read_parquet(demo_store / "tables" / "runs.parquet")
+
+
+def _ran(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_sign_tests(demo_store, demo_design, tmp_path):
+    out = _ran(_script("sign_tests", str(demo_store), str(tmp_path)))
+    table = pl.read_csv(tmp_path / "sign_tests.csv").filter(analysis="sign_test")
+    assert (tmp_path / "sign_tests.png").stat().st_size > 10_000
+    full = demo_design.filter(pl.col("arm") == "full", pl.col("delta") != 0)
+    full = full.filter(pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method")))
+    for row in table.iter_rows(named=True):
+        moved = full.filter(behaviour=row["behaviour"])
+        assert row["n"] == moved.height
+        assert row["estimate"] == pytest.approx((moved["delta"] < 0).mean())
+        assert f"{row['behaviour']}: {row['estimate']:.0%} of N={row['n']} runs suppressed" in out
+
+
+def test_method_table(demo_store, demo_design, tmp_path):
+    out = _ran(_script("method_table", str(demo_store), str(tmp_path)))
+    wide = pl.read_csv(tmp_path / "method_table_wide.csv")
+    assert wide.height == demo_design.select("behaviour", "method").n_unique()
+    row = wide.filter(behaviour="sycophancy", method="bct").row(0, named=True)
+    runs = demo_design.filter(behaviour="sycophancy", method="bct", arm="full")
+    assert row["mean_delta"] == pytest.approx(runs["delta"].mean())
+    assert row["n_runs"] == runs.height
+    assert "sign consistency" in out and (tmp_path / "method_table.png").is_file()
+
+
+def test_k_scaling(demo_store, demo_design, tmp_path):
+    out = _ran(_script("k_scaling", str(demo_store), str(tmp_path)))
+    table = pl.read_parquet(tmp_path / "k_scaling.parquet")
+    assert table.filter(method="self_confidence")["k"].unique().sort().to_list() == [1, 2, 4]
+    point = table.filter(method="self_confidence", behaviour="sycophancy", k=2)
+    runs = demo_design.filter(method="self_confidence", behaviour="sycophancy", arm="full", k=2)
+    assert point["mean_delta"].item() == pytest.approx(runs["delta"].mean())
+    assert "sycophancy · self_confidence: k=1:" in out and (tmp_path / "k_scaling.png").is_file()
+
+
+def test_decomposition(demo_store, tmp_path):
+    result = _script("decomposition", str(demo_store), str(tmp_path), "--n-boot", "200")
+    out = _ran(result)
+    pooled = pl.read_parquet(tmp_path / "decomposition.parquet").filter(pl.col("method").is_null())
+    assert set(pooled["term"]) == {"selection", "labelling_shift"}
+    assert pooled["behaviour"].n_unique() == 4
+    assert "sycophancy · selection:" in out and (tmp_path / "decomposition.png").is_file()
+    assert "note: decompose: left out" in result.stderr  # a warning becomes a one-line note
+
+
+def test_moderators_with_facts_from_the_models_and_a_csv(demo_store, tmp_path):
+    out = _ran(_script("moderators", str(demo_store), str(tmp_path / "a")))
+    facts = pl.read_csv(tmp_path / "a" / "base_models.csv")
+    assert facts["base_model"].to_list() == ["toy-small"] and not facts["instruct"][0]
+    assert 4 < facts["log10_params"][0] < 7
+    assert "no moderator varies between the base models" in out
+    csv = tmp_path / "facts.csv"
+    csv.write_text("base_model,instruct,family\ntoy-small,true,toyworld\n")
+    _ran(_script("moderators", str(demo_store), str(tmp_path / "b"), "--moderators", str(csv)))
+    terms = set(pl.read_csv(tmp_path / "b" / "moderators.csv")["term"])
+    assert {"instruct=true", "family=toyworld"} <= terms
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path):
+    result = _script("sign_tests", str(tmp_path), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"sign_tests.py: error: {tmp_path}: not a shiftlab store (no study.yaml)"
+    )
+    assert not (tmp_path / "out").exists()

