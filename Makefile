@@ -25,20 +25,20 @@ demo: venv
 	$(BIN)/shiftlab demo --out runs/demo
 
 test: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks analyses
 	$(BIN)/pytest -m "not slow" -q
 
 test-slow: venv
 	$(BIN)/pytest -m slow -q
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks analyses
+	$(BIN)/ruff format --check src tests benchmarks analyses
 	$(BIN)/mypy src
 
 format: venv
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks analyses
+	$(BIN)/ruff check --fix src tests benchmarks analyses
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -42,7 +42,7 @@ def test_artefact_commits_manifest_last(tmp_path: Path):
         assert not store.is_finished("organisms", "a1")
     assert store.is_finished("organisms", "a1")
     assert (store.path("organisms", "a1") / "data.txt").read_text() == "hi"
-    assert store.read_manifest("organisms", "a1") == {"x": 1}
+    assert store.read_manifest("organisms", "a1") == {"x": 1, "files": ["data.txt"]}
     assert store.finished_ids("organisms") == ["a1"]
     with pytest.raises(StoreError, match="already finished"), store.artefact("organisms", "a1", {}):
         pass
@@ -80,7 +80,7 @@ def test_write_killed_half_way_leaves_no_finished_artefact(tmp_path: Path):
     with store.artefact("organisms", "victim", {"a": 2}) as folder:
         (folder / "adapter.bin").write_bytes(b"whole")
     assert not list((tmp_path / "organisms").glob(".tmp-victim-*"))
-    assert store.read_manifest("organisms", "victim") == {"a": 2}
+    assert store.read_manifest("organisms", "victim") == {"a": 2, "files": ["adapter.bin"]}
 
 
 def test_atomic_file_write_keeps_old_content_on_failure(tmp_path: Path):
@@ -205,3 +205,17 @@ def test_a_killed_file_artefact_leaves_temporaries_that_the_next_build_sweeps(tm
     ):
         pass
     assert not store.is_finished("pools", "org__n")
+
+
+def test_a_listed_file_that_went_missing_is_named(tmp_path: Path):
+    store = Store.open(tmp_path)
+    with store.artefact("runs", "r1", {"x": 1}) as folder:
+        (folder / "adapter").mkdir()
+        (folder / "adapter" / "weights.bin").write_bytes(b"w")
+        (folder / "log.parquet").write_bytes(b"l")
+    assert [p.name for p in store.data_files("runs", "r1")] == ["weights.bin", "log.parquet"]
+    (store.path("runs", "r1") / "adapter" / "weights.bin").unlink()
+    with pytest.raises(
+        StoreError, match=r"r1/manifest.json lists adapter/weights.bin but .* is missing"
+    ):
+        store.data_files("runs", "r1")
