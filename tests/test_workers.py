@@ -1,4 +1,4 @@
-"""Workers sharing one store: claims through file locks, and failures that stop them all."""
+"""Workers sharing one store: claims through leases, and failures that stop them all."""
 
 import os
 import re
@@ -15,13 +15,13 @@ from shiftlab.store import Store
 
 def _hold(path: str, seconds: float, then: Callable[[], None] = lambda: None) -> threading.Thread:
     """Another worker's claim on ``path``: held from return until ``seconds`` later."""
-    from filelock import FileLock
+    from shiftlab._lease import Lease
 
     holding = threading.Event()
 
     def hold() -> None:
-        # A second lock object on the same file conflicts just as another process's does.
-        with FileLock(path):
+        # A second lease object on the same file conflicts just as another process's does.
+        with Lease(path):
             holding.set()
             time.sleep(seconds)
             then()
@@ -41,7 +41,7 @@ def test_claim_each_builds_free_units_and_waits_for_held_ones(tmp_path):
         built.append(unit)
         done.add(unit)
 
-    holder = _hold(store.lock("runs", "b").lock_file, 0.5)
+    holder = _hold(store.lock("runs", "b").path, 0.5)
     claim_each(
         ["a", "b", "c"],
         lock=lambda u: store.lock("runs", u),
@@ -55,7 +55,7 @@ def test_claim_each_builds_free_units_and_waits_for_held_ones(tmp_path):
 def test_claim_each_skips_a_unit_finished_by_its_holder(tmp_path):
     store = Store.open(tmp_path)
     done: set[str] = set()
-    holder = _hold(store.lock("runs", "a").lock_file, 0.3, lambda: done.add("a"))
+    holder = _hold(store.lock("runs", "a").path, 0.3, lambda: done.add("a"))
     claim_each(["a"], lock=lambda u: store.lock("runs", u), finished=done.__contains__,
                build=lambda u: pytest.fail(f"{u} was built twice"))  # fmt: skip
     holder.join()

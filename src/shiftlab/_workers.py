@@ -21,8 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from filelock import BaseFileLock, Timeout
-
+from shiftlab._lease import Lease
 from shiftlab.errors import ShiftlabError
 
 U = TypeVar("U")
@@ -58,14 +57,15 @@ def single_thread_on_cpu() -> Iterator[None]:
 def claim_each(
     units: Iterable[U],
     *,
-    lock: Callable[[U], BaseFileLock],
+    lock: Callable[[U], Lease],
     finished: Callable[[U], bool],
     build: Callable[[U], None],
 ) -> None:
     """Build each unfinished unit this worker can claim; return once all are finished.
 
     Units held by another worker are passed over and checked again after a pass; if that
-    worker dies its lock is released and the unit is built here.
+    worker dies its lease expires (at once for a process on this host) and the unit is
+    built here.
     """
     remaining = list(units)
     while remaining:
@@ -74,9 +74,7 @@ def claim_each(
             if finished(unit):
                 continue
             claim = lock(unit)
-            try:
-                claim.acquire(blocking=False)
-            except Timeout:
+            if not claim.acquire(blocking=False):
                 held_elsewhere.append(unit)
                 continue
             try:

@@ -26,6 +26,13 @@ WORKERS_HELP = (
 )
 
 
+EXECUTORS = ("local", "submitit", "ray")
+EXECUTOR_HELP = (
+    "where jobs run (default: the spec's executor.kind, else local): local worker processes, "
+    "SLURM job arrays through submitit, or Ray tasks"
+)
+
+
 def _workers(text: str) -> int:
     if text == "auto":
         from shiftlab._workers import default_workers
@@ -67,12 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="store folder (default: runs/<scale>)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
+    demo.add_argument("--executor", choices=EXECUTORS, help=EXECUTOR_HELP)
 
     run = add("run", "run a study spec")
     run.add_argument("spec", help="study spec (YAML)")
     run.add_argument("--store", help="store folder (overrides the spec's 'store')")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
+    run.add_argument("--executor", choices=EXECUTORS, help=EXECUTOR_HELP)
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
@@ -177,6 +186,7 @@ def _run(
     progress: bool,
     workers: int,
     *,
+    executor: str | None = None,
     demo: str | None = None,
 ) -> int:
     import yaml
@@ -198,7 +208,7 @@ def _run(
     if store_path is None:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
-    table = run_study(spec, store, progress=progress, workers=workers)
+    table = run_study(spec, store, progress=progress, workers=workers, executor=executor)
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
         _print_deltas(table)
@@ -316,9 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            return _run(None, args.out, not args.no_progress, args.workers, demo=args.scale)
+            return _run(None, args.out, not args.no_progress, args.workers,
+                        executor=args.executor, demo=args.scale)  # fmt: skip
         if args.command == "run":
-            return _run(args.spec, args.store, not args.no_progress, args.workers)
+            return _run(args.spec, args.store, not args.no_progress, args.workers,
+                        executor=args.executor)  # fmt: skip
         if args.command == "validate":
             return _validate(args.spec)
         if args.command == "data":

@@ -306,7 +306,12 @@ def _in_base_order(jobs: Iterable[T], base: Callable[[T], BaseModelSpec]) -> lis
 
 
 def run_study(
-    spec: StudySpec, store: Store, *, progress: bool = True, workers: int = 1
+    spec: StudySpec,
+    store: Store,
+    *,
+    progress: bool = True,
+    workers: int = 1,
+    executor: str | None = None,
 ) -> pl.DataFrame:
     """Run every unfinished stage of ``spec`` into ``store``; return the design table
     (``tables/runs.parquet``), or the organism table when the spec has no methods.
@@ -316,13 +321,24 @@ def run_study(
     artefacts are skipped without loading any model, so rerunning a finished study only
     reads manifests. ``workers`` > 1 builds the study in that many processes
     that claim jobs through the store (see :func:`shiftlab._workers.claim_each`); the
-    tables are the same for any number of workers.
+    tables are the same for any number of workers. ``executor`` (default
+    ``spec.executor.kind``) ``submitit`` or ``ray`` runs the stage graph there instead
+    (see :mod:`shiftlab.executors`).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    kind = executor or spec.executor.kind
+    from shiftlab.executors import check_executor
+
+    check_executor(kind)
     suites = load_suites(spec, store)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
-    if workers == 1:
+    if kind != "local":
+        from shiftlab.executors import run_stage_graph
+
+        run_stage_graph(spec, store, suites, kind, progress)
+        plan = _plan(spec, store, suites)
+    elif workers == 1:
         with single_thread_on_cpu():
             plan = _build_study(spec, store, suites, progress)
     else:
@@ -353,6 +369,14 @@ def _build_study(
     return plan
 
 
+def _plan(spec: StudySpec, store: Store, suites: dict[str, Suite]) -> RunPlan | None:
+    """The run plan of a study whose pools are finished (None without methods)."""
+    if not spec.methods:
+        return None
+    organisms = [j for j in plan_phase1(spec, suites) if j.kind == "organisms"]
+    return plan_runs(spec, store, suites, organisms, plan_pools(spec, organisms))
+
+
 def _study_worker(spec: StudySpec, root: str) -> None:
     store = Store.open(root)
     _build_study(spec, store, load_suites(spec, store), progress=False)
@@ -378,6 +402,96 @@ def _build_with_workers(
             _follow(pool, store, "phase 4", "run", shift, progress)
         pool.join()
     return plan
+
+
+# -- the stage graph (executors) -----------------------------------------------------------
+
+STAGES = ("organisms", "pools", "runs", "shift")
+
+
+@dataclass(frozen=True)
+class StageJob:
+    """One unit of the stage graph an executor runs: a phase-1 artefact (stage
+    ``organisms``, also base evaluations) or one organism's pools, runs or shift. It
+    names only store paths and ids; a worker rebuilds everything else from the spec."""
+
+    stage: str
+    key: str
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}:{self.key}"
+
+
+def stage_graph(spec: StudySpec, suites: dict[str, Suite]) -> list[StageJob]:
+    """Every unit of the study and what each waits for: an organism's pools wait for the
+    organism, its runs for its pools, its shift for its runs (other organisms need not
+    be finished)."""
+    jobs = plan_phase1(spec, suites)
+    graph = [StageJob("organisms", j.artefact_id) for j in jobs]
+    if not spec.methods:
+        return graph
+    for job in (j for j in jobs if j.kind == "organisms"):
+        key = job.artefact_id
+        graph.append(StageJob("pools", key, (f"organisms:{key}",)))
+        graph.append(StageJob("runs", key, (f"pools:{key}",)))
+        if spec.shift.measure:
+            graph.append(StageJob("shift", key, (f"runs:{key}",)))
+    return graph
+
+
+def stage_job_finished(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], job: StageJob
+) -> bool:
+    """True when every artefact of ``job`` is finished (reads manifests only)."""
+    phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
+    if job.stage == "organisms":
+        return store.is_finished(phase1[job.key].kind, job.key)
+    organism = [phase1[job.key]]
+    pools = plan_pools(spec, organism)
+    if not all(store.is_finished("pools", p.artefact_id) for p in pools):
+        return False
+    if job.stage == "pools":
+        return True
+    plan = plan_runs(spec, store, suites, organism, pools)
+    if not all(store.is_finished("runs", r) for r in plan.jobs):
+        return False
+    shift = plan_shift(spec, plan) if job.stage == "shift" else []
+    return all(store.is_finished("shift", j.artefact_id) for j in shift)
+
+
+def build_stage_job(spec: StudySpec, root: str, stage: str, key: str) -> str | None:
+    """Build one unit of the stage graph into the store at ``root`` (what an executor's
+    worker runs). Returns None, or the message of an input error, which executors
+    re-raise as such on the submitting side. Finished artefacts are skipped; artefacts
+    are claimed through the store's leases, so a unit redone after its worker died does
+    not repeat what that worker finished."""
+    try:
+        store = Store.open(root)
+        suites = load_suites(spec, store)
+        phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
+        if key not in phase1:
+            raise ShiftlabError(f"{stage}:{key}: no such unit in this study")
+        with single_thread_on_cpu():
+            if stage == "organisms":
+                _run_phase1(spec, store, suites, [phase1[key]], progress=False)
+                return None
+            organism = [phase1[key]]
+            pools = plan_pools(spec, organism)
+            if stage == "pools":
+                _run_phase2(spec, store, suites, pools, progress=False)
+                return None
+            plan = plan_runs(spec, store, suites, organism, pools)
+            if stage == "runs":
+                _run_phase3(spec, store, suites, plan, progress=False)
+            elif stage == "shift":
+                _run_phase4(spec, store, plan_shift(spec, plan), progress=False)
+            else:
+                raise ShiftlabError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    except ShiftlabError as error:
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 # How often the process that follows workers reads their progress from the store.

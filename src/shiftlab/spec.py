@@ -391,6 +391,26 @@ class ShiftSpec(_Spec):
     max_new_tokens: PositiveInt | None = None
 
 
+class ExecutorSpec(_Spec):
+    """Where a study's jobs run (not part of the study's identity: the tables do not
+    depend on it). ``local``: worker processes on this machine (``--workers``);
+    ``submitit``: SLURM job arrays (``cluster: local`` runs them as subprocesses here);
+    ``ray``: Ray tasks on the cluster at ``ray_address`` (a local one when unset)."""
+
+    kind: Literal["local", "submitit", "ray"] = "local"
+    cpus_per_job: PositiveInt = 1
+    gpus_per_job: NonNegativeInt = 0
+    mem_gb: PositiveFloat = 16.0
+    timeout_min: PositiveInt = 240
+    # Jobs running at once (SLURM's array parallelism; the cap on Ray tasks in flight).
+    parallelism: PositiveInt = 256
+    retries: NonNegativeInt = 1
+    cluster: Literal["slurm", "local"] = "slurm"
+    slurm_partition: str | None = None
+    folder: str | None = None
+    ray_address: str | None = None
+
+
 class StudySpec(_Spec):
     """A whole study. Relative paths are resolved against the spec file's folder."""
 
@@ -406,6 +426,7 @@ class StudySpec(_Spec):
     eval: EvalSpec = EvalSpec()
     encoder: EncoderSpec = EncoderSpec()
     shift: ShiftSpec = ShiftSpec()
+    executor: ExecutorSpec = ExecutorSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> StudySpec:
@@ -416,8 +437,9 @@ class StudySpec(_Spec):
         return self
 
     def to_yaml(self) -> str:
-        """The resolved spec as YAML (what the store keeps as ``study.yaml``)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved spec as YAML (what the store keeps as ``study.yaml``), without
+        ``executor``: where a study runs is not part of what it is."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"executor"}), sort_keys=False)
 
 
 def _check_unique(values: Iterable[Any], what: str) -> None:

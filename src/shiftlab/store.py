@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from filelock import FileLock
 
 from shiftlab._hashing import content_hash
+from shiftlab._lease import Lease
 from shiftlab.errors import StoreError
 
 STORE_FORMAT = 1
@@ -229,8 +229,8 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        # One lock object per file: filelock objects are re-entrant, two on one file are not.
-        self._locks: dict[str, FileLock] = {}
+        # One lease object per file: a lease is re-entrant, two on one file are not.
+        self._locks: dict[str, Lease] = {}
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -333,12 +333,14 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
 
-    def lock(self, kind: str, artefact_id: str) -> FileLock:
-        """An inter-process lock for one artefact (hold it while building the artefact)."""
+    def lock(self, kind: str, artefact_id: str) -> Lease:
+        """The lease on one artefact (hold it while building the artefact): a file
+        ``<kind>/.<id>.lease`` with its owner and expiry, so workers on several hosts can
+        share the store (see :mod:`shiftlab._lease`)."""
         folder = self._kind_dir(kind)
         folder.mkdir(parents=True, exist_ok=True)
-        path = str(folder / f".{validate_id(artefact_id)}.lock")
-        return self._locks.setdefault(path, FileLock(path))
+        path = str(folder / f".{validate_id(artefact_id)}.lease")
+        return self._locks.setdefault(path, Lease(path))
 
     @contextlib.contextmanager
     def artefact(self, kind: str, artefact_id: str, manifest: dict[str, Any]) -> Iterator[Path]:
@@ -349,7 +351,7 @@ class Store:
         committed last. On any exception (or a kill) nothing finished-looking is left.
         """
         final = self.path(kind, artefact_id)
-        with self.lock(kind, artefact_id):
+        with self.lock(kind, artefact_id) as lease:
             for stale in _temporaries_of(final):
                 _remove(stale)
             if self.is_finished(kind, artefact_id):
@@ -359,6 +361,7 @@ class Store:
                 tmp.mkdir(parents=True)
             try:
                 yield tmp
+                lease.check()  # a worker that stalled past its lease must not publish
                 if kind in FILE_KINDS:
                     if not tmp.is_file():
                         raise StoreError(f"artefact {kind}/{artefact_id}: nothing was written")

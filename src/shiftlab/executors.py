@@ -1,0 +1,356 @@
+"""Scale-out: run a study's stage graph on SLURM (submitit) or Ray.
+
+The submitting process walks the stage graph (:func:`shiftlab.pipeline.stage_graph`):
+each unit — a phase-1 artefact, or one organism's pools, runs or shift — is submitted as
+soon as the units it waits for are finished, as a SLURM job array (``submitit``: every
+unit ready at that moment in one array) or as Ray tasks (``ray``). A job carries the spec
+and the store's path, never a model or a tensor; the worker claims each artefact through
+the store's leases, skips what is finished, and writes its results into the store. A job
+that dies (killed, preempted, out of memory) is submitted again up to ``retries`` times;
+its leases expire and the new job takes over, keeping what the dead one finished.
+
+Before anything is submitted, :func:`check_executor` refuses a missing engine (naming
+the extra to install), a request the cluster cannot satisfy, and a store the workers
+cannot see.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from shiftlab.errors import ShiftlabError, SpecError
+from shiftlab.spec import ExecutorSpec, StudySpec
+from shiftlab.store import Store
+
+EXECUTORS = ("local", "submitit", "ray")
+_EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
+# File systems a job on another node cannot see.
+LOCAL_FILESYSTEMS = {"tmpfs", "ramfs", "overlay", "devtmpfs"}
+POLL_SECONDS = 1.0
+
+
+class ExecutorError(ShiftlabError):
+    """A job failed on the executor (after its retries), or the executor cannot start."""
+
+
+# -- checks before submission ------------------------------------------------------------
+
+
+def _require(kind: str) -> None:
+    module, extra = _EXTRAS[kind]
+    if importlib.util.find_spec(module) is None:
+        raise ExecutorError(
+            f"executor {kind!r} needs {module}, which is not installed: "
+            f"pip install 'shiftlab[{extra}]'"
+        )
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system ``path`` is on (from /proc/mounts; '' if unknown)."""
+    best, kind = "", ""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    resolved = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3:
+            point = parts[1]
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best, kind = point, parts[2]
+    return kind
+
+
+def _parse_time(text: str) -> int | None:
+    """SLURM's time limit ``[days-]hours:minutes:seconds`` in minutes (None: unlimited)."""
+    if text in ("infinite", "UNLIMITED", "n/a"):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (seconds > 0)
+
+
+def slurm_partitions() -> dict[str, dict[str, Any]]:
+    """Each SLURM partition's largest node: cpus, memory (GB), GPUs and time limit."""
+    result = subprocess.run(
+        ["sinfo", "--noheader", "--format", "%P|%c|%m|%G|%l"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ExecutorError(f"sinfo failed: {result.stderr.strip() or result.returncode}")
+    partitions: dict[str, dict[str, Any]] = {}
+    for line in result.stdout.splitlines():
+        name, cpus, memory, gres, limit = line.strip().split("|")
+        gpus = 0
+        for item in gres.split(","):
+            if item.startswith("gpu:"):
+                gpus = max(gpus, int(item.split("(")[0].rsplit(":", 1)[-1]))
+        entry = partitions.setdefault(
+            name.rstrip("*"),
+            {"cpus": 0, "mem_gb": 0.0, "gpus": 0, "time_min": _parse_time(limit),
+             "default": name.endswith("*")},
+        )  # fmt: skip
+        entry["cpus"] = max(entry["cpus"], int(cpus.rstrip("+")))
+        entry["mem_gb"] = max(entry["mem_gb"], int(memory.rstrip("+")) / 1024)
+        entry["gpus"] = max(entry["gpus"], gpus)
+    return partitions
+
+
+def _check_slurm(config: ExecutorSpec, store: Store) -> None:
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise ExecutorError(
+            "executor 'submitit' with cluster 'slurm' needs sbatch and sinfo on PATH (a SLURM "
+            "login node); set executor.cluster: local to run the jobs on this machine"
+        )
+    partitions = slurm_partitions()
+    if config.slurm_partition is not None:
+        if config.slurm_partition not in partitions:
+            raise SpecError(
+                f"executor.slurm_partition: no partition {config.slurm_partition!r}; "
+                f"this cluster has {', '.join(sorted(partitions))}"
+            )
+        name = config.slurm_partition
+    else:
+        name = next((n for n, p in partitions.items() if p["default"]), "")
+        if not name:
+            raise SpecError("executor.slurm_partition: required (this cluster has no default)")
+    limits = partitions[name]
+    asked = [
+        ("cpus_per_job", config.cpus_per_job, limits["cpus"]),
+        ("mem_gb", config.mem_gb, limits["mem_gb"]),
+        ("gpus_per_job", config.gpus_per_job, limits["gpus"]),
+    ]
+    if limits["time_min"] is not None:
+        asked.append(("timeout_min", config.timeout_min, limits["time_min"]))
+    for field, wanted, most in asked:
+        if wanted > most:
+            raise SpecError(
+                f"executor.{field}: {wanted:g} cannot be satisfied in partition {name!r} "
+                f"(its largest node offers {most:g})"
+            )
+    kind = _filesystem(store.root)
+    if kind in LOCAL_FILESYSTEMS or str(store.root.resolve()).startswith("/tmp/"):
+        raise ExecutorError(
+            f"store {store.root} is on this machine only ({kind or '/tmp'}); SLURM jobs on "
+            "other nodes cannot see it: put the store on a shared file system"
+        )
+
+
+def _check_ray(config: ExecutorSpec, store: Store) -> None:
+    import ray
+
+    resources = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    if config.cpus_per_job > most_cpus:
+        raise SpecError(
+            f"executor.cpus_per_job: {config.cpus_per_job} cannot be satisfied: the Ray "
+            f"cluster's largest node has {most_cpus:g} CPUs"
+        )
+    if config.gpus_per_job > most_gpus:
+        raise SpecError(
+            f"executor.gpus_per_job: {config.gpus_per_job} cannot be satisfied: the Ray "
+            f"cluster has {resources.get('GPU', 0):g} GPUs, at most {most_gpus:g} on a node"
+        )
+    _probe_ray_nodes(store, nodes)
+
+
+def _sees_marker(root: str, name: str, token: str) -> bool:
+    marker = Path(root) / name
+    return marker.is_file() and marker.read_text() == token and os.access(root, os.W_OK)
+
+
+def _probe_ray_nodes(store: Store, nodes: list[dict[str, Any]]) -> None:
+    """Every Ray node must see this very store (a marker file written here)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    name = f".probe-{token[:12]}"
+    (store.root / name).write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0)(_sees_marker)
+        checks = {
+            n["NodeManagerAddress"]: probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(store.root.resolve()), name, token)
+            for n in nodes
+        }
+        blind = [address for address, ref in checks.items() if not ray.get(ref, timeout=120)]
+    finally:
+        (store.root / name).unlink(missing_ok=True)
+    if blind:
+        raise ExecutorError(
+            f"store {store.root} is not visible (or not writable) from Ray node(s) "
+            f"{', '.join(blind)}: put the store on a file system every node mounts"
+        )
+
+
+# -- engines -----------------------------------------------------------------------------
+
+
+class _Ray:
+    def __init__(self, config: ExecutorSpec, store: Store) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)  # fmt: skip
+        _check_ray(config, store)
+        from shiftlab.pipeline import build_stage_job
+
+        self.task = ray.remote(num_cpus=config.cpus_per_job, num_gpus=config.gpus_per_job,
+                               max_retries=0)(build_stage_job)  # fmt: skip
+
+    def submit(self, spec: StudySpec, root: str, jobs: list[Any]) -> list[Any]:
+        return [self.task.remote(spec, root, j.stage, j.key) for j in jobs]
+
+    def finished(self, handles: list[Any]) -> list[Any]:
+        import ray
+
+        ready, _ = ray.wait(handles, num_returns=len(handles), timeout=POLL_SECONDS)
+        return ready
+
+    def cancel(self, handles: list[Any]) -> None:
+        import ray
+
+        for handle in handles:
+            ray.cancel(handle, force=True)
+
+    def result(self, handle: Any) -> str | None:
+        import ray
+
+        try:
+            outcome: str | None = ray.get(handle)
+        except ray.exceptions.RayError as error:
+            raise _JobDied(str(error).splitlines()[0]) from None
+        return outcome
+
+
+class _Submitit:
+    def __init__(self, config: ExecutorSpec, store: Store) -> None:
+        import submitit
+
+        if config.cluster == "slurm":
+            _check_slurm(config, store)
+        folder = Path(config.folder) if config.folder else store.root / ".submitit"
+        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=config.cluster)
+        parameters: dict[str, Any] = {
+            "name": "shiftlab",
+            "timeout_min": config.timeout_min,
+            "mem_gb": config.mem_gb,
+            "cpus_per_task": config.cpus_per_job,
+            "gpus_per_node": config.gpus_per_job,
+            "tasks_per_node": 1,
+            "nodes": 1,
+        }
+        if config.cluster == "slurm":
+            parameters["slurm_array_parallelism"] = config.parallelism
+            if config.slurm_partition:
+                parameters["slurm_partition"] = config.slurm_partition
+        self.executor.update_parameters(**parameters)
+
+    def submit(self, spec: StudySpec, root: str, jobs: list[Any]) -> list[Any]:
+        from shiftlab.pipeline import build_stage_job
+
+        with self.executor.batch():  # one SLURM job array
+            handles = [self.executor.submit(build_stage_job, spec, root, j.stage, j.key)
+                       for j in jobs]  # fmt: skip
+        return handles
+
+    def finished(self, handles: list[Any]) -> list[Any]:
+        found = [h for h in handles if h.done()]
+        if not found:
+            time.sleep(POLL_SECONDS)
+        return found
+
+    def cancel(self, handles: list[Any]) -> None:
+        for handle in handles:
+            handle.cancel(check=False)
+
+    def result(self, handle: Any) -> str | None:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        try:
+            outcome: str | None = handle.result()
+        except (FailedJobError, UncompletedJobError) as error:
+            raise _JobDied(f"job {handle.job_id}: {str(error).strip().splitlines()[-1]}") from None
+        return outcome
+
+
+class _JobDied(Exception):
+    """A job ended without a result (killed, preempted, crashed)."""
+
+
+def check_executor(kind: str) -> None:
+    """Raise before anything runs if ``kind`` is unknown or its engine is not installed."""
+    if kind not in EXECUTORS:
+        raise SpecError(f"executor: expected one of {', '.join(EXECUTORS)}, got {kind!r}")
+    if kind != "local":
+        _require(kind)
+
+
+def run_stage_graph(
+    spec: StudySpec, store: Store, suites: dict[str, Any], kind: str, progress: bool = True
+) -> None:
+    """Build every unfinished unit of the study on the ``kind`` executor (submitit or
+    ray), each as soon as what it waits for is finished; return when all are finished."""
+    from shiftlab.pipeline import stage_graph, stage_job_finished
+
+    check_executor(kind)
+    config = spec.executor
+    engines: dict[str, Callable[[ExecutorSpec, Store], Any]] = {"ray": _Ray, "submitit": _Submitit}
+    engine = engines[kind](config, store)
+    root = str(store.root.resolve())
+    graph = stage_graph(spec, suites)
+    done = {j.name for j in graph if stage_job_finished(spec, store, suites, j)}
+    waiting = [j for j in graph if j.name not in done]
+    running: dict[Any, Any] = {}
+    attempts: dict[str, int] = {}
+    bar = tqdm(total=len(waiting), desc=f"{kind} jobs", unit="job",
+               disable=not progress or not waiting)  # fmt: skip
+    try:
+        while waiting or running:
+            ready = [j for j in waiting if all(d in done for d in j.after)]
+            ready = ready[: max(0, config.parallelism - len(running))]
+            if ready:
+                for job, handle in zip(ready, engine.submit(spec, root, ready), strict=True):
+                    running[handle] = job
+                    attempts[job.name] = attempts.get(job.name, 0) + 1
+                waiting = [j for j in waiting if j not in ready]
+            for handle in engine.finished(list(running)):
+                job = running.pop(handle)
+                try:
+                    error = engine.result(handle)
+                except _JobDied as died:
+                    if attempts[job.name] > config.retries:
+                        raise ExecutorError(
+                            f"{job.name}: the job died {attempts[job.name]} times; last: {died}"
+                        ) from None
+                    waiting.append(job)  # its leases expire; the new job takes over
+                    continue
+                if error is not None:
+                    raise ShiftlabError(f"{job.name}: {error}")
+                done.add(job.name)
+                bar.update()
+    except BaseException:
+        engine.cancel(list(running))  # finished artefacts stay; the rest resumes next time
+        raise
+    finally:
+        bar.close()
