@@ -4,9 +4,13 @@ writing tables (parquet and CSV) and figures (PNG) into the output folder."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +20,18 @@ from shiftlab.errors import ShiftlabError
 from shiftlab.store import Store
 
 
-def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
-    """Parse ``STORE OUT`` (and any options ``extra`` adds)."""
+def arguments(
+    description: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    arm: bool = False,
+):
+    """Parse ``STORE OUT`` (plus ``--arm`` when ``arm``, and any options ``extra`` adds)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("store", help="store folder of a finished study")
     parser.add_argument("out", help="folder for the tables (parquet, CSV) and figures (PNG)")
-    parser.add_argument("--arm", default="full", help="the arm analysed (default full)")
+    if arm:
+        parser.add_argument("--arm", default="full", help="the arm analysed (default full)")
     if extra is not None:
         extra(parser)
     return parser.parse_args()
@@ -36,12 +46,27 @@ def design_table(store_path: str) -> tuple[Store, pl.DataFrame]:
     return store, store.read_table("runs")
 
 
+@contextlib.contextmanager
+def outputs(out: Path) -> Iterator[Path]:
+    """A folder to write a script's files into; they are moved into ``out`` together at
+    the end, so a script that fails half-way leaves no half-filled output."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    try:
+        yield staging
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_table(frame: pl.DataFrame, out: Path, name: str) -> None:
     """``<out>/<name>.parquet`` and ``.csv`` (list columns joined with '; ' for CSV)."""
-    out.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(out / f"{name}.parquet")
     flat = frame.with_columns(
-        pl.col(c).list.join("; ") for c, t in frame.schema.items() if isinstance(t, pl.List)
+        pl.col(c).cast(pl.List(pl.String)).list.join("; ")
+        for c, t in frame.schema.items()
+        if isinstance(t, pl.List)
     )
     flat.write_csv(out / f"{name}.csv")
 

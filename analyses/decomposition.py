@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import arguments, design_table, run, save_figure, shown, write_table
+from _common import arguments, design_table, outputs, run, save_figure, shown, write_table
 
 from shiftlab.attribution import decompose
 from shiftlab.plots import DecompositionDisplay
@@ -27,8 +27,9 @@ def main() -> None:
     _, runs = design_table(args.store)
     table = decompose(runs, n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out)
-    write_table(table, out, "decomposition")
-    save_figure(DecompositionDisplay.from_frame(table), out, "decomposition")
+    with outputs(out) as staging:
+        write_table(table, staging, "decomposition")
+        save_figure(DecompositionDisplay.from_frame(table), staging, "decomposition")
     print("selection vs labelling shift (all methods pooled; 95% cluster-bootstrap CI):")
     for row in table.filter(table["method"].is_null()).iter_rows(named=True):
         print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import arguments, design_table, run, save_figure, shown, write_table
+from _common import arguments, design_table, outputs, run, save_figure, shown, write_table
 
 from shiftlab.attribution import k_scaling
 from shiftlab.plots import KScalingDisplay
@@ -21,8 +21,9 @@ def main() -> None:
     _, runs = design_table(args.store)
     table = k_scaling(runs)
     out = Path(args.out)
-    write_table(table, out, "k_scaling")
-    save_figure(KScalingDisplay.from_frame(table), out, "k_scaling")
+    with outputs(out) as staging:
+        write_table(table, staging, "k_scaling")
+        save_figure(KScalingDisplay.from_frame(table), staging, "k_scaling")
     print("mean delta by candidates per prompt k (full arm):")
     for (behaviour, method), part in table.group_by("behaviour", "method", maintain_order=True):
         points = part.select("k", "mean_delta").rows()

@@ -1,6 +1,6 @@
 """The per-method table: for each behaviour x method, the mean change in behaviour rate
-(organism-clustered 95% CI) and sign consistency (the share of runs that moved the
-majority way).
+(organism-clustered 95% CI) and sign consistency (the share of moved runs in which the
+behaviour went down, with its exact CI and sign-test p).
 
     python analyses/method_table.py runs/demo out/ [--arm full]
 
@@ -13,18 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from _common import arguments, design_table, run, save_figure, write_table
+from _common import arguments, design_table, outputs, run, save_figure, write_table
 
 from shiftlab.attribution import method_table
 from shiftlab.plots import ForestDisplay
 
 
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0])
+    args = arguments(__doc__.splitlines()[0], arm=True)
     _, runs = design_table(args.store)
     table = method_table(runs, arm=args.arm)
     out = Path(args.out)
-    write_table(table, out, "method_table")
     wide = (
         table.select("behaviour", "method", "term", "estimate", "ci_low", "ci_high", "n")
         .pivot(
@@ -38,16 +37,22 @@ def main() -> None:
             pl.col("estimate_mean_delta").alias("mean_delta"),
             pl.col("ci_low_mean_delta").alias("mean_delta_ci_low"),
             pl.col("ci_high_mean_delta").alias("mean_delta_ci_high"),
-            pl.col("estimate_sign_consistency").alias("sign_consistency"),
             pl.col("n_mean_delta").alias("n_runs"),
+            pl.col("estimate_share_down").alias("share_down"),
+            pl.col("ci_low_share_down").alias("share_down_ci_low"),
+            pl.col("ci_high_share_down").alias("share_down_ci_high"),
+            pl.col("n_share_down").alias("n_moved"),
         )
     )
-    write_table(wide, out, "method_table_wide")
-    means = table.filter(term="mean_delta")
-    save_figure(ForestDisplay.from_frame(means), out, "method_table")
+    with outputs(out) as staging:
+        write_table(table, staging, "method_table")
+        write_table(wide, staging, "method_table_wide")
+        save_figure(ForestDisplay.from_frame(table.filter(term="mean_delta")), staging,
+                    "method_table")  # fmt: skip
     print(f"mean delta and sign consistency by behaviour x method ({args.arm} arm):")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(wide.with_columns(pl.selectors.float().round(3)))
+        print(wide.select("behaviour", "method", "mean_delta", "n_runs", "share_down", "n_moved")
+              .with_columns(pl.selectors.float().round(3)))  # fmt: skip
     print(f"wrote {out}/method_table{{,_wide}}.parquet, .csv and method_table.png")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from _common import arguments, design_table, run, save_figure, shown, write_table
+from _common import arguments, design_table, outputs, run, save_figure, shown, write_table
 
 from shiftlab.attribution import moderator_table
 from shiftlab.errors import ShiftlabError
@@ -28,30 +28,35 @@ def _options(parser) -> None:
 
 
 def _facts(store, path: str | None) -> pl.DataFrame:
+    given = None
+    if path is not None:
+        try:
+            given = pl.read_csv(path)
+        except (OSError, pl.exceptions.PolarsError) as error:
+            raise ShiftlabError(f"{path}: cannot read the moderators CSV ({error})") from None
+        if "base_model" not in given.columns:
+            raise ShiftlabError(f"{path}: expected a base_model column, found {given.columns}")
+        if {"instruct", "log10_params"} <= set(given.columns):
+            return given  # nothing left to read from the models
     facts = base_model_facts(load_spec(store.root / "study.yaml")).select(
         "base_model", "instruct", "log10_params"
     )
-    if path is None:
+    if given is None:
         return facts
-    try:
-        given = pl.read_csv(path)
-    except (OSError, pl.exceptions.PolarsError) as error:
-        raise ShiftlabError(f"{path}: cannot read the moderators CSV ({error})") from None
-    if "base_model" not in given.columns:
-        raise ShiftlabError(f"{path}: expected a base_model column, found {given.columns}")
     kept = facts.drop([c for c in given.columns if c != "base_model"], strict=False)
     return kept.join(given, on="base_model", how="left")
 
 
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], _options)
+    args = arguments(__doc__.splitlines()[0], _options, arm=True)
     store, runs = design_table(args.store)
     facts = _facts(store, args.moderators)
     table = moderator_table(runs, facts, arm=args.arm)
     out = Path(args.out)
-    write_table(facts, out, "base_models")
-    write_table(table, out, "moderators")
-    save_figure(ForestDisplay.from_frame(table), out, "moderators")
+    with outputs(out) as staging:
+        write_table(facts, staging, "base_models")
+        write_table(table, staging, "moderators")
+        save_figure(ForestDisplay.from_frame(table), staging, "moderators")
     print(f"base models: {facts.height}; mean delta by moderator ({args.arm} arm):")
     for row in table.iter_rows(named=True):
         print(

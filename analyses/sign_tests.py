@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import arguments, design_table, run, save_figure, shown, write_table
+from _common import arguments, design_table, outputs, run, save_figure, shown, write_table
 
 from shiftlab.attribution import sign_tests
 from shiftlab.plots import ForestDisplay
 
 
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0])
+    args = arguments(__doc__.splitlines()[0], arm=True)
     _, runs = design_table(args.store)
     table = sign_tests(runs, arm=args.arm)
     out = Path(args.out)
-    write_table(table, out, "sign_tests")
-    save_figure(ForestDisplay.from_frame(table.filter(analysis="sign_test")), out, "sign_tests")
+    with outputs(out) as staging:
+        write_table(table, staging, "sign_tests")
+        display = ForestDisplay.from_frame(table.filter(analysis="sign_test"))
+        save_figure(display, staging, "sign_tests")
     print(f"sign tests, {args.arm} arm (share of moved runs in which the behaviour went down):")
     for row in table.filter(analysis="sign_test").iter_rows(named=True):
         print(

@@ -96,7 +96,9 @@ def test_a_failing_cell_names_the_notebook_and_writes_nothing(tmp_path):
             tmp_path / "out.ipynb",
             parameters={"store": str(tmp_path / "empty")},
         )
-    assert "no such table" in str(error.value)
+    assert "not a finished study's store (no study.yaml)" in str(error.value)
+    assert "\x1b[" not in str(error.value)  # no terminal colours
+    assert not (tmp_path / "empty").exists()  # the notebook did not create a store
     assert not (tmp_path / "out.ipynb").exists()
 
 

@@ -17,6 +17,7 @@ from shiftlab.repro import (
     Tolerances,
     check_reproduction,
     compare_losses,
+    compare_rates,
     compare_statistic,
     record_fingerprints,
 )
@@ -134,8 +135,10 @@ def test_the_cli_exits_1_with_a_diff_and_0_when_it_agrees(copy, capsys):
 def test_missing_files_and_newer_versions_are_clear_errors(copy, capsys):
     run_id = copy.finished_ids("runs")[0]
     (copy.path("runs", run_id) / "train_log.parquet").unlink()
-    with pytest.raises(StoreError, match=f"{run_id}/manifest.json lists train_log.parquet"):
+    with pytest.raises(StoreError, match="pass --force to replace it"):
         record_fingerprints(copy)
+    with pytest.raises(StoreError, match=f"{run_id}/manifest.json lists train_log.parquet"):
+        record_fingerprints(copy, force=True)
     fingerprints = copy.root / FINGERPRINTS
     fingerprints.write_text(json.dumps({**json.loads(fingerprints.read_text()), "format": 99}))
     with pytest.raises(StoreError, match="fingerprint format 99 is not one this shiftlab reads"):
@@ -145,8 +148,8 @@ def test_missing_files_and_newer_versions_are_clear_errors(copy, capsys):
     assert main(["repro", "check", str(copy.root)]) == 2
     assert "built by shiftlab 9.0.0, newer than the installed" in capsys.readouterr().err
     (copy.root / MANIFEST).write_text(json.dumps(manifest))
-    fingerprints.unlink()
-    with pytest.raises(StoreError, match="run `shiftlab repro record"):
+    fingerprints.unlink()  # without a record the store is the reference: still refused
+    with pytest.raises(StoreError, match=f"{run_id}/manifest.json lists train_log.parquet"):
         check_reproduction(copy)
 
 
@@ -170,12 +173,61 @@ def test_p_values_get_a_monte_carlo_tolerance():
     assert "recorded" in compare_statistic("shift_mmd", 0.20, 0.21, 1000)
     assert compare_statistic("shift_c2st_auc", None, None, 1000) is None
     assert compare_statistic("shift_c2st_auc", None, 0.5, 1000) == "None recorded, 0.5 now"
+    assert compare_statistic("shift_mmd_p", 0.90, 0.99, 1000) is not None  # near 1 too
+    assert compare_statistic("shift_mmd_p", 0.001, 0.004, 1000) is None
+
+
+def test_rates_compare_judged_outputs_and_other_metrics_numerically():
+    judged = {"n": 30, "n_misbehaving": 0, "n_unparseable": 6}
+    assert compare_rates(judged, {**judged, "n_misbehaving": 8}) is not None  # 0/24 vs 8/24
+    assert compare_rates(judged, {**judged, "n_misbehaving": 1}) is None
+    assert compare_rates({}, {}) == "metrics missing recorded, missing now"
+    score = {"rate": 41.5, "unit": "score_0_100", "n": 10}
+    assert compare_rates(score, {**score, "rate": 41.5}) is None
+    assert compare_rates(score, {**score, "rate": 44.0}) == "41.5 recorded, 44 now"
+
+
+def test_nan_steps_agree_with_nan():
+    nan = float("nan")
+    assert compare_losses([1.0, nan], [1.0, nan]) is None
+    assert compare_losses([1.0, 2.0], [1.0, nan]) == "step 1: loss 2.0 recorded, nan now"
 
 
 def test_the_demo_reproduces_from_the_cli(demo_store, capsys):
-    assert main(["repro", "record", str(demo_store)]) == 0
+    # Straight after `shiftlab demo`: the store's own artefacts are the reference.
     assert main(["repro", "check", str(demo_store), "--sample", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "re-executed 3 runs" in out
+    assert "re-executed 3 runs" in out and "note: no recorded fingerprints" in out
     agreed = re.search(r"reproduced: (\d+) of (\d+) comparisons agree", out)
     assert agreed and agreed[1] == agreed[2] and int(agreed[1]) >= 3 * 5, out
+    assert main(["repro", "record", str(demo_store)]) == 0
+    assert (demo_store / FINGERPRINTS).is_file()
+
+
+def test_scratch_must_be_new_and_outside_the_store(recorded, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "runs").mkdir()
+    with pytest.raises(StoreError, match="must be a new or empty folder"):
+        check_reproduction(recorded, scratch=tmp_path / "used", progress=False)
+    with pytest.raises(StoreError, match="must be outside the store"):
+        check_reproduction(recorded, scratch=recorded.root / "x", progress=False)
+
+
+def test_a_store_without_shift_is_checked_without_it(copy):
+    for shift_id in copy.finished_ids("shift"):
+        copy.path("shift", shift_id).unlink()
+        copy.manifest_path("shift", shift_id).unlink()
+    record_fingerprints(copy, force=True)
+    report = check_reproduction(copy, sample=1, progress=False)
+    assert report.ok, report.format()
+    assert not [f for f in report.findings if f.artefact.startswith("shift/")]
+
+
+def test_every_listed_file_is_fingerprinted(copy):
+    (organism,) = copy.finished_ids("organisms")
+    config = copy.path("organisms", organism) / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text().replace('"r": ', '"r":  '))
+    failures = _failures(check_reproduction(copy, sample=1, progress=False))
+    assert failures[f"organisms/{organism}/adapter/adapter_config.json"] == [
+        "content: changed since the record: bytes differ"
+    ]

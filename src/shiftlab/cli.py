@@ -98,16 +98,21 @@ def _parser() -> argparse.ArgumentParser:
         "record", help="fingerprint every artefact (repro/fingerprints.json)", parents=[common]
     )
     record.add_argument("store", help="store folder of a finished study")
+    record.add_argument("--force", action="store_true", help="replace an existing record")
     check = repro_commands.add_parser(
         "check",
         help="re-execute a sample of runs in a scratch store and compare with the record",
         parents=[common],
     )
     check.add_argument("store", help="store folder with recorded fingerprints")
-    check.add_argument("--sample", type=_positive, default=3, help="runs to re-execute (default 3)")
-    check.add_argument("--all", action="store_true", help="re-execute every recorded run")
+    which = check.add_mutually_exclusive_group()
+    which.add_argument("--sample", type=_positive, default=3, help="runs to re-execute (default 3)")
+    which.add_argument("--all", action="store_true", help="re-execute every recorded run")
     check.add_argument("--seed", type=int, default=0, help="which runs are drawn (default 0)")
-    check.add_argument("--scratch", help="keep the re-executed runs in this folder")
+    check.add_argument(
+        "--scratch",
+        help="re-execute into this new or empty folder and keep it (default: a temporary one)",
+    )
     check.add_argument(
         "--loss-atol", type=float, default=1e-3, help="largest per-step loss difference"
     )
@@ -121,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="set a parameter (VALUE is read as YAML: 3, 0.5, true, text); repeatable",
+        help="set a parameter; repeatable. Text parameters take VALUE as it is (a relative "
+        "path with a '/' is resolved against the current folder); others read it as YAML "
+        "(3, 0.5, true, null)",
     )
     notebook.add_argument("--out", help="write the executed notebook here")
 
@@ -272,7 +279,7 @@ def _repro(args: argparse.Namespace) -> int:
 
     store = _open_existing(args.store)
     if args.repro_command == "record":
-        print(f"fingerprints: {record_fingerprints(store)}")
+        print(f"fingerprints: {record_fingerprints(store, force=args.force)}")
         return 0
     report = check_reproduction(
         store,
@@ -286,17 +293,27 @@ def _repro(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _notebook(args: argparse.Namespace) -> int:
+def _notebook_value(default: Any, text: str) -> Any:
+    """A ``-p`` value: text for a text parameter (a relative path with a '/' resolved
+    against the current folder, not the notebook's), YAML otherwise (3, 0.5, true, null)."""
     import yaml
 
-    from shiftlab.notebooks import execute_notebook
+    if isinstance(default, str):
+        looks_like_path = "/" in text and not Path(text).is_absolute()
+        return str(Path(text).resolve()) if looks_like_path else text
+    return yaml.safe_load(text)
 
+
+def _notebook(args: argparse.Namespace) -> int:
+    from shiftlab.notebooks import execute_notebook, notebook_parameters
+
+    defaults = notebook_parameters(args.notebook) if args.param else {}
     parameters = {}
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
             raise SpecError(f"--param {item!r}: expected NAME=VALUE")
-        parameters[name] = yaml.safe_load(value)
+        parameters[name] = _notebook_value(defaults.get(name), value)
     start = time.perf_counter()
     execute_notebook(args.notebook, args.out, parameters=parameters)
     where = f"; executed notebook: {args.out}" if args.out else ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class NotebookError(ShiftlabError):
 
 def _read(path: Path) -> Any:
     try:
+        import nbclient  # noqa: F401
         import nbformat
     except ImportError:
         raise ShiftlabError(
@@ -82,8 +84,10 @@ def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _accepts(default: Any, value: Any) -> bool:
-    if default is None or value is None:
+    if default is None:
         return True
+    if value is None:
+        return False
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(default, bool) and isinstance(value, bool)
     if isinstance(default, float):
@@ -105,6 +109,15 @@ def check_parameters(path: str | os.PathLike[str], parameters: dict[str, Any]) -
             )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _short_error(error: Exception, lines: int = 12) -> str:
+    """The end of a cell's error (its traceback's last lines), without terminal colours."""
+    text = _ANSI.sub("", str(error)).strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
 def execute_notebook(
     path: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -119,16 +132,22 @@ def execute_notebook(
     Cells run in a fresh ``kernel_name`` kernel with ``cwd`` (default: the notebook's
     folder) as working directory; each may take ``timeout`` seconds. The executed
     notebook is written to ``output`` when given, and only when every cell succeeded.
-    A cell that raises becomes a :class:`NotebookError` naming the cell and the error.
+    A cell that raises becomes a :class:`NotebookError` with the end of its traceback.
+    Relative paths inside the notebook are relative to ``cwd``, as in Jupyter.
     """
+    path = Path(path)
+    parameters = dict(parameters or {})
+    if parameters:
+        check_parameters(path, parameters)
+    notebook = _read(path)
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    path = Path(path)
-    parameters = dict(parameters or {})
-    check_parameters(path, parameters)
-    notebook = _read(path)
+    # Parameters injected by an earlier run would override this run's: drop them.
+    notebook.cells = [
+        c for c in notebook.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])
+    ]
     if parameters:
         source = "# Injected parameters\n" + "\n".join(
             f"{name} = {value!r}" for name, value in parameters.items()
@@ -146,7 +165,7 @@ def execute_notebook(
     try:
         client.execute(env=env)
     except CellExecutionError as error:
-        raise NotebookError(f"{path}: a cell failed:\n{error}") from None
+        raise NotebookError(f"{path}: a cell failed:\n{_short_error(error)}") from None
     if output is not None:
         atomic_write_bytes(Path(output), nbformat.writes(notebook).encode())
     return notebook

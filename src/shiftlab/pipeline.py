@@ -267,15 +267,16 @@ _INSTRUCT = re.compile(r"instruct|chat|(^|[-_/])it($|[-_/])", re.IGNORECASE)
 def base_model_facts(spec: StudySpec) -> pl.DataFrame:
     """Moderators of each base model: ``base_model, instruct, n_params, log10_params``.
 
-    ``instruct`` is read from the model's name or path; ``n_params`` is counted on the
-    loaded model (each base is loaded once, on CPU). Analyses join on ``base_model``.
+    ``instruct`` is read from the model's name or the last part of its path; ``n_params``
+    is counted on the loaded model (each base is loaded once, on CPU; pass moderators of
+    your own to skip it). Analyses join on ``base_model``.
     """
     rows = []
     for base in spec.base_models:
         model, _ = _load_base(base)
         n_params = sum(p.numel() for p in model.parameters())
         del model
-        instruct = bool(_INSTRUCT.search(base.name) or _INSTRUCT.search(base.path))
+        instruct = bool(_INSTRUCT.search(base.name) or _INSTRUCT.search(Path(base.path).name))
         rows.append((base.name, instruct, n_params, math.log10(n_params)))
     return pl.DataFrame(
         rows,
@@ -984,7 +985,7 @@ def _targets_frame(job: RunJob) -> pl.DataFrame:
 # -- phase 4: shift ----------------------------------------------------------------------
 
 # Bump when what a shift artefact holds, or how it is measured, changes.
-SHIFT_VERSION = 1
+SHIFT_VERSION = 2
 # Texts embedded by (encoder, text), shared by every worker of a study.
 EMBEDDING_CACHE = "cache/embeddings.sqlite"
 SHIFT_COLUMNS = ("shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy")
@@ -1101,10 +1102,12 @@ class _ShiftMeter:
     """Measures runs of one organism while it is loaded; caches target NLLs across runs
     (arms share many targets) and embeddings across the study."""
 
-    def __init__(self, spec: StudySpec, store: Store, organism: Any, tokenizer: Any, encoder: Any):
+    def __init__(
+        self, spec: StudySpec, store: Store, organism: Any, tokenizer: Any, encoder: Any, scope: str
+    ):
         from shiftlab.shift import EmbeddingCache
 
-        self.spec, self.store = spec, store
+        self.spec, self.store, self.scope = spec, store, scope
         self.organism, self.tokenizer, self.encoder = organism, tokenizer, encoder
         self.cache = EmbeddingCache(store.root / EMBEDDING_CACHE)
         self.nll: dict[tuple[str, str], tuple[float, int]] = {}
@@ -1132,7 +1135,25 @@ class _ShiftMeter:
     def _embed(self, texts: list[str]) -> Any:
         from shiftlab.shift import embed
 
-        return embed(texts, self.encoder, self.cache)
+        return embed(texts, self.encoder, self.cache, scope=self.scope)
+
+    def embed_all(
+        self,
+        jobs: Sequence[ShiftJob],
+        samples: dict[str, tuple[str, float, int]],
+        before: pl.DataFrame,
+    ) -> None:
+        """Embed every text the organism's shift jobs compare, in one canonical pass
+        (sorted, under the organism's scope): vectors then do not depend on which worker
+        measured which run first, or on a resumed worker's batches."""
+        texts = set(before["output"].to_list())
+        for job in jobs:
+            items = _training_items(job.run)
+            texts.update(t for _, t in items)
+            texts.update(samples[_prompt_key(m)][0] for m, _ in items)
+            after = self.store.path("runs", job.run.run_id) / "eval.parquet"
+            texts.update(pl.read_parquet(after, columns=["output"])["output"].to_list())
+        self._embed(sorted(texts))
 
     def measure(
         self, job: ShiftJob, samples: dict[str, tuple[str, float, int]], before: pl.DataFrame
@@ -1203,9 +1224,14 @@ def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: b
     resident = _Resident()
     encoders: list[Any] = []  # loaded on first use, then kept
 
+    every_job = _grouped(jobs, lambda j: j.run.organism.artefact_id)
+
     def build(organism_id: str, shift_jobs: list[ShiftJob]) -> None:
         from shiftlab.shift import TextEncoder
 
+        # The organism's whole set, not just what is left: a resumed organism must sample
+        # and embed exactly what an uninterrupted one does.
+        shift_jobs = every_job[organism_id]
         if not encoders:
             encoders.append(TextEncoder(spec.encoder.path, batch_size=spec.encoder.batch_size))
         model, tokenizer = resident.get(shift_jobs[0].run.organism.base)
@@ -1213,10 +1239,13 @@ def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: b
         try:
             samples = _organism_samples(spec, store, shift_jobs, organism, tokenizer)
             before = pl.read_parquet(store.path("organisms", organism_id) / "eval.parquet")
-            meter = _ShiftMeter(spec, store, organism, tokenizer, encoders[0])
+            meter = _ShiftMeter(spec, store, organism, tokenizer, encoders[0], organism_id)
+            meter.embed_all(shift_jobs, samples, before)
             todo = [j for j in shift_jobs if not store.is_finished("shift", j.artefact_id)]
-            # Arms share many targets: score the organism's distinct ones in one pass.
-            meter.score_targets([item for j in todo for item in _training_items(j.run)])
+            # Arms share many targets: score the organism's distinct ones in one pass (all
+            # of them, so the batches, and the last bits of each score, never depend on
+            # what an interrupted worker finished).
+            meter.score_targets([item for j in shift_jobs for item in _training_items(j.run)])
             for job in todo:
                 frame = meter.measure(job, samples, before)
                 manifest = build_manifest(job.config, {"study": spec.seed})

@@ -16,11 +16,10 @@ then compares artefact by artefact:
 
 >>> import tempfile
 >>> from shiftlab.store import Store
->>> store = Store.open(tempfile.mkdtemp())
->>> record_fingerprints(store)
+>>> record_fingerprints(Store.open(tempfile.mkdtemp()))
 Traceback (most recent call last):
 ...
-shiftlab.errors.StoreError: ... nothing to record: no finished artefacts or tables
+shiftlab.errors.StoreError: ...: not a shiftlab store (no manifest.json)
 """
 
 from __future__ import annotations
@@ -68,15 +67,17 @@ SHIFT_STATISTICS = (
 class Tolerances:
     """How close a re-executed run must come to its record.
 
-    ``loss_atol``: the largest per-step loss difference; ``drift_alpha``: the level of the
-    zero-mean test on the loss residuals; ``rate_alpha``: the level of the two-proportion
+    ``loss_atol``: the largest per-step loss difference; ``drift_min`` and
+    ``drift_alpha``: the smallest mean residual that counts as a drift and the level of
+    the zero-mean test that must find it; ``rate_alpha``: the level of the two-proportion
     test on behaviour rates; ``shift_rtol``/``shift_atol``: shift statistics (p-values get a
     Monte Carlo tolerance from the number of permutations instead).
     """
 
     loss_atol: float = 1e-3
+    drift_min: float = 1e-4
     drift_alpha: float = 0.01
-    rate_alpha: float = 0.001
+    rate_alpha: float = 0.01
     shift_rtol: float = 1e-4
     shift_atol: float = 1e-6
 
@@ -98,6 +99,7 @@ class ReproReport:
     findings: list[Finding] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     n_verified: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -106,21 +108,13 @@ class ReproReport:
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if not f.ok]
 
-    def to_frame(self) -> pl.DataFrame:
-        """The findings as a tidy frame: artefact, check, ok, detail."""
-        return pl.DataFrame(
-            [vars(f) for f in self.findings],
-            schema={"artefact": pl.String, "check": pl.String, "ok": pl.Boolean,
-                    "detail": pl.String},
-            orient="row",
-        )  # fmt: skip
-
     def format(self) -> str:
         """A readable per-artefact summary; failures first, with what differs."""
-        lines = [
-            f"verified {self.n_verified} recorded files; re-executed {len(self.runs)} runs: "
-            + ", ".join(self.runs)
-        ]
+        shown = ", ".join(self.runs[:5]) + (f" and {len(self.runs) - 5} more" if len(self.runs) > 5
+                                            else "")  # fmt: skip
+        lines = [f"verified {self.n_verified} recorded files; re-executed {len(self.runs)} runs"
+                 + (f": {shown}" if shown else "")]  # fmt: skip
+        lines += [f"note: {note}" for note in self.notes]
         failures = self.failures()
         by_artefact: dict[str, list[Finding]] = {}
         for finding in failures:
@@ -166,47 +160,45 @@ def _relative(store: Store, path: Path) -> str:
     return path.relative_to(store.root).as_posix()
 
 
-def _run_record(store: Store, run_id: str, shift_of: dict[str, str]) -> dict[str, Any]:
+def _run_record(store: Store, run_id: str, shifts: list[str]) -> dict[str, Any]:
     folder = store.path("runs", run_id)
     manifest = store.read_manifest("runs", run_id)
     record: dict[str, Any] = {
         "losses": pl.read_parquet(folder / "train_log.parquet")["loss"].to_list(),
         "metrics": manifest.get("metrics", {}),
         "cuda": (manifest.get("hardware") or {}).get("cuda"),
+        "shift": {},
     }
-    if run_id in shift_of:
-        row = pl.read_parquet(store.path("shift", shift_of[run_id])).row(0, named=True)
-        record["shift"] = {"id": shift_of[run_id], **{k: row.get(k) for k in SHIFT_STATISTICS}}
+    for shift_id in shifts:
+        row = pl.read_parquet(store.path("shift", shift_id)).row(0, named=True)
+        record["shift"][shift_id] = {k: row.get(k) for k in SHIFT_STATISTICS}
     return record
 
 
-def _shift_ids_by_run(store: Store) -> dict[str, str]:
-    return {
-        store.read_manifest("shift", shift_id)["config"]["run"]: shift_id
-        for shift_id in store.finished_ids("shift")
-    }
+def _shift_ids_by_run(store: Store) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for shift_id in store.finished_ids("shift"):
+        run_id = store.read_manifest("shift", shift_id)["config"]["run"]
+        found.setdefault(run_id, []).append(shift_id)
+    return found
 
 
-def record_fingerprints(store: Store) -> Path:
-    """Fingerprint every finished artefact and table of ``store``; return the file written.
-
-    Recording again replaces the previous record. Raises :class:`StoreError` when an
-    artefact's manifest lists a file that is missing.
-    """
+def fingerprint_store(store: Store) -> dict[str, Any]:
+    """The fingerprints of every finished artefact and table of ``store`` (what
+    :func:`record_fingerprints` writes). Raises :class:`StoreError` when an artefact's
+    manifest lists a file that is missing."""
     files: dict[str, dict[str, Any]] = {}
     configs: dict[str, Any] = {}
     for kind, artefact_id, paths in _artefacts(store):
         configs[f"{kind}/{artefact_id}"] = store.read_manifest(kind, artefact_id).get("config")
         for path in paths:
-            if path.suffix in (".parquet", ".safetensors"):
-                files[_relative(store, path)] = _file_fingerprint(path)
-    tables = sorted((store.root / "tables").glob("*.parquet"))
-    for path in tables:
+            files[_relative(store, path)] = _file_fingerprint(path)
+    for path in sorted((store.root / "tables").glob("*.parquet")):
         files[_relative(store, path)] = _file_fingerprint(path)
     if not files:
         raise StoreError(f"{store.root}: nothing to record: no finished artefacts or tables")
-    shift_of = _shift_ids_by_run(store)
-    record = {
+    shifts = _shift_ids_by_run(store)
+    return {
         "format": FINGERPRINT_FORMAT,
         "shiftlab_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -214,9 +206,22 @@ def record_fingerprints(store: Store) -> Path:
         "study_hash": content_hash(_study_text(store)),
         "files": files,
         "configs": configs,
-        "runs": {r: _run_record(store, r, shift_of) for r in store.finished_ids("runs")},
+        "runs": {r: _run_record(store, r, shifts.get(r, [])) for r in store.finished_ids("runs")},
     }
+
+
+def record_fingerprints(store: Store, *, force: bool = False) -> Path:
+    """Fingerprint every finished artefact and table of ``store`` into
+    ``repro/fingerprints.json``; return its path. An existing record is replaced only with
+    ``force`` (it is the reference later checks compare with)."""
+    _check_store_version(store)
     path = store.root / FINGERPRINTS
+    if path.exists() and not force:
+        raise StoreError(
+            f"{path} exists: it is the reference `repro check` compares with; "
+            "pass --force to replace it"
+        )
+    record = fingerprint_store(store)
     path.parent.mkdir(exist_ok=True)
     atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
     return path
@@ -238,25 +243,30 @@ def read_fingerprints(store: Store) -> dict[str, Any]:
         record: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise StoreError(f"{path}: unreadable fingerprints ({error})") from None
-    found = record.get("format")
+    found = record.get("format") if isinstance(record, dict) else None
     if not isinstance(found, int) or found > FINGERPRINT_FORMAT:
         raise StoreError(
             f"{path}: fingerprint format {found!r} is not one this shiftlab reads "
             f"(up to {FINGERPRINT_FORMAT}); upgrade shiftlab"
         )
+    missing = [k for k in ("study_hash", "files", "configs", "runs") if k not in record]
+    if missing:
+        raise StoreError(f"{path}: not a complete record (no {', '.join(missing)}); record again")
     return record
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
-
-
 def _check_store_version(store: Store) -> None:
+    from packaging.version import InvalidVersion, Version
+
     manifest = store.root / MANIFEST
     if not manifest.is_file():
         raise StoreError(f"{store.root}: not a shiftlab store (no {MANIFEST})")
     built_by = json.loads(manifest.read_text()).get("shiftlab_version") or "0"
-    if _version_tuple(built_by) > _version_tuple(__version__):
+    try:
+        newer = Version(built_by) > Version(__version__)
+    except InvalidVersion:
+        raise StoreError(f"{manifest}: shiftlab_version {built_by!r} is not a version") from None
+    if newer:
         raise StoreError(
             f"{manifest}: the store was built by shiftlab {built_by}, newer than the installed "
             f"{__version__}; an older shiftlab cannot be expected to reproduce it: upgrade"
@@ -293,7 +303,10 @@ def compare_losses(
     """None when a re-executed loss curve agrees with its record, else why not.
 
     Every step must be within ``loss_atol``, and the residuals must not drift to one side:
-    a two-sided one-sample t-test of a zero mean at ``drift_alpha``.
+    a drift is a mean residual of at least ``drift_min`` that a one-sample t-test at
+    ``drift_alpha`` finds. (Residuals of a training curve are autocorrelated, which makes
+    the t-test too eager; the minimum effect keeps float noise from failing a check.)
+    Steps that are NaN in both agree.
 
     >>> compare_losses([1.0, 0.9, 0.8], [1.0, 0.9, 0.8]) is None
     True
@@ -304,7 +317,9 @@ def compare_losses(
 
     if len(recorded) != len(current):
         return f"{len(recorded)} steps recorded, {len(current)} now"
-    diff = np.asarray(current, dtype=float) - np.asarray(recorded, dtype=float)
+    old, new = np.asarray(recorded, dtype=float), np.asarray(current, dtype=float)
+    both_nan = np.isnan(old) & np.isnan(new)
+    diff = np.where(both_nan, 0.0, new - old)
     if not np.isfinite(diff).all():
         bad = int(np.flatnonzero(~np.isfinite(diff))[0])
         return f"step {bad}: loss {recorded[bad]!r} recorded, {current[bad]!r} now"
@@ -326,7 +341,7 @@ def compare_losses(
         from scipy import stats
 
         p_value = float(stats.ttest_1samp(diff, 0.0).pvalue)
-    if p_value < tolerances.drift_alpha:
+    if abs(float(diff.mean())) >= tolerances.drift_min and p_value < tolerances.drift_alpha:
         detail = (
             f"all {len(diff)} steps the same sign"
             if same_sign
@@ -339,15 +354,28 @@ def compare_losses(
 def compare_rates(
     recorded: dict[str, Any], current: dict[str, Any], tolerances: Tolerances = Tolerances()
 ) -> str | None:
-    """None when two behaviour rates agree within sampling error (two-proportion test).
+    """None when two headline metrics agree: rates within sampling error (a two-proportion
+    test on the judged outputs), other metrics within ``shift_rtol``.
 
     >>> compare_rates({"n": 100, "n_misbehaving": 30}, {"n": 100, "n_misbehaving": 33}) is None
     True
     >>> compare_rates({"n": 100, "n_misbehaving": 30}, {"n": 100, "n_misbehaving": 70})
-    'misbehaving 30/100 recorded, 70/100 now (two-proportion p=1.5e-08 < 0.001)'
+    'misbehaving 30/100 recorded, 70/100 now (two-proportion p=1.5e-08 < 0.01)'
     """
-    n1, k1 = int(recorded.get("n", 0)), int(recorded.get("n_misbehaving", 0))
-    n2, k2 = int(current.get("n", 0)), int(current.get("n_misbehaving", 0))
+    if not recorded or not current:
+        return f"metrics {recorded or 'missing'} recorded, {current or 'missing'} now"
+    unit = recorded.get("unit", "rate")
+    if unit != current.get("unit", "rate"):
+        return f"unit {unit!r} recorded, {current.get('unit', 'rate')!r} now"
+    if unit != "rate":
+        old, new = recorded.get("rate"), current.get("rate")
+        if old is None or new is None:
+            return None if old == new else f"{old!r} recorded, {new!r} now"
+        close = abs(new - old) <= tolerances.shift_rtol * max(abs(old), 1e-12)
+        return None if close else f"{old:.6g} recorded, {new:.6g} now"
+    n1 = int(recorded.get("n", 0)) - int(recorded.get("n_unparseable", 0))
+    n2 = int(current.get("n", 0)) - int(current.get("n_unparseable", 0))
+    k1, k2 = int(recorded.get("n_misbehaving", 0)), int(current.get("n_misbehaving", 0))
     if (n1, k1) == (n2, k2):
         return None
     counts = f"misbehaving {k1}/{n1} recorded, {k2}/{n2} now"
@@ -373,7 +401,9 @@ def compare_statistic(
     """None when a shift statistic agrees with its record.
 
     Permutation p-values (``*_p``) may differ by Monte Carlo error: four standard errors of
-    the difference of two estimates from ``n_permutations`` draws, plus two draws' worth.
+    the difference of two estimates from ``n_permutations`` draws (at whichever p is nearer
+    1/2, kept off 0 and 1), plus two draws' worth. Other statistics are deterministic given
+    the texts: ``shift_atol`` plus ``shift_rtol`` relative.
     """
     if recorded is None or current is None or math.isnan(recorded) or math.isnan(current):
         same = (recorded is None or math.isnan(recorded)) == (
@@ -381,7 +411,9 @@ def compare_statistic(
         )
         return None if same else f"{recorded!r} recorded, {current!r} now"
     if name.endswith("_p"):
-        p = min(max(recorded, 1 / (n_permutations + 1)), 0.5)
+        edge = 1 / (n_permutations + 1)
+        nearer_half = min(recorded, current, key=lambda v: abs(v - 0.5))
+        p = min(max(nearer_half, edge), 1 - edge)
         tolerance = 4 * math.sqrt(2 * p * (1 - p) / n_permutations) + 2 / n_permutations
         rule = f"Monte Carlo tolerance {tolerance:.2g}"
     else:
@@ -404,6 +436,15 @@ def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 # -- verification and re-execution -------------------------------------------------------
 
 
+def _compare_file(recorded: dict[str, Any], path: Path) -> str | None:
+    """None when the file at ``path`` matches its fingerprint, else what differs."""
+    if not path.is_file():
+        return f"{path} is missing"
+    if "rows" in recorded:
+        return compare_frames(recorded, _file_fingerprint(path))
+    return None if file_hash(path, 32) == recorded["sha256"] else "bytes differ"
+
+
 def _verify(store: Store, record: dict[str, Any], report: ReproReport) -> None:
     """Compare every recorded file and manifest config with what the store holds now."""
     if content_hash(_study_text(store)) != record["study_hash"]:
@@ -411,20 +452,12 @@ def _verify(store: Store, record: dict[str, Any], report: ReproReport) -> None:
             Finding("study.yaml", "spec", False, "the study spec changed since the record")
         )
     for name, recorded in sorted(record["files"].items()):
-        path = store.root / name
         report.n_verified += 1
-        if not path.is_file():
-            report.findings.append(Finding(name, "file", False, f"{path} is missing"))
-            continue
-        detail = (
-            compare_frames(recorded, _file_fingerprint(path))
-            if "rows" in recorded
-            else (None if file_hash(path, 32) == recorded["sha256"] else "bytes differ")
-        )
+        detail = _compare_file(recorded, store.root / name)
         if detail is not None:
-            report.findings.append(
-                Finding(name, "content", False, f"changed since the record: {detail}")
-            )
+            check = "file" if detail.endswith("is missing") else "content"
+            report.findings.append(Finding(name, check, False, f"changed since the record: {detail}"
+                                           if check == "content" else detail))  # fmt: skip
     for artefact, config in sorted(record["configs"].items()):
         kind, artefact_id = artefact.split("/", 1)
         if not store.is_finished(kind, artefact_id):
@@ -449,23 +482,37 @@ def _sample_runs(record: dict[str, Any], sample: int | None, seed: int) -> list[
     return sorted(random.Random(seed).sample(runs, sample))
 
 
+def _prepare_scratch(store: Store, scratch: str | Path | None) -> tuple[Path, bool]:
+    """The scratch folder (new or empty, outside the store) and whether to remove it."""
+    if scratch is None:
+        return Path(tempfile.mkdtemp(prefix="shiftlab-repro-")), True
+    folder = Path(scratch).expanduser().resolve()
+    root = store.root.resolve()
+    if folder == root or root in folder.parents or folder in root.parents:
+        raise StoreError(f"--scratch {scratch}: must be outside the store {store.root}")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise StoreError(
+            f"--scratch {scratch}: must be a new or empty folder (runs already there would be "
+            "compared again instead of re-executed)"
+        )
+    return folder, False
+
+
 def _scratch_store(store: Store, scratch: Path, jobs: list[Any], shift_jobs: list[Any]) -> Store:
-    """A store holding only the re-executed runs' inputs: the organisms (linked, read only),
-    the organisms' samples and the embedding cache (copied), so shift is measured against
-    the same samples and vectors."""
+    """A store holding only the re-executed runs' inputs: the organisms (linked, read
+    only), the organisms' samples and the embedding memo (copied), so shift is measured
+    against the same samples and vectors (an encoder change is therefore not re-checked)."""
     target = Store.open(scratch)
     shutil.copy2(store.root / "study.yaml", scratch / "study.yaml")
     shutil.copy2(store.root / MANIFEST, scratch / MANIFEST)
     (scratch / "organisms").mkdir(exist_ok=True)
     for organism_id in sorted({j.organism.artefact_id for j in jobs}):
         store.data_files("organisms", organism_id)
-        link = target.path("organisms", organism_id)
-        if not link.exists():
-            link.symlink_to(store.path("organisms", organism_id).resolve(), True)
-    # Embeddings are a memo of (encoder, text): reuse them, so the same texts give the same
-    # vectors whatever batch they would now be padded into.
+        target.path("organisms", organism_id).symlink_to(
+            store.path("organisms", organism_id).resolve(), True
+        )
     cache = store.root / EMBEDDING_CACHE
-    if cache.is_file():
+    if cache.is_file() and shift_jobs:
         (scratch / EMBEDDING_CACHE).parent.mkdir(parents=True, exist_ok=True)
         with (
             contextlib.closing(sqlite3.connect(cache)) as source,
@@ -481,11 +528,30 @@ def _scratch_store(store: Store, scratch: Path, jobs: list[Any], shift_jobs: lis
     return target
 
 
+def _device_check(record: dict[str, Any], run_ids: list[str]) -> None:
+    """Re-execute on the device class the runs were built on, or say why not."""
+    import torch
+
+    here = torch.cuda.is_available()
+    for run_id in run_ids:
+        recorded = record["runs"][run_id].get("cuda")
+        if recorded is None and here:
+            raise StoreError(
+                f"runs/{run_id} was built on CPU and this machine has a GPU; hide it so the "
+                "runs re-execute on CPU: CUDA_VISIBLE_DEVICES= shiftlab repro check ..."
+            )
+        if recorded is not None and not here:
+            raise StoreError(
+                f"runs/{run_id} was built on a GPU ({recorded}); re-execute it on a GPU machine"
+            )
+
+
 def _reexecute(
-    store: Store, scratch: Path, run_ids: list[str], report: ReproReport, progress: bool
-) -> tuple[Store, dict[str, str]]:
+    store: Store, scratch: Path, run_ids: list[str], record: dict[str, Any],
+    report: ReproReport, progress: bool,
+) -> tuple[Store, dict[str, str]]:  # fmt: skip
     """Re-execute ``run_ids`` from their manifests into a scratch store; return it and
-    the shift artefact of each re-executed run."""
+    the shift artefact measured for each re-executed run."""
     from shiftlab import pipeline
     from shiftlab._workers import single_thread_on_cpu
     from shiftlab.spec import load_spec
@@ -498,91 +564,70 @@ def _reexecute(
     jobs = []
     for run_id in run_ids:
         if run_id not in plan.jobs:
-            report.findings.append(
-                Finding(
-                    f"runs/{run_id}",
-                    "re-execute",
-                    False,
-                    "the study's spec and pools no longer give this run (a pool or the spec "
-                    "changed after it was built)",
-                )
-            )
+            report.findings.append(Finding(f"runs/{run_id}", "re-execute", False,
+                                           "not re-executed: the study's spec and pools no "
+                                           "longer give this run (one of them changed after "
+                                           "it was built)"))  # fmt: skip
             continue
         store.data_files("runs", run_id)
         config = store.read_manifest("runs", run_id)["config"]
-        jobs.append(
-            replace(
-                plan.jobs[run_id], objective=config["objective"], seed=config["seed"],
-                config=config,
-            )
-        )  # fmt: skip
+        jobs.append(replace(plan.jobs[run_id], objective=config["objective"],
+                            seed=config["seed"], config=config))  # fmt: skip
     by_id = {j.run_id: j for j in jobs}
+    # Shift is re-measured only for runs the record holds a shift of.
     shift_jobs = [
         replace(j, run=by_id[j.run.run_id])
         for j in pipeline.plan_shift(spec, plan)
-        if j.run.run_id in by_id
+        if j.run.run_id in by_id and record["runs"][j.run.run_id].get("shift")
     ]
     target = _scratch_store(store, scratch, jobs, shift_jobs)
-    scratch_plan = pipeline.RunPlan([], by_id)
     with single_thread_on_cpu():
-        pipeline._run_phase3(spec, target, suites, scratch_plan, progress)
+        pipeline._run_phase3(spec, target, suites, pipeline.RunPlan([], by_id), progress)
         pipeline._run_phase4(spec, target, shift_jobs, progress)
+    report.runs = sorted(by_id)
     return target, {j.run.run_id: j.artefact_id for j in shift_jobs}
 
 
 def _compare_run(
     run_id: str,
-    recorded: dict[str, Any],
     record: dict[str, Any],
     scratch: Store,
     shift_id: str | None,
     n_permutations: int,
     tolerances: Tolerances,
 ) -> list[Finding]:
-    import torch
-
     name = f"runs/{run_id}"
+    recorded = record["runs"][run_id]
     folder = scratch.path("runs", run_id)
-    manifest = scratch.read_manifest("runs", run_id)
+    losses = pl.read_parquet(folder / "train_log.parquet")["loss"].to_list()
+    metrics = scratch.read_manifest("runs", run_id).get("metrics", {})
     findings = [
-        Finding(
-            name,
-            "train_log loss",
-            *_verdict(
-                compare_losses(
-                    recorded["losses"],
-                    pl.read_parquet(folder / "train_log.parquet")["loss"].to_list(),
-                    tolerances,
-                )
-            ),
-        ),
-        Finding(name, "eval rate", *_verdict(compare_rates(recorded["metrics"],
-                                                           manifest.get("metrics", {}),
+        Finding(name, "train_log loss", *_verdict(compare_losses(recorded["losses"], losses,
+                                                                 tolerances))),
+        Finding(name, "eval rate", *_verdict(compare_rates(recorded["metrics"], metrics,
                                                            tolerances))),
     ]  # fmt: skip
     # Exact equality is promised for CPU runs only: GPU kernels need not be deterministic.
-    exact = recorded.get("cuda") is None and not torch.cuda.is_available()
-    for relative in ("targets.parquet", "eval.parquet", "adapter/adapter_model.safetensors"):
-        if relative != "targets.parquet" and not exact:
-            continue
+    exact = ["targets.parquet"]
+    if recorded.get("cuda") is None:
+        exact += ["eval.parquet", "adapter/adapter_model.safetensors"]
+    for relative in exact:
         key = f"runs/{run_id}/{relative}"
-        if key not in record["files"] or not (folder / relative).is_file():
-            continue
-        current = _file_fingerprint(folder / relative)
-        detail = (
-            compare_frames(record["files"][key], current)
-            if "rows" in current
-            else (None if current["sha256"] == record["files"][key]["sha256"] else "bytes differ")
-        )
-        findings.append(Finding(name, f"{relative} (exact)", *_verdict(detail)))
-    shift = recorded.get("shift")
-    if shift and shift_id:
+        if key in record["files"]:
+            detail = _compare_file(record["files"][key], folder / relative)
+            findings.append(Finding(name, f"{relative} (exact)", *_verdict(detail)))
+    shifts = recorded.get("shift") or {}
+    if shifts:
+        if shift_id is None or shift_id not in shifts:
+            findings.append(Finding(name, "shift", False, f"the record's shift of this run "
+                                    f"({', '.join(shifts)}) was measured with other settings "
+                                    f"than the spec's ({shift_id})"))  # fmt: skip
+            return findings
         row = pl.read_parquet(scratch.path("shift", shift_id)).row(0, named=True)
         for statistic in SHIFT_STATISTICS:
-            detail = compare_statistic(
-                statistic, shift.get(statistic), row.get(statistic), n_permutations, tolerances
-            )
-            findings.append(Finding(f"shift/{shift['id']}", statistic, *_verdict(detail)))
+            detail = compare_statistic(statistic, shifts[shift_id].get(statistic),
+                                       row.get(statistic), n_permutations, tolerances)  # fmt: skip
+            findings.append(Finding(f"shift/{shift_id}", statistic, *_verdict(detail)))
     return findings
 
 
@@ -601,35 +646,41 @@ def check_reproduction(
 ) -> ReproReport:
     """Verify ``store`` against its recorded fingerprints and re-execute ``sample`` runs.
 
-    ``sample=None`` re-executes every recorded run; which runs are drawn depends on
-    ``seed`` only. The runs are rebuilt from their manifests (config, seed, training
-    settings) in ``scratch`` (a temporary folder, removed afterwards, when None) on the
-    store's organisms, and their shift is re-measured against the organisms' stored
-    samples. The store itself is only read.
+    Without a record (``shiftlab repro record``) the store's artefacts as they are now
+    are the reference, and the report says so. ``sample=None`` re-executes every run;
+    which runs are drawn depends on ``seed`` only. The runs are rebuilt from their
+    manifests (config, seed, training settings) in ``scratch`` (a new or empty folder; a
+    temporary one, removed afterwards, when None) on the store's organisms, on the
+    device class they were built on, and their shift is re-measured against the
+    organisms' stored samples. The store itself is only read.
 
-    Raises :class:`StoreError` before re-executing anything when there is no record, the
-    record or the store comes from a newer shiftlab, or a manifest lists missing files.
+    Raises :class:`StoreError` before re-executing anything when the record or the store
+    comes from a newer shiftlab, a manifest lists missing files, or the device differs.
     """
     _check_store_version(store)
-    record = read_fingerprints(store)
     report = ReproReport()
-    _verify(store, record, report)
+    if (store.root / FINGERPRINTS).exists():
+        record = read_fingerprints(store)
+        _verify(store, record, report)
+    else:
+        record = fingerprint_store(store)
+        report.notes.append(
+            "no recorded fingerprints: the re-executed runs were compared with the store's "
+            f"artefacts as they are now (`shiftlab repro record {store.root}` pins them)"
+        )
     run_ids = [r for r in _sample_runs(record, sample, seed) if store.is_finished("runs", r)]
-    report.runs = run_ids
+    _device_check(record, run_ids)
     from shiftlab.spec import load_spec
 
     n_permutations = load_spec(store.root / "study.yaml").shift.n_permutations
-    folder = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="repro-"))
+    folder, temporary = _prepare_scratch(store, scratch)
     try:
-        target, shift_of = _reexecute(store, folder, run_ids, report, progress)
-        for run_id in run_ids:
-            if target.is_finished("runs", run_id):
-                report.findings += _compare_run(
-                    run_id, record["runs"][run_id], record, target,
-                    shift_of.get(run_id), n_permutations, tolerances,
-                )  # fmt: skip
+        target, shift_of = _reexecute(store, folder, run_ids, record, report, progress)
+        for run_id in report.runs:
+            report.findings += _compare_run(run_id, record, target, shift_of.get(run_id),
+                                            n_permutations, tolerances)  # fmt: skip
     finally:
-        if scratch is None:
+        if temporary:
             shutil.rmtree(folder, ignore_errors=True)
     return report
 
@@ -644,6 +695,7 @@ __all__ = [
     "compare_losses",
     "compare_rates",
     "compare_statistic",
+    "fingerprint_store",
     "frame_fingerprint",
     "read_fingerprints",
     "record_fingerprints",

@@ -12,6 +12,7 @@ import polars as pl
 
 from shiftlab.attribution._frame import estimates, headline_runs, require_columns, with_adjusted
 from shiftlab.attribution._regression import fit_cluster_ols
+from shiftlab.attribution._signs import _sign_row
 from shiftlab.errors import ShiftlabError
 
 
@@ -43,30 +44,16 @@ def clustered_mean(values: Any, clusters: Any) -> dict[str, Any]:
     return row
 
 
-def _sign_consistency(part: pl.DataFrame) -> dict[str, Any]:
-    from scipy.stats import binomtest
-
-    moved = part.filter(pl.col("delta") != 0)["delta"]
-    n = moved.len()
-    row: dict[str, Any] = {"n": n, "n_clusters": part["organism_id"].n_unique()}
-    if n:
-        down = int((moved < 0).sum())
-        agree = max(down, n - down)
-        interval = binomtest(agree, n).proportion_ci(confidence_level=0.95, method="exact")
-        row |= {"estimate": agree / n, "ci_low": interval.low, "ci_high": interval.high,
-                "p_value": binomtest(down, n, 0.5).pvalue}  # fmt: skip
-    return row
-
-
 def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm") -> pl.DataFrame:
     """Per behaviour x method, on the ``arm`` runs: ``mean_delta`` (organism-clustered
-    interval, t-test of zero) and ``sign_consistency``, the share of moved runs that moved
-    the majority way (exact interval; its p-value is the sign test's).
+    interval, t-test of zero) and the sign consistency ``share_down``, the share of moved
+    runs in which the behaviour went down (exact interval and the two-sided sign test, as
+    in :func:`sign_tests`; 1 and 0 are both consistent, in opposite directions).
 
     >>> from shiftlab.attribution import simulate_runs
     >>> table = method_table(simulate_runs(selection_effect=-0.2, seed=1))
     >>> sorted(set(table["term"]))
-    ['mean_delta', 'sign_consistency']
+    ['mean_delta', 'share_down']
     """
     require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id"],
                     "method_table")  # fmt: skip
@@ -79,8 +66,7 @@ def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm")
         key = {"behaviour": behaviour, "method": method}
         mean = clustered_mean(part["delta"], part["organism_id"])
         rows.append({"analysis": "method_mean_delta", "term": "mean_delta", **key, **mean})
-        rows.append({"analysis": "method_sign_consistency", "term": "sign_consistency", **key,
-                     **_sign_consistency(part)})  # fmt: skip
+        rows.append(_sign_row("method_share_down", str(behaviour), str(method), part))
     return with_adjusted(estimates(rows), adjust)
 
 
@@ -91,8 +77,9 @@ def moderator_table(
     moderator's slope where it varies (``delta ~ moderator``, CR1 errors by organism).
 
     ``moderators`` has one row per ``base_model`` and one column per moderator (a bool
-    such as ``instruct``, or a number such as ``log10_params``). Moderators vary between
-    base models, so with few base models the slope's interval is optimistic.
+    such as ``instruct``, a number such as ``log10_params``, or a category). Moderators
+    vary between base models, so the slope's errors are clustered by base model (CR1,
+    t(G - 1)): with a handful of base models its interval is, rightly, wide.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(selection_effect=-0.2, seed=1)
@@ -137,14 +124,14 @@ def moderator_table(
 
 
 def _slope(part: pl.DataFrame, name: str, behaviour: str) -> list[dict[str, Any]]:
-    """The moderator's coefficient: a slope for numbers and booleans, a contrast with the
-    first level for categories."""
+    """The moderator's coefficient (clustered by base model): a slope for numbers and
+    booleans, a contrast with the first level for categories."""
     if part.schema[name] in (pl.String, pl.Categorical):
         data, term = part, f"C({name})"
     else:
         data, term = part.with_columns(pl.col(name).cast(pl.Float64)), name
     try:
-        fit = fit_cluster_ols(data, f"delta ~ {term}", analysis="moderator_slope")
+        fit = fit_cluster_ols(data, f"delta ~ {term}", "base_model", analysis="moderator_slope")
     except ShiftlabError as error:
         warnings.warn(f"moderator {name} ({behaviour}): no slope: {error}", stacklevel=3)
         return []

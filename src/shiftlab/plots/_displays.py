@@ -201,15 +201,19 @@ class EtaDisplay(_Display):
 @dataclass
 class KScalingDisplay(_Display):
     """Mean Δ against the candidate count k, one line per behaviour x method with its 95%
-    band (the ``k_scaling`` frame)."""
+    band (the ``k_scaling`` frame; methods run at a single k are left out)."""
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> KScalingDisplay:
         require_columns(frame, ["behaviour", "method", "k", "mean_delta", "ci_low", "ci_high"],
                         "a k-scaling plot")  # fmt: skip
-        kept = frame.drop_nulls(["k", "mean_delta"]).sort("behaviour", "method", "k")
+        kept = (
+            frame.drop_nulls(["k", "mean_delta"])
+            .filter(pl.col("k").n_unique().over("behaviour", "method") > 1)
+            .sort("behaviour", "method", "k")
+        )
         if kept.is_empty():
-            raise ShiftlabError("a k-scaling plot needs rows with k and mean_delta")
+            raise ShiftlabError("a k-scaling plot needs a method with more than one k")
         return cls(kept)
 
     def plot(self, ax: Any = None) -> KScalingDisplay:

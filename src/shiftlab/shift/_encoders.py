@@ -155,11 +155,21 @@ class EmbeddingCache:
 
 
 def embed(
-    texts: Sequence[str], encoder: TextEncoder, cache: EmbeddingCache | None = None
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    cache: EmbeddingCache | None = None,
+    *,
+    scope: str = "",
 ) -> np.ndarray:
     """Embed ``texts`` (one row each, in order); each distinct text is encoded once, and
-    not at all when ``cache`` already holds it for this encoder."""
-    keys = {text: content_hash({"encoder": encoder.name, "text": text}) for text in texts}
+    not at all when ``cache`` already holds it for this encoder and ``scope``.
+
+    A text's vector can differ in its last bits with the batch it was encoded in, so
+    callers that need bit-identical results embed a fixed set of texts in one call under
+    their own ``scope`` first (the study embeds each organism's texts that way).
+    """
+    identity = {"encoder": encoder.name, **({"scope": scope} if scope else {})}
+    keys = {text: content_hash({**identity, "text": text}) for text in texts}
     known = cache.get(list(keys.values())) if cache is not None else {}
     missing = [t for t, k in keys.items() if k not in known]
     if missing:
