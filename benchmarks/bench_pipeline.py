@@ -1,6 +1,6 @@
 """Whole studies end to end, as a user runs them: seconds, runs per second, peak memory.
 
-    python benchmarks/bench_pipeline.py [--skip-paper]
+    python benchmarks/bench_pipeline.py [--skip-paper] [--executor ray]
 
 Runs ``shiftlab demo`` and then ``shiftlab demo --scale paper`` (108 organisms, all nine
 methods, every arm) into fresh stores, through :func:`bench_demo.timed`, and reads the
@@ -8,6 +8,11 @@ design tables they wrote. The paper grid's extra toyworld bases (``small-instruc
 ``medium``) are trained once and cached before its timer starts, as a download would be;
 that time is printed as ``zoo_seconds``. Last line: ``paper_scale_toyworld_seconds=<s>``
 (target: under 1,200 s on a 2-core machine).
+
+With ``--executor ray`` each study runs twice in the same session, on the local executor
+in its sequential form (``--workers 1``: one process, in order) and as Ray tasks on a
+local Ray cluster with every core; last line ``ray_vs_local_speedup=<x>`` (runs per
+second of Ray over local, on the largest scale timed).
 """
 
 from __future__ import annotations
@@ -28,30 +33,58 @@ from bench_demo import timed
 PAPER_ZOO = ("small-instruct", "medium")
 
 
-def study(scale: str) -> tuple[float, int, int]:
+def study(scale: str, *options: str) -> tuple[float, int, int]:
     """Seconds, distinct runs and design rows of one ``shiftlab demo --scale`` study."""
     exe = str(Path(sys.executable).with_name("shiftlab"))
     with tempfile.TemporaryDirectory() as root:
         store = Path(root) / scale
-        seconds = timed([exe, "demo", "--scale", scale, "--out", str(store), "--no-progress"])
+        seconds = timed(
+            [exe, "demo", "--scale", scale, "--out", str(store), "--no-progress", *options]
+        )
         design = pl.read_parquet(store / "tables" / "runs.parquet")
     return seconds, design["run_id"].drop_nulls().n_unique(), design.height
+
+
+def _train_zoo() -> None:
+    start = time.perf_counter()
+    code = "from shiftlab.toyworld import toyworld_model_dir\n"
+    code += "".join(f"toyworld_model_dir({n!r}, progress=False)\n" for n in PAPER_ZOO)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    print(f"zoo_seconds={time.perf_counter() - start:.1f}")
+
+
+def compare_executors(scales: list[str]) -> None:
+    """Each scale on the sequential local executor, then on Ray; runs per second of each."""
+    speedup = 0.0
+    for scale in scales:
+        local, n_runs, _ = study(scale, "--workers", "1")
+        print(f"{scale} local (sequential): {local:.1f} s, {n_runs / local:.3f} runs/s")
+        ray, ray_runs, _ = study(scale, "--executor", "ray")
+        assert ray_runs == n_runs, (ray_runs, n_runs)
+        print(f"{scale} ray: {ray:.1f} s, {n_runs / ray:.3f} runs/s")
+        speedup = local / ray
+        print(f"{scale}_ray_vs_local_speedup={speedup:.2f}")
+    print(f"ray_vs_local_speedup={speedup:.2f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-paper", action="store_true", help="time the demo only")
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local",
+        help="ray: compare Ray tasks with the sequential local executor",
+    )  # fmt: skip
     args = parser.parse_args()
+    if not args.skip_paper:
+        _train_zoo()
+    if args.executor == "ray":
+        compare_executors(["demo"] if args.skip_paper else ["demo", "paper"])
+        return 0
     seconds, n_runs, rows = study("demo")
     print(f"demo: {seconds:.1f} s, {n_runs} distinct runs, {rows} design rows")
     print(f"runs_per_second={n_runs / seconds:.3f}")
     print(f"demo_seconds={seconds:.1f}")
     if not args.skip_paper:
-        start = time.perf_counter()
-        code = "from shiftlab.toyworld import toyworld_model_dir\n"
-        code += "".join(f"toyworld_model_dir({n!r}, progress=False)\n" for n in PAPER_ZOO)
-        subprocess.run([sys.executable, "-c", code], check=True)
-        print(f"zoo_seconds={time.perf_counter() - start:.1f}")
         seconds, n_runs, rows = study("paper")
         print(f"paper scale: {seconds:.1f} s, {n_runs} distinct runs, {rows} design rows")
         print(f"paper_runs_per_second={n_runs / seconds:.3f}")

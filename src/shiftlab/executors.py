@@ -311,7 +311,7 @@ def run_stage_graph(
 ) -> None:
     """Build every unfinished unit of the study on the ``kind`` executor (submitit or
     ray), each as soon as what it waits for is finished; return when all are finished."""
-    from shiftlab.pipeline import stage_graph, stage_job_finished
+    from shiftlab.pipeline import plan_phase1, stage_graph, stage_job_finished
 
     check_executor(kind)
     config = spec.executor
@@ -319,7 +319,8 @@ def run_stage_graph(
     engine = engines[kind](config, store)
     root = str(store.root.resolve())
     graph = stage_graph(spec, suites)
-    done = {j.name for j in graph if stage_job_finished(spec, store, suites, j)}
+    phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
+    done = {j.name for j in graph if stage_job_finished(spec, store, suites, j, phase1)}
     waiting = [j for j in graph if j.name not in done]
     running: dict[Any, Any] = {}
     attempts: dict[str, int] = {}

@@ -358,15 +358,16 @@ def _build_study(
 ) -> RunPlan | None:
     """Build phases 1-3 in this process, claiming each job; the run plan, if any."""
     jobs = plan_phase1(spec, suites)
-    _run_phase1(spec, store, suites, jobs, progress)
+    resident = _Resident()  # one base model held across the phases
+    _run_phase1(spec, store, suites, jobs, progress, resident)
     if not spec.methods:
         return None
     organisms = [j for j in jobs if j.kind == "organisms"]
     pools = plan_pools(spec, organisms)
-    _run_phase2(spec, store, suites, pools, progress)
+    _run_phase2(spec, store, suites, pools, progress, resident)
     plan = plan_runs(spec, store, suites, organisms, pools)
-    _run_phase3(spec, store, suites, plan, progress)
-    _run_phase4(spec, store, plan_shift(spec, plan), progress)
+    _run_phase3(spec, store, suites, plan, progress, resident)
+    _run_phase4(spec, store, plan_shift(spec, plan), progress, resident)
     return plan
 
 
@@ -443,10 +444,10 @@ def stage_graph(spec: StudySpec, suites: dict[str, Suite]) -> list[StageJob]:
 
 
 def stage_job_finished(
-    spec: StudySpec, store: Store, suites: dict[str, Suite], job: StageJob
+    spec: StudySpec, store: Store, suites: dict[str, Suite], job: StageJob, phase1: dict[str, Job]
 ) -> bool:
-    """True when every artefact of ``job`` is finished (reads manifests only)."""
-    phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
+    """True when every artefact of ``job`` is finished (reads manifests only);
+    ``phase1`` maps the study's phase-1 artefact ids to their jobs."""
     if job.stage == "organisms":
         return store.is_finished(phase1[job.key].kind, job.key)
     organism = [phase1[job.key]]
@@ -460,6 +461,10 @@ def stage_job_finished(
         return False
     shift = plan_shift(spec, plan) if job.stage == "shift" else []
     return all(store.is_finished("shift", j.artefact_id) for j in shift)
+
+
+# The base model an executor's worker process keeps between the jobs it runs.
+_WORKER_BASE = _Resident()
 
 
 def build_stage_job(spec: StudySpec, root: str, stage: str, key: str) -> str | None:
@@ -476,18 +481,18 @@ def build_stage_job(spec: StudySpec, root: str, stage: str, key: str) -> str | N
             raise ShiftlabError(f"{stage}:{key}: no such unit in this study")
         with single_thread_on_cpu():
             if stage == "organisms":
-                _run_phase1(spec, store, suites, [phase1[key]], progress=False)
+                _run_phase1(spec, store, suites, [phase1[key]], False, _WORKER_BASE)
                 return None
             organism = [phase1[key]]
             pools = plan_pools(spec, organism)
             if stage == "pools":
-                _run_phase2(spec, store, suites, pools, progress=False)
+                _run_phase2(spec, store, suites, pools, False, _WORKER_BASE)
                 return None
             plan = plan_runs(spec, store, suites, organism, pools)
             if stage == "runs":
-                _run_phase3(spec, store, suites, plan, progress=False)
+                _run_phase3(spec, store, suites, plan, False, _WORKER_BASE)
             elif stage == "shift":
-                _run_phase4(spec, store, plan_shift(spec, plan), progress=False)
+                _run_phase4(spec, store, plan_shift(spec, plan), False, _WORKER_BASE)
             else:
                 raise ShiftlabError(f"unknown stage {stage!r}; expected one of {STAGES}")
     except ShiftlabError as error:
@@ -521,11 +526,16 @@ def _follow(
 
 
 def _run_phase1(
-    spec: StudySpec, store: Store, suites: dict[str, Suite], jobs: list[Job], progress: bool
+    spec: StudySpec,
+    store: Store,
+    suites: dict[str, Suite],
+    jobs: list[Job],
+    progress: bool,
+    resident: _Resident | None = None,
 ) -> None:
     pending = [j for j in jobs if not store.is_finished(j.kind, j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 1", unit="job", disable=not progress or not pending)
-    resident = _Resident()
+    resident = resident or _Resident()
 
     def build(job: Job) -> None:
         bar.set_postfix_str(job.artefact_id.rsplit("__", 1)[0])
@@ -681,12 +691,17 @@ def _scorer_for(
 
 
 def _run_phase2(
-    spec: StudySpec, store: Store, suites: dict[str, Suite], jobs: list[PoolJob], progress: bool
+    spec: StudySpec,
+    store: Store,
+    suites: dict[str, Suite],
+    jobs: list[PoolJob],
+    progress: bool,
+    resident: _Resident | None = None,
 ) -> None:
     pending = [j for j in jobs if not store.is_finished("pools", j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 2", unit="pool", disable=not progress or not pending)
     scorers: dict[str, Any] = {}
-    resident = _Resident()
+    resident = resident or _Resident()
 
     def build(organism_id: str, pool_jobs: list[PoolJob]) -> None:
         model, tokenizer = resident.get(pool_jobs[0].organism.base)
@@ -874,11 +889,16 @@ def plan_runs(
 
 
 def _run_phase3(
-    spec: StudySpec, store: Store, suites: dict[str, Suite], plan: RunPlan, progress: bool
+    spec: StudySpec,
+    store: Store,
+    suites: dict[str, Suite],
+    plan: RunPlan,
+    progress: bool,
+    resident: _Resident | None = None,
 ) -> None:
     pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
     bar = tqdm(total=len(pending), desc="phase 3", unit="run", disable=not progress or not pending)
-    resident = _Resident()
+    resident = resident or _Resident()
 
     def build(organism_id: str, group_jobs: list[RunJob]) -> None:
         run_jobs = [j for j in group_jobs if not store.is_finished("runs", j.run_id)]
@@ -1218,10 +1238,16 @@ class _ShiftMeter:
         )
 
 
-def _run_phase4(spec: StudySpec, store: Store, jobs: list[ShiftJob], progress: bool) -> None:
+def _run_phase4(
+    spec: StudySpec,
+    store: Store,
+    jobs: list[ShiftJob],
+    progress: bool,
+    resident: _Resident | None = None,
+) -> None:
     pending = [j for j in jobs if not store.is_finished("shift", j.artefact_id)]
     bar = tqdm(total=len(pending), desc="phase 4", unit="run", disable=not progress or not pending)
-    resident = _Resident()
+    resident = resident or _Resident()
     encoders: list[Any] = []  # loaded on first use, then kept
 
     every_job = _grouped(jobs, lambda j: j.run.organism.artefact_id)
