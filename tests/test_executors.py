@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from shiftlab.errors import SpecError
-from shiftlab.executors import ExecutorError, check_executor, run_stage_graph, slurm_partitions
+from shiftlab.executors import ExecutorError, check_executor, run_stage_graph, slurm_nodes
 from shiftlab.pipeline import load_suites, run_study
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
@@ -118,9 +118,13 @@ def test_a_missing_engine_names_the_extra(monkeypatch):
 
 
 SINFO = """#!/bin/sh
-printf 'gpu*|64|512000|gpu:a100:8(S:0-1)|2-00:00:00\\n'
-printf 'cpu|32|128000|(null)|12:00:00\\n'
-printf 'cpu|48+|256000|(null)|12:00:00\\n'
+cat <<'END'
+gpu*|64|512000|gpu:a100:8(S:0-1)|2-00:00:00|idle
+gpu*|64|512000|gpu:a100:4(S:0),gpu:a100:4(S:1)|2-00:00:00|mix
+cpu|32|128000|(null)|12:00:00|idle
+cpu|48|256000|(null)|12:00:00|alloc
+cpu|96|1024000|(null)|12:00:00|down*
+END
 """
 
 
@@ -137,11 +141,13 @@ def fake_slurm(tmp_path, monkeypatch):
     return bin_dir
 
 
-def test_slurm_partitions_are_read_from_sinfo(fake_slurm):
-    partitions = slurm_partitions()
-    assert partitions["gpu"] == {"cpus": 64, "mem_gb": 500.0, "gpus": 8, "time_min": 2880,
-                                 "default": True}  # fmt: skip
-    assert partitions["cpu"]["cpus"] == 48 and partitions["cpu"]["time_min"] == 720
+def test_slurm_nodes_are_read_from_sinfo(fake_slurm):
+    nodes = slurm_nodes()
+    assert [n["gpus"] for n in nodes["gpu"]] == [8, 8]
+    assert nodes["gpu"][0] == {"cpus": 64, "mem_gb": 500.0, "gpus": 8, "time_min": 2880,
+                               "default": True}  # fmt: skip
+    assert [n["cpus"] for n in nodes["cpu"]] == [32, 48]  # the down node is left out
+    assert nodes["cpu"][0]["time_min"] == 720
 
 
 @pytest.mark.parametrize(
@@ -153,6 +159,7 @@ def test_slurm_partitions_are_read_from_sinfo(fake_slurm):
         ({"cpus_per_job": 65}, "cpus_per_job: 65 cannot be satisfied in partition 'gpu'"),
         ({"mem_gb": 600}, "mem_gb: 600 cannot be satisfied"),
         ({"slurm_partition": "big"}, "no partition 'big'; this cluster has cpu, gpu"),
+        ({"slurm_partition": "cpu", "cpus_per_job": 90}, "cpus_per_job: 90 cannot be satisfied"),
     ],
 )  # fmt: skip
 def test_an_unsatisfiable_slurm_request_fails_before_submission(fake_slurm, tmp_path, executor,
@@ -228,3 +235,25 @@ def test_two_studies_on_one_store_at_once_do_no_job_twice(local, tmp_path):
     _built_once(store)
     assert store.builds()["pid"].n_unique() == 2  # both took part
     _no_leftovers(root)
+
+
+def test_a_submitit_job_killed_mid_run_is_submitted_again(local, tmp_path):
+    root = tmp_path / "store"
+    spec_file = tmp_path / "spec.yaml"
+    executor = {"kind": "submitit", "cluster": "local", "parallelism": 2, "retries": 1}
+    spec_file.write_text(yaml.safe_dump({**SPEC, "store": str(root), "executor": executor}))
+    driver = _run_cli(spec_file)
+    store = Store.open(root)
+    deadline = time.monotonic() + 300
+    while not store.finished_ids("runs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job = store.builds().filter(kind="runs")["pid"][0]
+    os.kill(job, signal.SIGKILL)  # the job process, mid-way through its organism's runs
+    _, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-2000:]
+    for ours, theirs in zip(_tables(store), _tables(local), strict=True):
+        assert ours.equals(theirs)
+    _built_once(store)
+    _no_leftovers(root)
+    runs_jobs = store.builds().filter(kind="runs")["pid"].unique().to_list()
+    assert job in runs_jobs and len(runs_jobs) >= 2  # a new job finished what the dead one left

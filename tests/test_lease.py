@@ -111,3 +111,51 @@ def test_the_renewer_notices_a_takeover(tmp_path):
         lease.check()
     lease.release()
     assert json.loads(path.read_text())["token"] == "theirs"  # not ours to remove
+
+
+def test_a_holder_on_another_boot_or_machine_waits_for_expiry(tmp_path):
+    from shiftlab._lease import BOOT
+
+    path = tmp_path / ".job.lease"
+    # Our host name, but another boot (or a container sharing the name): pid says nothing.
+    path.write_text(json.dumps({"host": HOST, "boot": f"not-{BOOT}", "pid": 999999,
+                                "started": None, "token": "theirs",
+                                "expires": time.time() + 60}))  # fmt: skip
+    assert not Lease(path).acquire(blocking=False)
+
+
+def test_an_unreadable_lease_expires_by_age(tmp_path):
+    path = tmp_path / ".job.lease"
+    path.write_text("")  # a writer died mid-write
+    assert not Lease(path, ttl=60).acquire(blocking=False)
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    lease = Lease(path, ttl=60)
+    assert lease.acquire(timeout=2)
+    lease.release()
+
+
+def test_a_stalled_holder_finds_its_own_lease_expired(tmp_path):
+    lease = Lease(tmp_path / ".job.lease", ttl=30)
+    assert lease.acquire(blocking=False)
+    lease.check()
+    lease._expires = time.time() - 1  # what a process paused past its expiry finds
+    with pytest.raises(LeaseLost):
+        lease.check()
+    lease.release()
+
+
+def test_sweep_removes_what_killed_workers_left(tmp_path):
+    store = Store.open(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _plant(runs / ".dead.lease", expires=time.time() - 5)
+    _plant(runs / ".live.lease", expires=time.time() + 60)
+    (runs / ".r.lease.abc.tmp").write_text("{")
+    (runs / ".r.lease.abc.stale").write_text("{")
+    (runs / ".fresh.lease.def.tmp").write_text("{")
+    old = time.time() - 3600
+    for name in (".r.lease.abc.tmp", ".r.lease.abc.stale"):
+        os.utime(runs / name, (old, old))
+    assert store.sweep_leases() == 3
+    assert sorted(os.listdir(runs)) == [".fresh.lease.def.tmp", ".live.lease"]

@@ -42,12 +42,29 @@ class LeaseLost(StoreError):
     """A lease expired while held (its holder stalled) and another worker took it over."""
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+BOOT = _boot_id()
+
+
+def _process(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of ``pid`` from /proc, None when there is no such process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], fields[19]
+
+
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (guards against a reused pid), if /proc has it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    found = _process(pid)
+    return found[1] if found else None
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -57,15 +74,47 @@ def _read(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {}  # being replaced right now: treat as held
+        return {}  # being written right now, or damaged: see _unreadable_expired
 
 
 def _dead_here(record: dict[str, Any]) -> bool:
-    """True when the holder was a process on this host that is gone (or replaced)."""
-    if record.get("host") != HOST or not isinstance(record.get("pid"), int):
+    """True when the holder was a process on this very machine (same host name and boot)
+    that is gone, a zombie, or replaced by another process with its pid."""
+    pid = record.get("pid")
+    if record.get("host") != HOST or not isinstance(pid, int):
         return False
-    started = _start_time(record["pid"])
-    return started is None or started != record.get("started")
+    if BOOT is None or record.get("boot") != BOOT:
+        return False  # another machine with this name, or no /proc: wait for expiry
+    found = _process(pid)
+    return found is None or found[0] == "Z" or found[1] != record.get("started")
+
+
+def _unreadable_expired(path: Path, ttl: float) -> bool:
+    """A lease file that cannot be parsed (a writer died mid-write, a full disk) counts as
+    expired once it has not changed for ``ttl``."""
+    try:
+        return time.time() - path.stat().st_mtime > ttl
+    except OSError:
+        return False
+
+
+def sweep(folder: Path, ttl: float | None = None) -> int:
+    """Remove leftovers of killed workers in ``folder``: lease files whose holder is dead
+    or whose lease expired, and lease temporaries (``.tmp``/``.stale``) older than the
+    lease time. Returns how many files went."""
+    ttl = LEASE_SECONDS if ttl is None else ttl
+    removed = 0
+    for path in folder.glob(".*.lease*"):
+        record = _read(path) if path.name.endswith(".lease") else {}
+        if record:
+            gone = record.get("expires", 0) < time.time() or _dead_here(record)
+        else:  # an unreadable lease, or a temporary: judged by age
+            gone = record == {} and _unreadable_expired(path, ttl)
+        if gone:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 class Lease:
@@ -78,17 +127,20 @@ class Lease:
         self._depth = 0
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._expires = 0.0
         self.lost = False
 
     # -- the lease file ------------------------------------------------------------------
 
     def _record(self) -> dict[str, Any]:
+        self._expires = time.time() + self.ttl
         return {
             "host": HOST,
+            "boot": BOOT,
             "pid": os.getpid(),
             "started": _start_time(os.getpid()),
             "token": self.token,
-            "expires": time.time() + self.ttl,
+            "expires": self._expires,
         }
 
     def _write_private(self) -> Path:
@@ -129,6 +181,9 @@ class Lease:
         if seen is None:
             return self._create()
         if not seen:
+            if _unreadable_expired(self.path, self.ttl):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
             return False
         if seen.get("token") == self.token:
             return True
@@ -140,12 +195,16 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            current = _read(self.path)
-            if current and current.get("token") != self.token:
-                self.lost = True
+            try:
+                current = _read(self.path)
+                if current is None or (current and current.get("token") != self.token):
+                    self.lost = True
+                    return
+                tmp = self._write_private()
+                os.replace(tmp, self.path)
+            except OSError:
+                self.lost = True  # a lease that cannot be renewed will be taken over
                 return
-            tmp = self._write_private()
-            os.replace(tmp, self.path)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lease; False if ``blocking`` is off (or ``timeout`` passes) while
@@ -179,7 +238,13 @@ class Lease:
             self.path.unlink(missing_ok=True)
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` if another worker took this lease over."""
+        """Raise :class:`LeaseLost` unless this lease is still ours and unexpired (read
+        from the file now, not only as the renewer last saw it)."""
+        current = _read(self.path)
+        if not current or current.get("token") != self.token:
+            self.lost = True
+        if time.time() > self._expires - POLL_SECONDS:
+            self.lost = True  # stalled past the expiry: a taker may be building already
         if self.lost:
             raise LeaseLost(
                 f"{self.path}: the lease expired while held (no renewal for {self.ttl:g} s) "

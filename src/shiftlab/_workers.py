@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from shiftlab._lease import Lease
+from shiftlab._lease import Lease, LeaseLost
 from shiftlab.errors import ShiftlabError
 
 U = TypeVar("U")
@@ -80,6 +80,9 @@ def claim_each(
             try:
                 if not finished(unit):
                     build(unit)
+            except LeaseLost:
+                # This worker stalled and another took the unit over: let that one finish.
+                held_elsewhere.append(unit)
             finally:
                 claim.release()
         remaining = held_elsewhere

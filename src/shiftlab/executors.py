@@ -85,29 +85,36 @@ def _parse_time(text: str) -> int | None:
     return (int(days or 0) * 24 + hours) * 60 + minutes + (seconds > 0)
 
 
-def slurm_partitions() -> dict[str, dict[str, Any]]:
-    """Each SLURM partition's largest node: cpus, memory (GB), GPUs and time limit."""
+def _gpus(gres: str) -> int:
+    """GPUs in a node's GRES (``gpu:a100:8(S:0-1)``, ``gpu:8``, ``gpu:a100``, or several)."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu":
+            total += int(parts[-1]) if parts[-1].isdigit() else 1
+    return total
+
+
+def slurm_nodes() -> dict[str, list[dict[str, Any]]]:
+    """Each SLURM partition's usable nodes (not down or drained): cpus, memory (GB),
+    GPUs and the partition's time limit (minutes; None when unlimited)."""
     result = subprocess.run(
-        ["sinfo", "--noheader", "--format", "%P|%c|%m|%G|%l"],
+        ["sinfo", "--Node", "--exact", "--noheader", "--format", "%P|%c|%m|%G|%l|%t"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if result.returncode != 0:
         raise ExecutorError(f"sinfo failed: {result.stderr.strip() or result.returncode}")
-    partitions: dict[str, dict[str, Any]] = {}
-    for line in result.stdout.splitlines():
-        name, cpus, memory, gres, limit = line.strip().split("|")
-        gpus = 0
-        for item in gres.split(","):
-            if item.startswith("gpu:"):
-                gpus = max(gpus, int(item.split("(")[0].rsplit(":", 1)[-1]))
-        entry = partitions.setdefault(
-            name.rstrip("*"),
-            {"cpus": 0, "mem_gb": 0.0, "gpus": 0, "time_min": _parse_time(limit),
-             "default": name.endswith("*")},
-        )  # fmt: skip
-        entry["cpus"] = max(entry["cpus"], int(cpus.rstrip("+")))
-        entry["mem_gb"] = max(entry["mem_gb"], int(memory.rstrip("+")) / 1024)
-        entry["gpus"] = max(entry["gpus"], gpus)
+    partitions: dict[str, list[dict[str, Any]]] = {}
+    for number, line in enumerate(result.stdout.splitlines(), 1):
+        try:
+            name, cpus, memory, gres, limit, state = line.strip().split("|")
+            node = {"cpus": int(cpus), "mem_gb": int(memory) / 1024, "gpus": _gpus(gres),
+                    "time_min": _parse_time(limit), "default": name.endswith("*")}  # fmt: skip
+        except ValueError:
+            raise ExecutorError(f"sinfo line {number}: cannot read {line.strip()!r}") from None
+        nodes = partitions.setdefault(name.rstrip("*"), [])
+        if not state.rstrip("*~#!%$@^-").startswith(("down", "drain", "fail", "maint")):
+            nodes.append(node)
     return partitions
 
 
@@ -117,7 +124,7 @@ def _check_slurm(config: ExecutorSpec, store: Store) -> None:
             "executor 'submitit' with cluster 'slurm' needs sbatch and sinfo on PATH (a SLURM "
             "login node); set executor.cluster: local to run the jobs on this machine"
         )
-    partitions = slurm_partitions()
+    partitions = slurm_nodes()
     if config.slurm_partition is not None:
         if config.slurm_partition not in partitions:
             raise SpecError(
@@ -126,29 +133,46 @@ def _check_slurm(config: ExecutorSpec, store: Store) -> None:
             )
         name = config.slurm_partition
     else:
-        name = next((n for n, p in partitions.items() if p["default"]), "")
+        name = next((n for n, nodes in partitions.items() if any(d["default"] for d in nodes)),
+                    "")  # fmt: skip
         if not name:
             raise SpecError("executor.slurm_partition: required (this cluster has no default)")
-    limits = partitions[name]
-    asked = [
-        ("cpus_per_job", config.cpus_per_job, limits["cpus"]),
-        ("mem_gb", config.mem_gb, limits["mem_gb"]),
-        ("gpus_per_job", config.gpus_per_job, limits["gpus"]),
-    ]
-    if limits["time_min"] is not None:
-        asked.append(("timeout_min", config.timeout_min, limits["time_min"]))
-    for field, wanted, most in asked:
-        if wanted > most:
-            raise SpecError(
-                f"executor.{field}: {wanted:g} cannot be satisfied in partition {name!r} "
-                f"(its largest node offers {most:g})"
-            )
-    kind = _filesystem(store.root)
-    if kind in LOCAL_FILESYSTEMS or str(store.root.resolve()).startswith("/tmp/"):
-        raise ExecutorError(
-            f"store {store.root} is on this machine only ({kind or '/tmp'}); SLURM jobs on "
-            "other nodes cannot see it: put the store on a shared file system"
+    nodes = partitions[name]
+    if not nodes:
+        raise SpecError(f"executor.slurm_partition: every node of {name!r} is down or drained")
+    asked = {"cpus_per_job": (config.cpus_per_job, "cpus"), "mem_gb": (config.mem_gb, "mem_gb"),
+             "gpus_per_job": (config.gpus_per_job, "gpus")}  # fmt: skip
+    fits = [n for n in nodes if all(n[key] >= wanted for wanted, key in asked.values())]
+    if not fits:
+        most = {field: max(n[key] for n in nodes) for field, (_, key) in asked.items()}
+        short = [f for f, (wanted, _) in asked.items() if wanted > most[f]] or list(asked)
+        field = short[0]
+        raise SpecError(
+            f"executor.{field}: {asked[field][0]:g} cannot be satisfied in partition {name!r} "
+            f"together with the rest of the request (no node offers cpus_per_job="
+            f"{config.cpus_per_job}, mem_gb={config.mem_gb:g}, gpus_per_job="
+            f"{config.gpus_per_job}; the largest offer {most['cpus_per_job']:g} CPUs, "
+            f"{most['mem_gb']:g} GB, {most['gpus_per_job']:g} GPUs)"
         )
+    limit = nodes[0]["time_min"]
+    if limit is not None and config.timeout_min > limit:
+        raise SpecError(
+            f"executor.timeout_min: {config.timeout_min} cannot be satisfied in partition "
+            f"{name!r} (its time limit is {limit} minutes)"
+        )
+    for what, folder in (("store", store.root), ("executor.folder", _job_folder(config, store))):
+        kind = _filesystem(folder)
+        resolved = str(folder.resolve())
+        if kind in LOCAL_FILESYSTEMS or resolved == "/tmp" or resolved.startswith("/tmp/"):
+            raise ExecutorError(
+                f"{what} {folder} is on this machine only ({kind or '/tmp'}); SLURM jobs on "
+                "other nodes cannot see it: put it on a shared file system"
+            )
+
+
+def _job_folder(config: ExecutorSpec, store: Store) -> Path:
+    """Where submitit keeps jobs' pickles and logs (default ``<store>/.submitit``)."""
+    return Path(config.folder) if config.folder else store.root / ".submitit"
 
 
 def _check_ray(config: ExecutorSpec, store: Store) -> None:
@@ -187,12 +211,24 @@ def _probe_ray_nodes(store: Store, nodes: list[dict[str, Any]]) -> None:
     try:
         probe = ray.remote(num_cpus=0)(_sees_marker)
         checks = {
-            n["NodeManagerAddress"]: probe.options(
+            probe.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(str(store.root.resolve()), name, token)
+            ).remote(str(store.root.resolve()), name, token): n
             for n in nodes
         }
-        blind = [address for address, ref in checks.items() if not ray.get(ref, timeout=120)]
+        ready, late = ray.wait(list(checks), num_returns=len(checks), timeout=120)
+        blind = [f"{checks[r]['NodeManagerAddress']} ({checks[r]['NodeID'][:8]})"
+                 for r in late]  # fmt: skip
+        for ref in ready:
+            try:
+                seen = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                raise ExecutorError(
+                    f"Ray node {checks[ref]['NodeManagerAddress']} cannot run shiftlab's probe: "
+                    f"{_first_line(error)}"
+                ) from None
+            if not seen:
+                blind.append(f"{checks[ref]['NodeManagerAddress']} ({checks[ref]['NodeID'][:8]})")
     finally:
         (store.root / name).unlink(missing_ok=True)
     if blind:
@@ -238,9 +274,18 @@ class _Ray:
 
         try:
             outcome: str | None = ray.get(handle)
-        except ray.exceptions.RayError as error:
-            raise _JobDied(str(error).splitlines()[0]) from None
+        except ray.exceptions.RayTaskError as error:
+            # The task raised: a bug or a resource error, not a lost worker; do not retry.
+            cause = error.cause if error.cause is not None else error
+            raise ExecutorError(f"{type(cause).__name__}: {_first_line(cause)}") from None
+        except ray.exceptions.RayError as error:  # the worker or its node died
+            raise _JobDied(f"{type(error).__name__}: {_first_line(error)}") from None
         return outcome
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class _Submitit:
@@ -249,7 +294,7 @@ class _Submitit:
 
         if config.cluster == "slurm":
             _check_slurm(config, store)
-        folder = Path(config.folder) if config.folder else store.root / ".submitit"
+        folder = _job_folder(config, store)
         self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=config.cluster)
         parameters: dict[str, Any] = {
             "name": "shiftlab",
@@ -289,8 +334,14 @@ class _Submitit:
 
         try:
             outcome: str | None = handle.result()
-        except (FailedJobError, UncompletedJobError) as error:
-            raise _JobDied(f"job {handle.job_id}: {str(error).strip().splitlines()[-1]}") from None
+        except UncompletedJobError as error:  # killed, preempted, timed out: retry
+            raise _JobDied(f"job {handle.job_id}: {_first_line(error)}") from None
+        except FailedJobError as error:  # the job raised: report it, do not retry
+            trace = [line for line in str(error).splitlines() if line.strip()]
+            last = next((line for line in reversed(trace) if "Error" in line), _first_line(error))
+            raise ExecutorError(
+                f"job {handle.job_id}: {last.strip()} (log: {handle.paths.stderr})"
+            ) from None
         return outcome
 
 
@@ -329,6 +380,8 @@ def run_stage_graph(
     try:
         while waiting or running:
             ready = [j for j in waiting if all(d in done for d in j.after)]
+            if not ready and not running:
+                raise ExecutorError(f"the stage graph is stuck with {len(waiting)} units waiting")
             ready = ready[: max(0, config.parallelism - len(running))]
             if ready:
                 for job, handle in zip(ready, engine.submit(spec, root, ready), strict=True):
@@ -339,6 +392,8 @@ def run_stage_graph(
                 job = running.pop(handle)
                 try:
                     error = engine.result(handle)
+                except ExecutorError as failed:
+                    raise ExecutorError(f"{job.name}: {failed}") from None
                 except _JobDied as died:
                     if attempts[job.name] > config.retries:
                         raise ExecutorError(
@@ -346,7 +401,7 @@ def run_stage_graph(
                         ) from None
                     waiting.append(job)  # its leases expire; the new job takes over
                     continue
-                if error is not None:
+                if error is not None:  # an input error inside the job: the user's to fix
                     raise ShiftlabError(f"{job.name}: {error}")
                 done.add(job.name)
                 bar.update()

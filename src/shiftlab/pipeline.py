@@ -294,10 +294,12 @@ class _Resident:
         self._loaded: tuple[Any, Any] | None = None
 
     def get(self, base: BaseModelSpec) -> tuple[Any, Any]:
-        if self._loaded is None or self._name != base.name:
+        # The whole spec, not the name: two studies may give one name to different bases.
+        key = content_hash(base.model_dump())
+        if self._loaded is None or self._name != key:
             self._loaded = None  # let the old base go before the next one loads
             self._loaded = _load_base(base)
-            self._name = base.name
+            self._name = key
         return self._loaded
 
 
@@ -334,6 +336,7 @@ def run_study(
     check_executor(kind)
     suites = load_suites(spec, store)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
+    store.sweep_leases()
     if kind != "local":
         from shiftlab.executors import run_stage_graph
 
@@ -344,6 +347,7 @@ def run_study(
             plan = _build_study(spec, store, suites, progress)
     else:
         plan = _build_with_workers(spec, store, suites, workers, progress)
+    store.sweep_leases()
     table = organism_table(store, plan_phase1(spec, suites))
     store.write_table(ORGANISM_TABLE, table)
     if plan is None:

@@ -41,7 +41,7 @@ from typing import Any
 import polars as pl
 
 from shiftlab._hashing import content_hash
-from shiftlab._lease import Lease
+from shiftlab._lease import Lease, sweep
 from shiftlab.errors import StoreError
 
 STORE_FORMAT = 1
@@ -342,6 +342,11 @@ class Store:
         path = str(folder / f".{validate_id(artefact_id)}.lease")
         return self._locks.setdefault(path, Lease(path))
 
+    def sweep_leases(self) -> int:
+        """Remove what killed workers left of their leases (dead or expired holders,
+        stale lease temporaries); returns how many files went."""
+        return sum(sweep(self.root / kind) for kind in KINDS if (self.root / kind).is_dir())
+
     @contextlib.contextmanager
     def artefact(self, kind: str, artefact_id: str, manifest: dict[str, Any]) -> Iterator[Path]:
         """Build an artefact atomically.
@@ -362,6 +367,8 @@ class Store:
             try:
                 yield tmp
                 lease.check()  # a worker that stalled past its lease must not publish
+                if self.is_finished(kind, artefact_id):  # never replace finished work
+                    raise StoreError(f"artefact {kind}/{artefact_id} was finished meanwhile")
                 if kind in FILE_KINDS:
                     if not tmp.is_file():
                         raise StoreError(f"artefact {kind}/{artefact_id}: nothing was written")
