@@ -18,23 +18,9 @@ from shiftlab.executors import ExecutorError, check_executor, run_stage_graph, s
 from shiftlab.pipeline import load_suites, run_study
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
+from spec_helpers import TINY_STUDY, changed
 
-SPEC = {
-    "base_models": [{"name": "toy", "path": "toyworld:small"}],
-    "behaviours": [
-        {
-            "name": "sycophancy",
-            "toyworld": {"n_induction": 128, "n_consistency": 12, "n_pairs": 8, "n_eval": 16},
-            "induction": {"steps": 30, "learning_rate": 1e-2},
-        }
-    ],
-    "organisms": {"seeds": [0, 1]},
-    "methods": [{"name": "self_confidence", "n_candidates": 3, "k_values": []}],
-    "arms": ["full", "shuffled", "none"],
-    "runs": {"seeds": [0], "training": {"steps": 4, "batch_size": 4}},
-    "eval": {"max_new_tokens": 8},
-    "shift": {"n_permutations": 200},
-}
+SPEC = changed(TINY_STUDY, ["organisms", "seeds"], [0, 1])
 
 
 def _spec(**executor):

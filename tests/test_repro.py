@@ -23,23 +23,9 @@ from shiftlab.repro import (
 )
 from shiftlab.spec import parse_spec
 from shiftlab.store import MANIFEST, Store
+from spec_helpers import TINY_STUDY
 
-SPEC = {
-    "base_models": [{"name": "toy", "path": "toyworld:small"}],
-    "behaviours": [
-        {
-            "name": "sycophancy",
-            "toyworld": {"n_induction": 128, "n_consistency": 12, "n_pairs": 8, "n_eval": 16},
-            "induction": {"steps": 30, "learning_rate": 1e-2},
-        }
-    ],
-    "organisms": {"seeds": [0]},
-    "methods": [{"name": "self_confidence", "n_candidates": 3, "k_values": []}],
-    "arms": ["full", "shuffled", "none"],
-    "runs": {"seeds": [0], "training": {"steps": 4, "batch_size": 4}},
-    "eval": {"max_new_tokens": 8},
-    "shift": {"n_permutations": 200},
-}
+SPEC = TINY_STUDY
 
 
 @pytest.fixture(scope="module")
