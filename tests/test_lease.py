@@ -76,6 +76,7 @@ def test_only_one_of_many_takers_gets_an_expired_lease(tmp_path):
         worker.join(60)
     outcomes = [results.get(timeout=5) for _ in workers]
     assert outcomes.count(True) == 1, outcomes
+    assert os.listdir(tmp_path) == [".job.lease"]  # no temporaries or set-aside leases left
 
 
 def test_a_stalled_holder_that_lost_its_lease_cannot_publish(tmp_path):

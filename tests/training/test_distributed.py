@@ -12,6 +12,14 @@ import pytest
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def results(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
 
@@ -31,7 +39,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, objective):
     # (accelerate picks the gloo backend without CUDA).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--main_process_port", "29517"]  # fmt: skip
+              "--dynamo_backend", "no", "--main_process_port", str(_free_port())]  # fmt: skip
     double = subprocess.run(
         [*launch, str(WORKER), str(tmp_path / "two"), objective],
         capture_output=True,
