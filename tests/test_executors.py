@@ -208,6 +208,7 @@ def test_a_study_killed_mid_run_and_started_again_matches_an_uninterrupted_one(l
     _no_leftovers(root)
 
 
+@pytest.mark.slow
 def test_two_studies_on_one_store_at_once_do_no_job_twice(local, tmp_path):
     root = tmp_path / "store"
     spec_file = _spec_file(tmp_path, root)
@@ -223,6 +224,7 @@ def test_two_studies_on_one_store_at_once_do_no_job_twice(local, tmp_path):
     _no_leftovers(root)
 
 
+@pytest.mark.slow
 def test_a_submitit_job_killed_mid_run_is_submitted_again(local, tmp_path):
     root = tmp_path / "store"
     spec_file = tmp_path / "spec.yaml"

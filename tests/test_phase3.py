@@ -230,6 +230,7 @@ def _workers_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_study_is_taken_over_and_the_tables_match(study, tmp_path):
     import os
     import signal

@@ -86,6 +86,7 @@ def test_a_changed_learning_rate_is_named(copy):
     assert any("training.learning_rate: 0.003 -> 0.05" in f for f in failures[f"runs/{run_id}"])
 
 
+@pytest.mark.slow
 def test_a_different_seed_is_named(copy):
     run_id = copy.finished_ids("runs")[1]
     _edit_run_config(copy, run_id, lambda c: c.update(seed=7))
@@ -108,6 +109,7 @@ def test_an_edited_pool_row_is_named(copy):
     ]
 
 
+@pytest.mark.slow
 def test_the_cli_exits_1_with_a_diff_and_0_when_it_agrees(copy, capsys):
     assert main(["repro", "check", str(copy.root), "--sample", "1", "--no-progress"]) == 0
     assert "reproduced: " in capsys.readouterr().out
@@ -199,6 +201,7 @@ def test_scratch_must_be_new_and_outside_the_store(recorded, tmp_path):
         check_reproduction(recorded, scratch=recorded.root / "x", progress=False)
 
 
+@pytest.mark.slow
 def test_a_store_without_shift_is_checked_without_it(copy):
     for shift_id in copy.finished_ids("shift"):
         copy.path("shift", shift_id).unlink()
@@ -209,6 +212,7 @@ def test_a_store_without_shift_is_checked_without_it(copy):
     assert not [f for f in report.findings if f.artefact.startswith("shift/")]
 
 
+@pytest.mark.slow
 def test_every_listed_file_is_fingerprinted(copy):
     (organism,) = copy.finished_ids("organisms")
     config = copy.path("organisms", organism) / "adapter" / "adapter_config.json"
