@@ -10,7 +10,9 @@ from shiftlab.attribution._frame import estimates, headline_runs, require_column
 from shiftlab.errors import ShiftlabError
 
 
-def _sign_row(analysis: str, behaviour: str, method: str | None, part: pl.DataFrame) -> dict:
+def sign_row(analysis: str, behaviour: str, method: str | None, part: pl.DataFrame) -> dict:
+    """One exact sign-test row: the share of moved runs that went down (shared by the
+    sign tests and the method table)."""
     from scipy.stats import binomtest
 
     moved = part.filter(pl.col("delta") != 0)
@@ -50,7 +52,7 @@ def sign_tests(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm") -
         raise ShiftlabError(f"sign_tests: no runs of arm {arm!r} with a delta")
     rows = []
     for (behaviour,), part in chosen.group_by("behaviour", maintain_order=True):
-        rows.append(_sign_row("sign_test", str(behaviour), None, part))
+        rows.append(sign_row("sign_test", str(behaviour), None, part))
     for (behaviour, method), part in chosen.group_by("behaviour", "method", maintain_order=True):
-        rows.append(_sign_row("sign_test_by_method", str(behaviour), str(method), part))
+        rows.append(sign_row("sign_test_by_method", str(behaviour), str(method), part))
     return with_adjusted(estimates(rows), adjust).sort("analysis", "behaviour", "method")

@@ -12,7 +12,7 @@ import polars as pl
 
 from shiftlab.attribution._frame import estimates, headline_runs, require_columns, with_adjusted
 from shiftlab.attribution._regression import fit_cluster_ols
-from shiftlab.attribution._signs import _sign_row
+from shiftlab.attribution._signs import sign_row
 from shiftlab.errors import ShiftlabError
 
 
@@ -66,7 +66,7 @@ def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm")
         key = {"behaviour": behaviour, "method": method}
         mean = clustered_mean(part["delta"], part["organism_id"])
         rows.append({"analysis": "method_mean_delta", "term": "mean_delta", **key, **mean})
-        rows.append(_sign_row("method_share_down", str(behaviour), str(method), part))
+        rows.append(sign_row("method_share_down", str(behaviour), str(method), part))
     return with_adjusted(estimates(rows), adjust)
 
 
