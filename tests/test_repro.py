@@ -68,10 +68,27 @@ def test_a_clean_rerun_reproduces_every_run(recorded, tmp_path):
     assert report.ok, report.format()
     checks = {f.check for f in report.findings}
     assert {"train_log loss", "eval rate", "targets.parquet (exact)", "shift_mmd_p"} <= checks
+    assert "eval.parquet (exact)" in checks and not report.notes  # same CPU class: bit for bit
     assert report.n_verified == len(record["files"]) and len(report.runs) == 2
     # The re-executed runs were built in the scratch store; the store was only read.
     assert sorted(Store.open(tmp_path).finished_ids("runs")) == report.runs
     assert recorded.builds().height == builds
+
+
+def test_runs_from_another_cpu_class_are_compared_statistically(copy):
+    path = copy.root / FINGERPRINTS
+    record = json.loads(path.read_text())
+    for run in record["runs"].values():
+        run["cpu_class"] = {"vendor": "AuthenticAMD", "isa": "AVX2"}
+    path.write_text(json.dumps(record))
+    report = check_reproduction(copy, sample=1, progress=False)
+    assert report.ok, report.format()
+    checks = {f.check for f in report.findings}
+    assert "targets.parquet (exact)" in checks and "train_log loss" in checks
+    assert not {"eval.parquet (exact)", "adapter/adapter_model.safetensors (exact)"} & checks
+    (note,) = report.notes
+    assert "built on AuthenticAMD AVX2 and this machine is" in note
+    assert "statistical tolerances" in report.format()
 
 
 def test_a_changed_learning_rate_is_named(copy):

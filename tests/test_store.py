@@ -136,6 +136,15 @@ def test_manifest_records_environment():
     assert manifest["packages"]["torch"]
     assert "revision" in manifest["git"]
     assert manifest["hardware"]["cpu_count"] >= 1
+    import hashlib
+
+    import torch
+
+    cpu = manifest["hardware"]["cpu_class"]
+    assert cpu["isa"] == torch.backends.cpu.get_cpu_capability() and cpu["vendor"]
+    lock = Path(__file__).resolve().parents[1] / "requirements.lock"
+    assert manifest["lock"]["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert isinstance(manifest["lock"]["deviations"], list)
 
 
 def test_two_processes_share_one_artefact_lock(tmp_path: Path):
@@ -219,3 +228,28 @@ def test_a_listed_file_that_went_missing_is_named(tmp_path: Path):
         StoreError, match=r"r1/manifest.json lists adapter/weights.bin but .* is missing"
     ):
         store.data_files("runs", "r1")
+
+
+def test_a_folder_that_is_not_a_store_is_refused(tmp_path: Path):
+    with pytest.raises(StoreError, match="root of a file system"):
+        Store.open("/")
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(StoreError, match=r"not a shiftlab store .*'thesis\.tex'"):
+        Store.open(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]  # nothing written
+    Store.open(tmp_path / "new")  # a new folder, an empty one and a store are fine
+    (tmp_path / "new" / "study.yaml").write_text("{}")
+    Store.open(tmp_path / "new")
+
+
+def test_the_cli_refuses_the_file_system_root_as_a_store(tmp_path: Path):
+    from spec_helpers import TINY_STUDY
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({**TINY_STUDY, "store": "/"}))
+    exe = str(Path(sys.executable).with_name("shiftlab"))
+    result = subprocess.run([exe, "run", str(spec)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "shiftlab: error: store / is the root of a file system; use a new folder inside it"
+    )

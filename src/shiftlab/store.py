@@ -24,22 +24,20 @@ True
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import platform
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from shiftlab._environment import environment_info
 from shiftlab._hashing import content_hash
 from shiftlab._lease import Lease, sweep
 from shiftlab.errors import StoreError
@@ -59,8 +57,9 @@ KINDS = (
 )
 # Kinds whose artefact is one file ``<kind>/<id><suffix>`` with ``<id>.manifest.json`` beside it.
 FILE_KINDS = {"pools": ".parquet", "samples": ".parquet", "shift": ".parquet"}
+# What else a store holds beside its artefact kinds (see the layout above).
+STORE_ENTRIES = ("tables", "cache", "figures", "repro", "report.html", "report.md", BUILD_LOG)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
-_PACKAGES = ("torch", "transformers", "peft", "tokenizers", "polars", "numpy", "pydantic")
 
 
 def validate_id(artefact_id: str) -> str:
@@ -161,56 +160,6 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     _fsync_path(path.parent)
 
 
-def _git_revision() -> dict[str, Any]:
-    source = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"revision": None, "dirty": None}
-    return {"revision": rev, "dirty": bool(dirty)}
-
-
-@functools.lru_cache(maxsize=1)
-def environment_info() -> dict[str, Any]:
-    """shiftlab version, git revision, package versions and hardware, computed once."""
-    import torch
-
-    from shiftlab import __version__
-
-    packages: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    hardware: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return {
-        "shiftlab_version": __version__,
-        "git": _git_revision(),
-        "packages": packages,
-        "hardware": hardware,
-    }
-
-
 def build_manifest(config: dict[str, Any], seeds: dict[str, int], **extra: Any) -> dict[str, Any]:
     """A manifest for one artefact: its resolved config and its hash, seeds and environment."""
     return {
@@ -224,6 +173,18 @@ def build_manifest(config: dict[str, Any], seeds: dict[str, int], **extra: Any) 
     }
 
 
+def is_store(folder: Path) -> bool:
+    """True when ``folder`` holds a shiftlab store (its ``study.yaml`` or manifest)."""
+    return (folder / "study.yaml").is_file() or (folder / MANIFEST).is_file()
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that no store writes (hidden names are leases, probes and
+    temporaries of processes sharing a new store)."""
+    ours = {*KINDS, *STORE_ENTRIES}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours and p.name[0] != ".")
+
+
 class Store:
     """A folder of artefacts. Use :meth:`open`, which checks the folder is writable."""
 
@@ -234,10 +195,25 @@ class Store:
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
-        """Open (creating if needed) the store at ``root``; raise if it cannot be written."""
+        """Open (creating if needed) the store at ``root``; raise if it cannot be written.
+
+        A store is a folder of its own: the root of a file system, or a non-empty folder
+        that holds no shiftlab store, is refused rather than written into.
+        """
         path = Path(root).expanduser()
         if path.exists() and not path.is_dir():
             raise StoreError(f"store {path} is a file, expected a folder")
+        resolved = path.resolve()
+        if resolved == Path(resolved.anchor) or os.path.ismount(resolved):
+            raise StoreError(
+                f"store {path} is the root of a file system; use a new folder inside it"
+            )
+        foreign = [] if not path.is_dir() or is_store(path) else _foreign_entries(path)
+        if foreign:
+            raise StoreError(
+                f"store {path} is a non-empty folder but not a shiftlab store (no study.yaml "
+                f"or {MANIFEST}; it holds {foreign[0]!r}); use a new or empty folder"
+            )
         try:
             path.mkdir(parents=True, exist_ok=True)
             probe = path / f".probe-{uuid.uuid4().hex[:8]}"
