@@ -175,6 +175,28 @@ def _job_folder(config: ExecutorSpec, store: Store) -> Path:
     return Path(config.folder) if config.folder else store.root / ".submitit"
 
 
+def private_job_folder(folder: Path) -> Path:
+    """Create ``folder`` readable and writable by this user only, or check that it is.
+
+    submitit's job and result files are pickles that every job unpickles: whoever can
+    write into the folder could run code in every job, so a folder that is another
+    user's, or that its group or others may write to, is refused.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise ExecutorError(
+            f"executor.folder {folder}: owned by another user; submitit's job files are "
+            "pickles that jobs unpickle, so the folder must be your own"
+        )
+    if info.st_mode & 0o022:
+        raise ExecutorError(
+            f"executor.folder {folder}: writable by others (mode {info.st_mode & 0o777:o}); "
+            f"submitit's job files are pickles that jobs unpickle: chmod go-w {folder}"
+        )
+    return folder
+
+
 def _check_ray(config: ExecutorSpec, store: Store) -> None:
     import ray
 
@@ -294,7 +316,7 @@ class _Submitit:
 
         if config.cluster == "slurm":
             _check_slurm(config, store)
-        folder = _job_folder(config, store)
+        folder = private_job_folder(_job_folder(config, store))
         self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=config.cluster)
         parameters: dict[str, Any] = {
             "name": "shiftlab",

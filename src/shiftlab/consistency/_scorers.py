@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
+from shiftlab._weights import require_safetensors
 from shiftlab.behaviours._judges import (
     CachedJudge,
     HTTPJudge,
@@ -72,8 +73,11 @@ class RewardModelScorer:
                 f"scorer path {str(path)!r} is not a sequence-classification model "
                 f"(its config names {architectures or 'no architecture'})"
             )
+        require_safetensors(folder, "scorer")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            folder, use_safetensors=True
+        ).eval()
         if device:
             self.model.to(device)
         self.batch_size = batch_size

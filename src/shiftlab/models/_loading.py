@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
 from shiftlab.store import publish_dir, temporary_sibling
 
@@ -202,6 +203,8 @@ def load_causal_lm(
         kwargs["revision"] = ref.revision
     if ref_gguf:
         kwargs["gguf_file"] = ref_gguf
+    if not ref_gguf:
+        require_safetensors(location, "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         loader: Any = AutoModelForCausalLM

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
+from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
 from shiftlab.spec import LoraSpec
 
@@ -45,6 +47,9 @@ def load_lora(model: Any, adapter_dir: str, *, trainable: bool = False) -> Any:
     """Attach a saved adapter to ``model`` (``model`` is modified in place by peft)."""
     from peft import PeftModel
 
+    require_safetensors(adapter_dir, "adapter")
+    if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+        raise ModelError(f"adapter {adapter_dir}: no adapter_model.safetensors")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)

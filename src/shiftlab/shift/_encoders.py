@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -38,7 +39,7 @@ def default_encoder_path() -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _weights_digest(folder: str) -> str:
-    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
+    files = sorted(Path(folder).glob("*.safetensors"))
     return content_hash([file_hash(f) for f in files])
 
 
@@ -83,8 +84,9 @@ class TextEncoder:
 
         source, _ = _source(path)
         try:
+            require_safetensors(source, "encoder")
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModel.from_pretrained(source).eval()
+            self.model = AutoModel.from_pretrained(source, use_safetensors=True).eval()
         except OSError as error:
             raise ModelError(f"encoder {str(path)!r}: {str(error).splitlines()[0]}") from None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

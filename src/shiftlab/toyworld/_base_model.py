@@ -89,7 +89,9 @@ def train_base_model(name: str = "small", *, progress: bool = True) -> tuple[Any
     recipe = INSTRUCT_RECIPE if instruct else RECIPE
     tokenizer = build_tokenizer()
     if instruct:
-        model = AutoModelForCausalLM.from_pretrained(toyworld_model_dir(size, progress=progress))
+        model = AutoModelForCausalLM.from_pretrained(
+            toyworld_model_dir(size, progress=progress), use_safetensors=True
+        )
     else:
         model = build_tiny_llama(len(tokenizer), size, seed=recipe["seed"])
     corpus = aligned_corpus(recipe["corpus_size"], recipe["seed"])

@@ -9,10 +9,6 @@ or packed.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -28,8 +24,15 @@ from tqdm.auto import tqdm
 from shiftlab._hashing import content_hash
 from shiftlab.behaviours._types import Message
 from shiftlab.spec import TrainingSpec
-from shiftlab.store import publish_dir, temporary_sibling
 from shiftlab.training._batching import EncodedExample, data_order, encode_example
+from shiftlab.training._checkpoints import (
+    clear_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from shiftlab.training._losses import (
     FrozenTeacher,
     Teacher,
@@ -154,25 +157,6 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -184,51 +168,6 @@ def restore_trainable(
     """Copy saved values back into trainable parameters, in place."""
     for name, param in params.items():
         param.copy_(saved[name])
-
-
-def _save_checkpoint(
-    folder: Path,
-    step: int,
-    params: dict[str, torch.nn.Parameter],
-    optimiser: Any,
-    scheduler: Any,
-    rows: list[dict[str, Any]],
-    fingerprint: str,
-) -> None:
-    """Write ``checkpoint-<step>`` atomically (fsynced, then renamed); drop older ones."""
-    final = folder / f"checkpoint-{step:08d}"
-    tmp = temporary_sibling(final)
-    tmp.mkdir(parents=True)
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "step": step,
-            "params": {n: p.detach().clone() for n, p in params.items()},
-            "optimiser": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-        },
-        tmp / "state.pt",
-    )
-    (tmp / "log.json").write_text(json.dumps(rows))
-    publish_dir(tmp, final)
-    for old in folder.glob("checkpoint-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _clear_checkpoints(folder: Path) -> None:
-    for old in (*folder.glob("checkpoint-*"), *folder.glob(".tmp-checkpoint-*")):
-        shutil.rmtree(old, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the caller's folder, if it holds nothing else
-        folder.rmdir()
-
-
-def _latest_checkpoint(folder: Path | None) -> Path | None:
-    if folder is None or not folder.is_dir():
-        return None
-    found = sorted(folder.glob("checkpoint-*"))
-    return found[-1] if found else None
 
 
 def _token_ids(example: Encoded) -> Any:
@@ -372,20 +311,16 @@ def train(
                 "data": [_token_ids(e) for e in data],
             }
         )
-        latest = _latest_checkpoint(folder)
+        # Only a run that writes checkpoints reads them: a folder planted where one that
+        # does not is never looked at.
+        latest = latest_checkpoint(folder) if config.checkpoint_every else None
         if latest is not None:
-            state = torch.load(latest / "state.pt", weights_only=False)
-            if state.get("fingerprint") != fingerprint:
-                raise ValueError(
-                    f"{latest}: checkpoint of a different run (settings, seed or data differ); "
-                    "use another checkpoint folder"
-                )
+            start_step, state = load_checkpoint(latest, fingerprint)
             restore_trainable(params, state["params"])
             optimiser.load_state_dict(state["optimiser"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            rows = json.loads((latest / "log.json").read_text())
-            start_step = state["step"]
+            set_rng_state(state["rng"])
+            rows = state["log"]
         micro_size = config.micro_batch_size_or_batch
         # accelerate's clipping is needed to gather sharded or scaled gradients; one plain
         # process has neither, and torch's own is cheaper per step.
@@ -406,7 +341,9 @@ def train(
             ]
             mine = micros[rank::world]
             todo = mine or micros[:1]
-            step_loss = torch.zeros((), device=accelerator.device)
+            # The logged loss is summed in float64: its value then does not depend on how
+            # the step was split into micro-batches beyond the micro-losses' own rounding.
+            step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
             for index, micro in enumerate(todo):
                 # DDP averages gradients over processes; scale so the result is a global token mean.
                 sync = index == len(todo) - 1
@@ -426,7 +363,7 @@ def train(
                 # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
                 accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
                 if mine:
-                    step_loss += loss.detach().float() / max(n_tokens, 1)
+                    step_loss += loss.detach().double() / max(n_tokens, 1)
             grad_norm = float(clip(list(params.values()), config.max_grad_norm))
             if not np.isfinite(grad_norm):
                 raise FloatingPointError(
@@ -462,18 +399,17 @@ def train(
                 and step + 1 < config.steps
             ):
                 if accelerator.is_main_process:
-                    _save_checkpoint(
-                        folder,
-                        step + 1,
-                        params,
-                        optimiser,
-                        scheduler,
-                        rows,
-                        fingerprint,
-                    )
+                    state = {
+                        "params": {n: p.detach() for n, p in params.items()},
+                        "optimiser": optimiser.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng_state(),
+                        "log": rows,
+                    }
+                    save_checkpoint(folder, step + 1, state, fingerprint)
                 accelerator.wait_for_everyone()
         if folder is not None and end == config.steps and accelerator.is_main_process:
-            _clear_checkpoints(folder)  # finished: nothing to resume
+            clear_checkpoints(folder)  # finished: nothing to resume
         if config.gradient_checkpointing:
             _set_checkpointing(inner, False)
         inner.eval()
