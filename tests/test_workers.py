@@ -90,3 +90,79 @@ def test_one_thread_on_cpu_and_restored_after():
     with single_thread_on_cpu():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc (Linux)."""
+    from pathlib import Path
+
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(proc.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process trees from /proc")
+def test_sigterm_stops_every_worker_releases_leases_and_keeps_finished_work(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from spec_helpers import TINY_STUDY
+
+    root = tmp_path / "store"
+    spec_file = tmp_path / "spec.yaml"
+    study = {**TINY_STUDY, "organisms": {"seeds": [0, 1]}, "store": str(root)}
+    spec_file.write_text(yaml.safe_dump(study))
+    exe = str(Path(sys.executable).with_name("shiftlab"))
+    process = subprocess.Popen(
+        [exe, "run", str(spec_file), "--workers", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )  # fmt: skip
+    builds = root / "builds.jsonl"
+    deadline = time.monotonic() + 300
+    while not (builds.is_file() and builds.read_text()) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.1)
+    workers = _descendants(process.pid)
+    assert len(workers) >= 2  # two workers (and multiprocessing's resource tracker)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "shiftlab: terminated (SIGTERM); finished artefacts are kept"
+    )
+    assert "Traceback" not in err
+    while any(_alive(pid) for pid in workers) and time.monotonic() - started < 30:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived the study"
+    assert not list(root.rglob(".*.lease")), "a lease was left behind"
+    assert not list(root.rglob(".tmp-*")), "a half-written artefact was left behind"
+    store = Store.open(root)
+    built = [line for line in builds.read_text().splitlines() if line]
+    finished = sum(len(store.finished_ids(kind)) for kind in ("organisms", "base_evals"))
+    assert finished >= 1 and len(built) >= finished  # finished work is kept

@@ -1,9 +1,10 @@
 """Several worker processes on one store, each claiming jobs through the store's locks.
 
 A worker builds every unit it can claim and then waits for units other workers hold, so
-workers need nothing but the store to share a study. The locks are ``flock`` locks: the
-kernel releases a dead worker's, and its unit is claimed again by whoever passes next.
-A unit whose artefacts are finished is never built again.
+workers need nothing but the store to share a study. The claims are leases
+(:mod:`shiftlab._lease`): a dead worker's expires, and its unit is claimed again by
+whoever passes next. A unit whose artefacts are finished is never built again. SIGTERM
+to the process that started the workers stops them all: each releases its leases first.
 
 On CPU every worker (and an in-process study) runs torch on one thread: a job's numbers
 then do not depend on how many workers share the machine, or on its core count, and two
@@ -15,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -22,10 +25,35 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from shiftlab._lease import Lease, LeaseLost
-from shiftlab.errors import ShiftlabError
+from shiftlab.errors import ShiftlabError, Terminated
 
 U = TypeVar("U")
 POLL_SECONDS = 0.2
+# How long a stopping worker may take to release its leases before it is killed.
+STOP_SECONDS = 10.0
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    # A second SIGTERM must not interrupt the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`~shiftlab.errors.Terminated` in the main
+    thread, so ``finally`` blocks (lease releases, worker shutdown) run before the process
+    ends. Elsewhere than the main thread this does nothing (Python delivers signals there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def default_workers() -> int:
@@ -90,25 +118,34 @@ def claim_each(
             time.sleep(POLL_SECONDS)
 
 
-# Most of a traceback a worker sends back; the pipe must not fill before the parent reads.
+# Most of a traceback a worker sends back, and the largest pickled error it sends with it:
+# the report must fit the pipe's buffer, which the parent reads only once the worker ended.
 REPORT_CHARS = 8000
+ERROR_BYTES = 32_000
 
 
-def _worker_main(queue: Any, target: Callable[..., None], args: Sequence[Any]) -> None:
+def _worker_main(report_to: Any, target: Callable[..., None], args: Sequence[Any]) -> None:
     # One thread for every pool a worker's libraries keep, not just torch's.
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with single_thread_on_cpu():
+        with sigterm_unwinds(), single_thread_on_cpu():
             target(*args)
+    except Terminated:
+        # Leases are released by now. Exit (running multiprocessing's clean-up, which dying
+        # by the signal would skip) with the shell's code for SIGTERM: the parent, if it is
+        # not the one stopping, treats that like any killed worker and hands its job on.
+        raise SystemExit(TERMINATED_EXIT) from None
     except BaseException as error:
         report = traceback.format_exc()[-REPORT_CHARS:]
         try:
-            payload = pickle.dumps(error)
+            payload: bytes | None = pickle.dumps(error)
         except Exception:
             payload = None
-        queue.put((payload, report))
+        if payload is not None and len(payload) > ERROR_BYTES:
+            payload = None
+        report_to.send((payload, report))
         raise SystemExit(1) from None
 
 
@@ -129,36 +166,46 @@ class WorkerPool:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        self._queue = context.SimpleQueue()
+        # One pipe per worker for its failure report: plain pipes hold no semaphores, which
+        # a queue would leave behind when the pool is stopped by a signal.
+        pipes = [context.Pipe(duplex=False) for _ in range(n)]
+        self._reports = {f"shiftlab-worker-{i}": reader for i, (reader, _) in enumerate(pipes)}
         self._processes = [
             context.Process(
                 target=_worker_main,
-                args=(self._queue, target, tuple(args)),
+                args=(writer, target, tuple(args)),
                 name=f"shiftlab-worker-{i}",
                 daemon=True,
             )
-            for i in range(n)
+            for i, (_, writer) in enumerate(pipes)
         ]
         self._killed: set[str] = set()
         for process in self._processes:
             process.start()
+        for _, writer in pipes:
+            writer.close()  # the worker holds its own end
 
     def check(self) -> bool:
         """True while any worker still runs.
 
-        A worker that failed (an exception, reported through the queue) stops the others
-        and its error is raised here. A worker killed by a signal is only reported: its
-        claim is released with it, and the others take its job over.
+        A worker that failed (an exception, reported through its pipe) stops the others
+        and its error is raised here. A worker killed by a signal (or stopped by SIGTERM)
+        is only reported: its claim is released with it, and the others take its job over.
         """
         for process in self._processes:
             code = process.exitcode
-            if code is not None and code < 0 and process.name not in self._killed:
+            if code is None:
+                continue
+            signalled = code < 0 or code == TERMINATED_EXIT
+            if signalled and process.name not in self._killed:
                 self._killed.add(process.name)
-                warnings.warn(f"{process.name} was killed (signal {-code}); the other "
+                number = signal.SIGTERM if code == TERMINATED_EXIT else -code
+                warnings.warn(f"{process.name} was killed (signal {number}); the other "
                               "workers take its job over", stacklevel=2)  # fmt: skip
-            elif code is not None and code > 0:
+            elif code > 0 and not signalled:
+                error = self._error(process)  # read before stop() closes the pipes
                 self.stop()
-                raise self._error(process)
+                raise error
         return any(p.exitcode is None for p in self._processes)
 
     @property
@@ -167,9 +214,13 @@ class WorkerPool:
         return [p.pid for p in self._processes if p.pid is not None]
 
     def _error(self, process: Any) -> BaseException:
-        if self._queue.empty():
+        reader = self._reports[process.name]
+        try:
+            payload, report = reader.recv() if reader.poll() else (None, None)
+        except (EOFError, OSError):
+            payload, report = None, None
+        if report is None:
             return WorkerError(f"{process.name} died (exit code {process.exitcode})")
-        payload, report = self._queue.get()
         try:
             error = pickle.loads(payload) if payload is not None else None
         except Exception:
@@ -184,14 +235,27 @@ class WorkerPool:
             time.sleep(POLL_SECONDS)
 
     def stop(self) -> None:
+        """Ask every worker to stop (SIGTERM: each releases its leases), kill one that has
+        not ended within :data:`STOP_SECONDS`, and wait for all."""
         for process in self._processes:
             if process.exitcode is None:
                 process.terminate()
+        deadline = time.monotonic() + STOP_SECONDS
         for process in self._processes:
-            process.join()
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        for reader in self._reports.values():
+            reader.close()
 
     def __enter__(self) -> WorkerPool:
+        self._signals = sigterm_unwinds()
+        self._signals.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._signals.__exit__(None, None, None)

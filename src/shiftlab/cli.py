@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shiftlab.errors import ShiftlabError, SpecError
+from shiftlab.errors import ShiftlabError, SpecError, Terminated
 
 # The packaged specs ``shiftlab demo --scale`` runs.
 DEMO_SPECS = {"demo": "demo.yaml", "paper": "paper.yaml"}
@@ -340,25 +340,12 @@ def _data(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shiftlab`` console script."""
+    from shiftlab._workers import sigterm_unwinds
+
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            return _run(None, args.out, not args.no_progress, args.workers,
-                        executor=args.executor, demo=args.scale)  # fmt: skip
-        if args.command == "run":
-            return _run(args.spec, args.store, not args.no_progress, args.workers,
-                        executor=args.executor)  # fmt: skip
-        if args.command == "validate":
-            return _validate(args.spec)
-        if args.command == "data":
-            return _data(args)
-        if args.command == "report":
-            return _report(args.store, args.n_boot)
-        if args.command == "repro":
-            return _repro(args)
-        if args.command == "notebook":
-            return _notebook(args)
-        return _status(args.store)
+        with sigterm_unwinds():
+            return _command(args)
     except ShiftlabError as error:
         if args.debug:
             raise
@@ -367,6 +354,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shiftlab: interrupted; finished artefacts are kept", file=sys.stderr)
         return 130
+    except Terminated:
+        print("shiftlab: terminated (SIGTERM); finished artefacts are kept", file=sys.stderr)
+        return 143
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; its exit status."""
+    if args.command == "demo":
+        return _run(None, args.out, not args.no_progress, args.workers,
+                    executor=args.executor, demo=args.scale)  # fmt: skip
+    if args.command == "run":
+        return _run(args.spec, args.store, not args.no_progress, args.workers,
+                    executor=args.executor)  # fmt: skip
+    if args.command == "validate":
+        return _validate(args.spec)
+    if args.command == "data":
+        return _data(args)
+    if args.command == "report":
+        return _report(args.store, args.n_boot)
+    if args.command == "repro":
+        return _repro(args)
+    if args.command == "notebook":
+        return _notebook(args)
+    return _status(args.store)
 
 
 if __name__ == "__main__":

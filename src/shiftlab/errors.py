@@ -23,3 +23,11 @@ class DataError(ShiftlabError):
 
 class ModelError(ShiftlabError):
     """A model that cannot be found or loaded."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (releasing leases, keeping finished artefacts) and stop.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so ``except Exception`` never
+    swallows it.
+    """
