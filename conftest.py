@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The study's behaviour data: $SHIFTLAB_DATA (where `shiftlab data fetch` puts it), else the
+# copy beside the maintainers' checkout, read in place. Tests and doctests that need it skip
+# when neither has it.
+STUDY_DATASET = "consistency-misalignment"
+_BESIDE = Path(__file__).resolve().parent.parent / "shared" / "data"
+if "SHIFTLAB_DATA" not in os.environ and (_BESIDE / STUDY_DATASET).is_dir():
+    os.environ["SHIFTLAB_DATA"] = str(_BESIDE)
+
+
+def study_data() -> Path:
+    """Where the study's behaviour folders are read from (it may not exist)."""
+    from shiftlab.behaviours import data_home
+
+    return data_home() / STUDY_DATASET
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Docstring examples that read the study's data skip, with the reason, without it."""
+    if study_data().is_dir():
+        return
+    skip = pytest.mark.skip(
+        reason=f"the study's behaviour data is not at {study_data()} "
+        f"(`shiftlab data fetch {STUDY_DATASET}`, or set $SHIFTLAB_DATA)"
+    )
+    for item in items:
+        docstring = getattr(getattr(item, "dtest", None), "docstring", None) or ""
+        if STUDY_DATASET in docstring:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,8 +10,6 @@ import pytest
 # Figures are drawn off screen in tests, with or without a display.
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "consistency-misalignment"
-
 
 @pytest.fixture(scope="session")
 def toy_model_dir(_private_cache: None) -> Path:
@@ -30,9 +28,14 @@ def toy(toy_model_dir: Path):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("the study's behaviour data is not beside this checkout")
-    return SHARED_DATA
+    """The study's behaviour folders ($SHIFTLAB_DATA, which the root conftest points at the
+    copy beside the checkout when there is one); skips the test without them."""
+    from shiftlab.behaviours import data_home
+
+    folder = data_home() / "consistency-misalignment"
+    if not folder.is_dir():
+        pytest.skip(f"the study's behaviour data is not at {folder}")
+    return folder
 
 
 @pytest.fixture()

@@ -59,10 +59,12 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
     """Load one of the study's behaviours from a folder of chat-JSONL files, with the
     behaviour's scoring rules; the eval rows' fields those rules read are checked here.
 
-    >>> import pathlib
-    >>> folder = pathlib.Path("../shared/data/consistency-misalignment/spurious_correlation")
-    >>> suite = load_chat_jsonl_suite(folder, "spurious_correlation") if folder.is_dir() else None
-    >>> suite is None or suite.scorer(suite.eval[0], suite.eval[0].target).label
+    After ``shiftlab data fetch consistency-misalignment``:
+
+    >>> from shiftlab.behaviours import data_home
+    >>> folder = data_home() / "consistency-misalignment" / "spurious_correlation"
+    >>> suite = load_chat_jsonl_suite(folder, "spurious_correlation")
+    >>> suite.scorer(suite.eval[0], suite.eval[0].target).label
     'aligned'
     """
     folder = Path(folder)

@@ -89,12 +89,17 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.pad(_target_positions(batch)[:, 1:], (0, 1))
 
 
+def _full_precision(values: torch.Tensor) -> torch.Tensor:
+    """Half-precision values in float32 for the loss; float32 and float64 as they are."""
+    return values if values.dtype in (torch.float32, torch.float64) else values.float()
+
+
 # Above this many logits (positions x vocabulary) the loss is computed in chunks.
 CHUNKED_LOGITS = 1 << 22
 
 
 def _head_cross_entropy(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+    return F.cross_entropy(_full_precision(head(hidden)), targets, reduction="sum")
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -110,7 +115,9 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     parts = _split_head(model)
     vocab = parts[1].weight.shape[0] if parts is not None else 0
     if parts is None or targets.numel() * vocab <= CHUNKED_LOGITS:
-        loss_sum = F.cross_entropy(logits_at(model, batch, at).float(), targets, reduction="sum")
+        loss_sum = F.cross_entropy(
+            _full_precision(logits_at(model, batch, at)), targets, reduction="sum"
+        )
         return loss_sum, int(targets.numel())
     decoder, head = parts
     hidden = decoder(**_inputs(batch), use_cache=False)[0][at]
@@ -203,8 +210,8 @@ def bct_loss(
     """
     clean_at, wrapped_at = _paired_positions(clean, wrapped, _predicting)
     with _as_teacher(model, teacher):
-        target = (logits_at(model, clean, clean_at).float() / temperature).log_softmax(-1)
-    student = (logits_at(model, wrapped, wrapped_at).float() / temperature).log_softmax(-1)
+        target = (_full_precision(logits_at(model, clean, clean_at)) / temperature).log_softmax(-1)
+    student = (_full_precision(logits_at(model, wrapped, wrapped_at)) / temperature).log_softmax(-1)
     kl = F.kl_div(student, target, log_target=True, reduction="sum")
     return kl * temperature**2, int(clean_at.sum())
 
@@ -256,7 +263,7 @@ def act_loss(
         _run_decoder(model, wrapped)
     per_token = torch.stack(
         [
-            (state[wrapped_at].float() - target[clean_at].float()).pow(2).mean(-1)
+            (_full_precision(state[wrapped_at]) - _full_precision(target[clean_at])).pow(2).mean(-1)
             for state, target in zip(states, targets, strict=True)
         ]
     ).mean(0)
