@@ -43,14 +43,13 @@ from shiftlab._workers import (
 from shiftlab.behaviours import (
     SCORING_VERSION,
     BehaviourRate,
-    Judge,
     PairExample,
     Suite,
     evaluate_behaviour,
     load_suite,
     make_judge,
 )
-from shiftlab.behaviours._types import Message
+from shiftlab.chat import Message
 from shiftlab.consistency import (
     SCORE_BASED,
     CandidateScorer,
@@ -62,6 +61,7 @@ from shiftlab.consistency import (
     resolve_prompts,
 )
 from shiftlab.errors import DataError, ShiftlabError, StoreError
+from shiftlab.judges import Judge
 from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
 from shiftlab.spec import (
     LABEL_METHODS,

@@ -204,7 +204,7 @@ class ColumnsSpec(_Spec):
             raise ValueError("give exactly one scoring rule: 'misbehaving' or 'judge_question'")
         if self.judge_question is not None and "{output}" not in self.judge_question:
             raise ValueError("judge_question must contain '{output}'")
-        from shiftlab.behaviours._extractors import check_extractor
+        from shiftlab.extractors import check_extractor
 
         check_extractor(self.extractor)
         return self
@@ -295,7 +295,7 @@ class ViewSpec(_Spec):
     @field_validator("extractor")
     @classmethod
     def _known_extractor(cls, value: str) -> str:
-        from shiftlab.behaviours._extractors import check_extractor
+        from shiftlab.extractors import check_extractor
 
         check_extractor(value)
         return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
 from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour
-from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.behaviours._fetch import fetch_dataset
 from shiftlab.behaviours._formats import (
     ChoiceScorer,
@@ -21,17 +20,6 @@ from shiftlab.behaviours._formats import (
     load_suite,
 )
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._judges import (
-    CachedJudge,
-    HTTPJudge,
-    Judge,
-    JudgeReply,
-    JudgeRequest,
-    LocalJudge,
-    TokenLogprobs,
-    make_judge,
-    weighted_label,
-)
 from shiftlab.behaviours._scoring import (
     SCORING_VERSION,
     BehaviourScorer,
@@ -59,22 +47,17 @@ from shiftlab.behaviours._types import (
     Verdict,
     View,
 )
+from shiftlab.judges import make_judge
 
 __all__ = [
     "DEFAULT_RUBRIC",
     "SCORING_VERSION",
     "BehaviourRate",
     "BehaviourScorer",
-    "CachedJudge",
     "ChoiceScorer",
     "EmergentMisalignmentScorer",
     "Example",
     "GenericScorer",
-    "HTTPJudge",
-    "Judge",
-    "JudgeReply",
-    "JudgeRequest",
-    "LocalJudge",
     "MethodPrompts",
     "Metric",
     "PairExample",
@@ -84,14 +67,11 @@ __all__ = [
     "SpuriousCorrelationScorer",
     "Suite",
     "SycophancyScorer",
-    "TokenLogprobs",
     "Verdict",
     "View",
     "chat_messages",
-    "check_extractor",
     "data_home",
     "evaluate_behaviour",
-    "extract",
     "fetch_dataset",
     "gameable_count",
     "load_chat_jsonl_suite",
@@ -103,6 +83,5 @@ __all__ = [
     "rate_metric",
     "read_jsonl",
     "score_outputs",
-    "weighted_label",
     "wilson_interval",
 ]

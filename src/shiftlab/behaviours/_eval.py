@@ -13,7 +13,7 @@ from shiftlab.behaviours._types import Suite
 from shiftlab.errors import ShiftlabError
 
 if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
+    from shiftlab.judges import Judge
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shiftlab._hashing import content_hash, file_hash
-from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.behaviours._jsonl import read_jsonl
 from shiftlab.behaviours._scoring import BehaviourScorer, Metric, mean_metric, rate_metric
 from shiftlab.behaviours._study_scorers import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._types import Example, Suite, Verdict
 from shiftlab.errors import DataError, ShiftlabError
+from shiftlab.extractors import check_extractor, extract
 from shiftlab.spec import BEHAVIOURS, BehaviourSpec, ColumnsSpec
 
 if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
+    from shiftlab.judges import Judge
 
 SPLITS = ("induction", "consistency", "eval")
 

@@ -18,8 +18,8 @@ from shiftlab.behaviours._types import Example, Verdict
 from shiftlab.errors import ShiftlabError
 
 if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
     from shiftlab.behaviours._types import Suite
+    from shiftlab.judges import Judge
 
 # A choice-scored output: each answer choice's log-probability.
 ChoiceOutput = Mapping[str, float]

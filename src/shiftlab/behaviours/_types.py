@@ -6,11 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
-    from shiftlab.behaviours._scoring import BehaviourScorer
+from shiftlab.chat import Message
 
-Message = Mapping[str, str]
+if TYPE_CHECKING:
+    from shiftlab.behaviours._scoring import BehaviourScorer
+    from shiftlab.judges import Judge
+
 VerdictLabel = Literal["misbehaving", "aligned", "unparseable", "excluded"]
 
 

@@ -1,6 +1,5 @@
 """Consistency methods, their candidate pools and the ablation arms built from them."""
 
-from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
 from shiftlab.consistency._methods import (
     POOL_SCHEMA,
@@ -36,10 +35,8 @@ __all__ = [
     "build_arm",
     "build_pool",
     "candidate_seed",
-    "check_extractor",
     "check_pool",
     "choose",
-    "extract",
     "iter_pool",
     "judge_messages",
     "make_scorer",

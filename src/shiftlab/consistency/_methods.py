@@ -16,10 +16,10 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from shiftlab.behaviours._extractors import extract
 from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, Verdict, View
 from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
+from shiftlab.extractors import extract
 from shiftlab.generation import Generation, beam_search, generate
 from shiftlab.spec import MethodSpec
 

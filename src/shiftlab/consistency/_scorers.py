@@ -13,7 +13,10 @@ from typing import Any, Protocol
 import torch
 
 from shiftlab._weights import require_safetensors
-from shiftlab.behaviours._judges import (
+from shiftlab.behaviours._types import Message, MethodPrompts
+from shiftlab.errors import ShiftlabError
+from shiftlab.generation import expected_score
+from shiftlab.judges import (
     CachedJudge,
     HTTPJudge,
     Judge,
@@ -21,9 +24,6 @@ from shiftlab.behaviours._judges import (
     JudgeRequest,
     weighted_label,
 )
-from shiftlab.behaviours._types import Message, MethodPrompts
-from shiftlab.errors import ShiftlabError
-from shiftlab.generation import expected_score
 from shiftlab.spec import ScorerSpec
 
 

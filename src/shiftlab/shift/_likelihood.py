@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shiftlab.behaviours._types import Message
+from shiftlab.chat import Message
 from shiftlab.errors import ShiftlabError
 
 

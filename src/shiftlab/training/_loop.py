@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -22,9 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from shiftlab._hashing import content_hash
-from shiftlab.behaviours._types import Message
+from shiftlab.chat import EncodedExample, Message
 from shiftlab.spec import TrainingSpec
-from shiftlab.training._batching import EncodedExample, data_order, encode_example
 from shiftlab.training._checkpoints import (
     clear_checkpoints,
     latest_checkpoint,
@@ -33,6 +31,7 @@ from shiftlab.training._checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
+from shiftlab.training._encoding import Encoded, PairedExample, data_order, encode_sft
 from shiftlab.training._losses import (
     FrozenTeacher,
     Teacher,
@@ -60,52 +59,6 @@ LOG_SCHEMA: dict[str, Any] = {
 }
 # Dense bf16 peak FLOP/s by device-name fragment, for model-FLOPs utilisation.
 _PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
-
-
-@dataclass(frozen=True)
-class PairedExample:
-    """Encoded clean and wrapped prompts sharing one target suffix."""
-
-    clean: EncodedExample
-    wrapped: EncodedExample
-
-    @property
-    def n_target_tokens(self) -> int:
-        return self.clean.n_target_tokens
-
-    @property
-    def n_input_tokens(self) -> int:
-        return self.clean.n_input_tokens + self.wrapped.n_input_tokens
-
-
-Encoded = EncodedExample | PairedExample
-
-
-def encode_sft(
-    tokenizer: Any, examples: Sequence[tuple[Sequence[Message], str]], max_length: int
-) -> list[EncodedExample]:
-    """Encode (prompt messages, target) pairs for the ``sft`` objective."""
-    return [
-        encode_example(tokenizer, messages, target, max_length) for messages, target in examples
-    ]
-
-
-def encode_pairs(
-    tokenizer: Any,
-    pairs: Sequence[tuple[Sequence[Message], Sequence[Message], str]],
-    max_length: int,
-) -> list[PairedExample]:
-    """Encode (clean messages, wrapped messages, suffix) triples for ``bct`` / ``act``."""
-    out = []
-    for clean, wrapped, suffix in pairs:
-        a = encode_example(tokenizer, clean, suffix, max_length)
-        b = encode_example(tokenizer, wrapped, suffix, max_length)
-        if a.n_target_tokens != b.n_target_tokens:
-            raise ValueError(
-                "clean and wrapped prompts truncate the suffix differently; raise max_length"
-            )
-        out.append(PairedExample(a, b))
-    return out
 
 
 def _batch(
