@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
+from shiftlab.behaviours._emergent_misalignment import EmergentMisalignmentScorer
 from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour
 from shiftlab.behaviours._fetch import fetch_dataset
 from shiftlab.behaviours._formats import (
@@ -20,6 +21,7 @@ from shiftlab.behaviours._formats import (
     load_suite,
 )
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
+from shiftlab.behaviours._reward_hacking import RewardHackingScorer, gameable_count
 from shiftlab.behaviours._scoring import (
     SCORING_VERSION,
     BehaviourScorer,
@@ -31,13 +33,9 @@ from shiftlab.behaviours._scoring import (
     score_outputs,
     wilson_interval,
 )
-from shiftlab.behaviours._study_scorers import (
-    EmergentMisalignmentScorer,
-    RewardHackingScorer,
-    SpuriousCorrelationScorer,
-    SycophancyScorer,
-    gameable_count,
-)
+from shiftlab.behaviours._spurious_correlation import SpuriousCorrelationScorer
+from shiftlab.behaviours._study_rules import STUDY_RULES, study_scorer
+from shiftlab.behaviours._sycophancy import SycophancyScorer
 from shiftlab.behaviours._types import (
     DEFAULT_RUBRIC,
     Example,
@@ -52,6 +50,7 @@ from shiftlab.judges import make_judge
 __all__ = [
     "DEFAULT_RUBRIC",
     "SCORING_VERSION",
+    "STUDY_RULES",
     "BehaviourRate",
     "BehaviourScorer",
     "ChoiceScorer",
@@ -83,5 +82,6 @@ __all__ = [
     "rate_metric",
     "read_jsonl",
     "score_outputs",
+    "study_scorer",
     "wilson_interval",
 ]

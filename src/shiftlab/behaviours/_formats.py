@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours._jsonl import read_jsonl
+from shiftlab.behaviours._judging import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._scoring import BehaviourScorer, Metric, mean_metric, rate_metric
-from shiftlab.behaviours._study_scorers import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._types import Example, Suite, Verdict
 from shiftlab.errors import DataError, ShiftlabError
 from shiftlab.extractors import check_extractor, extract
