@@ -42,6 +42,7 @@ from shiftlab._workers import (
 )
 from shiftlab.behaviours import (
     SCORING_VERSION,
+    SUITE_SOURCES,
     BehaviourRate,
     PairExample,
     Suite,
@@ -60,7 +61,7 @@ from shiftlab.consistency import (
     make_scorer,
     resolve_prompts,
 )
-from shiftlab.errors import DataError, ShiftlabError, StoreError
+from shiftlab.errors import DataError, ShiftlabError, SpecError, StoreError
 from shiftlab.judges import Judge
 from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
 from shiftlab.spec import (
@@ -69,6 +70,7 @@ from shiftlab.spec import (
     BaseModelSpec,
     BehaviourSpec,
     MethodSpec,
+    ScorerSpec,
     StudySpec,
     TrainingSpec,
 )
@@ -570,7 +572,13 @@ def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]
     judges: dict[str, Judge] = {}
     for i, behaviour in enumerate(spec.behaviours):
         where = f"behaviours[{i}] ({behaviour.name} from {behaviour.source})"
-        suite = load_suite(behaviour)
+        try:
+            suite = load_suite(behaviour)
+        except DataError as error:
+            if behaviour.source not in SUITE_SOURCES.names():
+                raise
+            # A generated suite's errors are about its knobs: name the spec field.
+            raise SpecError(f"behaviours[{i}].{error}") from None
         if not any(e.target is not None for e in suite.induction):
             raise ShiftlabError(
                 f"{where}: no induction rows with targets, so no organism can be induced "
@@ -677,6 +685,16 @@ def _write_pool(store: Store, job: PoolJob, ctx: PoolContext, scorer_name: str |
             shutil.rmtree(parts, ignore_errors=True)
 
 
+def _toyworld_resolved(scorer: ScorerSpec) -> ScorerSpec:
+    """Kind ``toyworld`` as the reward-model folder toyworld ships."""
+    if scorer.kind != "toyworld":
+        return scorer
+    from shiftlab.toyworld import toyworld_reward_model_dir
+
+    folder = str(toyworld_reward_model_dir(progress=False))
+    return scorer.model_copy(update={"kind": "reward_model", "path": folder})
+
+
 def _scorer_for(
     job: PoolJob, suite: Suite, organism: Any, tokenizer: Any, cache: dict[str, Any]
 ) -> CandidateScorer | None:
@@ -685,11 +703,12 @@ def _scorer_for(
     if not method.uses_scorer and method.scorer is None:
         return None
     prompts = resolve_prompts(method, suite)
-    if method.scorer is not None and method.scorer.kind == "self":
-        return make_scorer(method.scorer, prompts, organism=organism, tokenizer=tokenizer)
+    named = method.scorer or ScorerSpec()
+    if named.kind == "self":
+        return make_scorer(named, prompts, organism=organism, tokenizer=tokenizer)
     key = content_hash({"scorer": method.scorer and method.scorer.model_dump(), "prompts": prompts})
     if key not in cache:
-        cache[key] = make_scorer(method.scorer, prompts)
+        cache[key] = make_scorer(_toyworld_resolved(named), prompts)
     scorer: CandidateScorer = cache[key]
     return scorer
 

@@ -596,18 +596,11 @@ def _resolve_method_paths(entry: Any, base: Path) -> Any:
 
 
 def _check_sources(spec: StudySpec, origin: str) -> None:
-    from shiftlab.errors import DataError
-
+    # A generated suite's knobs (toyworld's) are checked when the suite is built.
     for i, behaviour in enumerate(spec.behaviours):
-        if behaviour.is_toyworld:
-            from shiftlab.toyworld import build_toyworld_suite
-
-            try:
-                build_toyworld_suite(behaviour.name, behaviour.toyworld)
-            except DataError as error:
-                raise SpecError(f"{origin}: behaviours[{i}].{error}") from None
-        elif (
-            not behaviour.source.startswith(("data:", "hf:"))
+        if (
+            not behaviour.is_toyworld
+            and not behaviour.source.startswith(("data:", "hf:"))
             and not Path(behaviour.source).exists()
         ):
             raise SpecError(

@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
+from shiftlab._stats import wilson_interval
 from shiftlab.attribution import eta_curve
-from shiftlab.behaviours import wilson_interval
 from shiftlab.errors import ShiftlabError
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from shiftlab._stats import wilson_interval
 from shiftlab.attribution._frame import ESTIMATE_SCHEMA, require_columns
-from shiftlab.behaviours import wilson_interval
 from shiftlab.errors import ShiftlabError
 
 ETA_SCHEMA = {**ESTIMATE_SCHEMA, "score_low": pl.Float64, "score_high": pl.Float64}

@@ -13,6 +13,7 @@ from shiftlab.behaviours._emergent_misalignment import EmergentMisalignmentScore
 from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour
 from shiftlab.behaviours._fetch import fetch_dataset
 from shiftlab.behaviours._formats import (
+    SUITE_SOURCES,
     ChoiceScorer,
     GenericScorer,
     data_home,
@@ -31,7 +32,6 @@ from shiftlab.behaviours._scoring import (
     mean_metric,
     rate_metric,
     score_outputs,
-    wilson_interval,
 )
 from shiftlab.behaviours._spurious_correlation import SpuriousCorrelationScorer
 from shiftlab.behaviours._study_rules import STUDY_RULES, study_scorer
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_RUBRIC",
     "SCORING_VERSION",
     "STUDY_RULES",
+    "SUITE_SOURCES",
     "BehaviourRate",
     "BehaviourScorer",
     "ChoiceScorer",
@@ -83,5 +84,4 @@ __all__ = [
     "read_jsonl",
     "score_outputs",
     "study_scorer",
-    "wilson_interval",
 ]

@@ -18,7 +18,6 @@ from shiftlab.consistency._scorers import (
     JudgeScorer,
     LMJudgeScorer,
     RewardModelScorer,
-    judge_messages,
     make_scorer,
 )
 
@@ -38,7 +37,6 @@ __all__ = [
     "check_pool",
     "choose",
     "iter_pool",
-    "judge_messages",
     "make_scorer",
     "resolve_prompts",
 ]
