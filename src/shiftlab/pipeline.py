@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import polars as pl
 from tqdm.auto import tqdm
 
-from shiftlab import __version__
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._version import __version__
 from shiftlab._workers import (
     WorkerError,
     WorkerPool,
@@ -62,6 +62,7 @@ from shiftlab.consistency import (
     resolve_prompts,
 )
 from shiftlab.errors import DataError, ShiftlabError, SpecError, StoreError
+from shiftlab.executors import StageJob, check_executor, run_stage_graph
 from shiftlab.judges import Judge
 from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
 from shiftlab.spec import (
@@ -333,16 +334,12 @@ def run_study(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     kind = executor or spec.executor.kind
-    from shiftlab.executors import check_executor
-
     check_executor(kind)
     suites = load_suites(spec, store)
     store.write_study(spec.to_yaml(), {"study": spec.seed})
     store.sweep_leases()
     if kind != "local":
-        from shiftlab.executors import run_stage_graph
-
-        run_stage_graph(spec, store, suites, kind, progress)
+        run_on_executor(spec, store, suites, kind, progress)
         plan = _plan(spec, store, suites)
     elif workers == 1:
         with single_thread_on_cpu():
@@ -417,25 +414,11 @@ def _build_with_workers(
 STAGES = ("organisms", "pools", "runs", "shift")
 
 
-@dataclass(frozen=True)
-class StageJob:
-    """One unit of the stage graph an executor runs: a phase-1 artefact (stage
-    ``organisms``, also base evaluations) or one organism's pools, runs or shift. It
-    names only store paths and ids; a worker rebuilds everything else from the spec."""
-
-    stage: str
-    key: str
-    after: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return f"{self.stage}:{self.key}"
-
-
 def stage_graph(spec: StudySpec, suites: dict[str, Suite]) -> list[StageJob]:
-    """Every unit of the study and what each waits for: an organism's pools wait for the
-    organism, its runs for its pools, its shift for its runs (other organisms need not
-    be finished)."""
+    """Every unit of the study and what each waits for: a phase-1 artefact (stage
+    ``organisms``, base evaluations too), or one organism's pools (waiting for the
+    organism), runs (for its pools) or shift (for its runs); other organisms need not be
+    finished."""
     jobs = plan_phase1(spec, suites)
     graph = [StageJob("organisms", j.artefact_id) for j in jobs]
     if not spec.methods:
@@ -504,6 +487,23 @@ def build_stage_job(spec: StudySpec, root: str, stage: str, key: str) -> str | N
     except ShiftlabError as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def run_on_executor(
+    spec: StudySpec, store: Store, suites: dict[str, Suite], kind: str, progress: bool = True
+) -> None:
+    """Build the study's stage graph on the ``kind`` executor (submitit or ray)."""
+    phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
+    run_stage_graph(
+        stage_graph(spec, suites),
+        build=build_stage_job,
+        args=(spec, str(store.root.resolve())),
+        finished=lambda job: stage_job_finished(spec, store, suites, job, phase1),
+        config=spec.executor,
+        store=store,
+        kind=kind,
+        progress=progress,
+    )
 
 
 # How often the process that follows workers reads their progress from the store.

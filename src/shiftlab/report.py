@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from shiftlab import __version__
+from shiftlab._version import __version__
 from shiftlab.attribution import (
     decompose,
     eta_curve,

@@ -40,9 +40,9 @@ from typing import Any
 
 import polars as pl
 
-from shiftlab import __version__
 from shiftlab._environment import cpu_class, environment_info
 from shiftlab._hashing import canonical_json, content_hash, file_hash
+from shiftlab._version import __version__
 from shiftlab.errors import StoreError
 from shiftlab.pipeline import EMBEDDING_CACHE
 from shiftlab.store import MANIFEST, Store, atomic_write_bytes
