@@ -26,7 +26,6 @@ WORKERS_HELP = (
 )
 
 
-EXECUTORS = ("local", "submitit", "ray")
 EXECUTOR_HELP = (
     "where jobs run (default: the spec's executor.kind, else local): local worker processes, "
     "SLURM job arrays through submitit, or Ray tasks"
@@ -50,6 +49,8 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from shiftlab.spec import EXECUTORS
+
     parser = argparse.ArgumentParser(
         prog="shiftlab",
         description="Selection or distribution shift? Consistency-training ablations.",
@@ -198,9 +199,9 @@ def _run(
 ) -> int:
     import yaml
 
-    from shiftlab.pipeline import ORGANISM_TABLE, run_study
+    from shiftlab.pipeline import run_study
     from shiftlab.spec import load_spec, parse_spec
-    from shiftlab.store import Store
+    from shiftlab.store import ORGANISM_TABLE, Store
 
     start = time.perf_counter()
     if demo:

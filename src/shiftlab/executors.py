@@ -30,10 +30,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from shiftlab.errors import ShiftlabError, SpecError
-from shiftlab.spec import ExecutorSpec
+from shiftlab.spec import EXECUTORS, ExecutorSpec
 from shiftlab.store import Store
 
-EXECUTORS = ("local", "submitit", "ray")
 _EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
 # File systems a job on another node cannot see.
 LOCAL_FILESYSTEMS = {"tmpfs", "ramfs", "overlay", "devtmpfs"}

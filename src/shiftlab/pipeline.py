@@ -75,7 +75,7 @@ from shiftlab.spec import (
     StudySpec,
     TrainingSpec,
 )
-from shiftlab.store import Store, build_manifest, temporary_sibling
+from shiftlab.store import ORGANISM_TABLE, RUNS_TABLE, Store, build_manifest, temporary_sibling
 from shiftlab.training import (
     TRAINER_VERSION,
     ArmJob,
@@ -87,10 +87,8 @@ from shiftlab.training import (
 from shiftlab.training._loop import Objective
 
 T = TypeVar("T")
-ORGANISM_TABLE = "organisms"
 # Training checkpoints of unfinished organisms and runs (``checkpoint_every``).
 CHECKPOINTS = ".checkpoints"
-RUNS_TABLE = "runs"
 
 
 @dataclass(frozen=True)

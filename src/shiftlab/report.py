@@ -36,9 +36,7 @@ from shiftlab.attribution import (
 )
 from shiftlab.errors import ShiftlabError, StoreError
 from shiftlab.spec import PAIRED_METHODS
-from shiftlab.store import MANIFEST, Store, atomic_write, atomic_write_bytes
-
-RUNS_TABLE = "runs"
+from shiftlab.store import MANIFEST, RUNS_TABLE, Store, atomic_write, atomic_write_bytes
 
 
 def _pools(store: Store, runs: pl.DataFrame) -> pl.DataFrame | None:

@@ -46,11 +46,13 @@ MethodName = Literal[
     "act",
 ]
 ArmName = Literal["full", "shuffled", "relabeled", "original", "none"]
+ExecutorKind = Literal["local", "submitit", "ray"]
 BEHAVIOURS: tuple[str, ...] = get_args(BehaviourName)
 METHODS: tuple[str, ...] = get_args(MethodName)
 PAIRED_METHODS = ("bct", "act")
 LABEL_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
 ARMS: tuple[str, ...] = get_args(ArmName)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -397,7 +399,7 @@ class ExecutorSpec(_Spec):
     ``submitit``: SLURM job arrays (``cluster: local`` runs them as subprocesses here);
     ``ray``: Ray tasks on the cluster at ``ray_address`` (a local one when unset)."""
 
-    kind: Literal["local", "submitit", "ray"] = "local"
+    kind: ExecutorKind = "local"
     cpus_per_job: PositiveInt = 1
     gpus_per_job: NonNegativeInt = 0
     mem_gb: PositiveFloat = 16.0
