@@ -196,20 +196,22 @@ def test_a_study_can_skip_shift(study, tmp_path):
     assert not store.finished_ids("shift") and shift_table(store, []).is_empty()
 
 
-def test_the_report_of_a_real_study(study):
+def test_the_report_of_a_real_study(study, tmp_path):
     from shiftlab.report import write_report
 
     _, store, _ = study
-    text = write_report(store, n_boot=200).read_text()
+    text = write_report(store, out=tmp_path, n_boot=200).read_text()
     assert "sycophancy" in text and "Headline findings" in text
-    for name in ("sign_tests", "eta"):
-        assert (store.root / "attribution" / f"{name}.parquet").is_file(), name
-    # One organism: nothing to pair or bootstrap over, and the report says so.
-    assert "decomposition: not computed: decompose: no two organisms have both" in text
-    assert "mediation: not computed: mediation: behaviour &#x27;sycophancy&#x27;" in text
-    eta = pl.read_parquet(store.root / "attribution" / "eta.parquet")
+    for name in ("sign_tests", "eta", "decomposition", "verdicts", "method_table", "k_scaling"):
+        assert (tmp_path / "attribution" / f"{name}.parquet").is_file(), name
+    # One organism: estimates, but no verdict, and the report says why.
+    assert "no attribution: G = 1 organisms; at least 6 are needed" in text
+    assert "no behaviour could be estimated (sycophancy: G = 1 organisms; at least 6" in text
+    eta = pl.read_parquet(tmp_path / "attribution" / "eta.parquet")
     assert set(eta["method"]) == {"self_confidence", "multi_view"}  # pools with scores
-    assert (store.root / "figures" / "eta.svg").is_file()
+    assert "left out greedy_self_training: its pools carry no selection score" in text
+    assert (tmp_path / "figures" / "eta.svg").is_file()
+    assert not (store.root / "report.html").exists()
 
 
 def _workers_of(pid: int) -> list[int]:

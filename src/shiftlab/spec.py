@@ -49,6 +49,8 @@ ArmName = Literal["full", "shuffled", "relabeled", "original", "none"]
 BEHAVIOURS: tuple[str, ...] = get_args(BehaviourName)
 METHODS: tuple[str, ...] = get_args(MethodName)
 PAIRED_METHODS = ("bct", "act")
+# Label methods that are baselines, not consistency training: no selection, or an external scorer.
+CONTROL_METHODS = ("greedy_self_training", "rejection_sampling")
 LABEL_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
 ARMS: tuple[str, ...] = get_args(ArmName)
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
