@@ -48,8 +48,10 @@ def test_design_table_has_a_row_per_cell(study):
     _, store, design = study
     assert store.read_table(RUNS_TABLE).equals(design)
     for column in ("run_id", "organism_id", "base_model", "behaviour", "seed", "method", "arm",
-                   "k", "n_train", "behaviour_before", "behaviour_after", "delta", "shift_kl",
-                   "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy"):  # fmt: skip
+                   "k", "n_train", "behaviour_before", "behaviour_after", "delta", "n_eval",
+                   "n_judged", "n_unparseable", "few_judged", "empty_training_set",
+                   "shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc",
+                   "shift_energy"):  # fmt: skip
         assert column in design.columns
     cells = design.select("method", "arm", "k", "seed").rows()
     assert len(cells) == len(set(cells))
@@ -61,6 +63,13 @@ def test_design_table_has_a_row_per_cell(study):
     ).abs().max() < 1e-12
     none = design.filter(arm="none")
     assert none["run_id"].is_null().all() and (none["delta"] == 0).all()
+    assert (design["n_judged"] <= design["n_eval"]).all() and (design["n_eval"] == 24).all()
+    assert design["few_judged"].to_list() == (design["n_judged"] < 12).to_list()
+    # Every cell has a delta: an empty training set is the organism itself, delta 0.
+    empty = design.filter("empty_training_set")
+    assert (empty["delta"] == 0).all() and empty["run_id"].is_null().all()
+    assert design.filter(pl.col("arm") != "none")["delta"].is_not_null().all() or (
+        design["n_judged"] == 0).any()  # fmt: skip
     for column in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS):
         assert design[column].is_null().to_list() == design["run_id"].is_null().to_list()
 
@@ -85,8 +94,19 @@ def test_runs_keep_adapter_log_eval_and_targets(study):
     targets = pl.read_parquet(folder / "targets.parquet")
     assert targets.height == row["n_train"] == 16
     manifest = store.read_manifest("runs", row["run_id"])
-    assert manifest["metrics"]["rate"] == row["behaviour_after"]
     assert manifest["seeds"]["run"] == 0
+    # Before and after are rates over the same eval prompts: those judged for both.
+    before = pl.read_parquet(store.path("organisms", row["organism_id"]) / "eval.parquet")
+    after = pl.read_parquet(folder / "eval.parquet")
+    judged = before.join(after, on="sample_id", suffix="_after").filter(
+        pl.col("verdict").is_in(["misbehaving", "aligned"]),
+        pl.col("verdict_after").is_in(["misbehaving", "aligned"]),
+    )
+    assert judged.height == row["n_judged"]
+    assert row["behaviour_before"] == pytest.approx((judged["verdict"] == "misbehaving").mean())
+    assert row["behaviour_after"] == pytest.approx(
+        (judged["verdict_after"] == "misbehaving").mean())  # fmt: skip
+    assert row["n_unparseable"] == (after["verdict"] == "unparseable").sum()
 
 
 def test_pools_are_stored_as_parquet_files(study):

@@ -49,6 +49,7 @@ from shiftlab.behaviours import (
     evaluate_behaviour,
     load_suite,
     make_judge,
+    paired_rates,
 )
 from shiftlab.behaviours._types import Message
 from shiftlab.consistency import (
@@ -1297,14 +1298,24 @@ def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+def _eval_rows(store: Store, kind: str, artefact_id: str) -> pl.DataFrame:
+    return pl.read_parquet(store.path(kind, artefact_id) / "eval.parquet",
+                           columns=["sample_id", "verdict", "value"])  # fmt: skip
+
+
 def design_table(
     store: Store, plan: RunPlan, organisms: pl.DataFrame, shift: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """``tables/runs.parquet``: one row per (organism, method, arm, k, seed).
 
-    ``delta`` is the behaviour rate after phase 3 minus the organism's; ``none`` rows have
-    no run and a delta of 0. Shift columns come from ``shift`` (:func:`shift_table`, one
-    row per run) and are null without it and on ``none`` rows.
+    ``behaviour_before`` and ``behaviour_after`` are the organism's and the run's
+    headline rates on the same eval prompts, those judged for both (``n_judged`` of
+    ``n_eval``; ``few_judged`` when fewer than half), and ``delta`` their difference;
+    ``n_unparseable`` counts the run's outputs that could not be judged. ``none`` rows
+    have no run and a delta of 0; so does an arm whose training set came out empty (a
+    filter that kept no prompt), marked ``empty_training_set``. Shift columns come from
+    ``shift`` (:func:`shift_table`, one row per run) and are null without it and on rows
+    without a run.
     """
     shift_columns = (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
     measured = (
@@ -1315,14 +1326,20 @@ def design_table(
             for row in shift.select("run_id", *shift_columns).iter_rows(named=True)
         }
     )
-    before = dict(zip(organisms["organism_id"], organisms["organism_rate"], strict=True))
-    rates = {i: store.read_manifest("runs", i)["metrics"]["rate"] for i in plan.jobs}
+    organism_ids = organisms["organism_id"].to_list()
+    before = {i: _eval_rows(store, "organisms", i) for i in organism_ids}
+    units = {i: store.read_manifest("organisms", i)["metrics"]["unit"] for i in organism_ids}
+    own = {i: paired_rates(before[i], before[i], units[i]) for i in organism_ids}
+    paired = {
+        run_id: paired_rates(before[job.organism.artefact_id],
+                             _eval_rows(store, "runs", run_id), units[job.organism.artefact_id])
+        for run_id, job in plan.jobs.items()
+    }  # fmt: skip
     records = []
     for row in plan.rows:
         organism_id = row.organism.artefact_id
-        after: float | None = before[organism_id] if row.arm == "none" else None
-        if row.run is not None:
-            after = rates[row.run.run_id]
+        rates = paired[row.run.run_id] if row.run is not None else own[organism_id]
+        delta = rates.delta if row.run is not None else (0.0 if own[organism_id].n_judged else None)
         records.append(
             {
                 "run_id": row.run.run_id if row.run else None,
@@ -1335,12 +1352,14 @@ def design_table(
                 "arm": row.arm,
                 "k": row.k,
                 "n_train": row.run.n_train if row.run else 0,
-                "behaviour_before": before[organism_id],
-                "behaviour_after": after,
-                # A rate is null when no eval output could be rated (all unparseable).
-                "delta": None
-                if after is None or before[organism_id] is None
-                else after - before[organism_id],
+                "behaviour_before": rates.before,
+                "behaviour_after": rates.before if row.run is None else rates.after,
+                "delta": delta,
+                "n_eval": rates.n_eval,
+                "n_judged": rates.n_judged,
+                "n_unparseable": rates.n_unparseable,
+                "few_judged": rates.n_judged < rates.n_eval / 2,
+                "empty_training_set": row.run is None and row.arm != "none",
                 **{
                     c: measured.get(row.run.run_id, {}).get(c) if row.run else None
                     for c in shift_columns
@@ -1361,6 +1380,11 @@ def design_table(
         "behaviour_before": pl.Float64,
         "behaviour_after": pl.Float64,
         "delta": pl.Float64,
+        "n_eval": pl.Int64,
+        "n_judged": pl.Int64,
+        "n_unparseable": pl.Int64,
+        "few_judged": pl.Boolean,
+        "empty_training_set": pl.Boolean,
         **{column: pl.Float64 for column in shift_columns},
     }
     return pl.DataFrame(records, schema=schema)
