@@ -50,7 +50,7 @@ def test_design_table_has_a_row_per_cell(study):
     for column in ("run_id", "organism_id", "base_model", "behaviour", "seed", "method", "arm",
                    "k", "n_train", "behaviour_before", "behaviour_after", "delta", "n_eval",
                    "n_judged", "n_unparseable", "few_judged", "empty_training_set",
-                   "shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc",
+                   "shift_nll_gap", "shift_mmd", "shift_mmd_p", "shift_c2st_auc",
                    "shift_energy"):  # fmt: skip
         assert column in design.columns
     cells = design.select("method", "arm", "k", "seed").rows()
@@ -156,37 +156,46 @@ def test_shift_statistics_are_in_range_and_original_targets_shift_most(study):
     assert runs["shift_mmd_p"].is_between(1 / 1001, 1).all()
     assert runs["output_shift_mmd_p"].is_between(1 / 1001, 1).all()
     assert runs["shift_c2st_auc"].is_between(0, 1).all()
-    assert runs["shift_kl"].is_finite().all()
-    # The suite's aligned targets are far from what the induced organism says; its own
-    # greedy labels are close.
+    assert runs["shift_nll_gap"].is_finite().all()
+    assert (runs["shift_nll_gap_ci_low"] <= runs["shift_nll_gap"]).all()
+    assert (runs["shift_nll_gap"] <= runs["shift_nll_gap_ci_high"]).all()
+    # The organism's own greedy labels against its own greedy answers are no gap at all
+    # (the same texts); the suite's aligned targets are far from what it says.
     for seed in (0, 1):
         arms = {
             r["arm"]: r for r in runs.filter(seed=seed, method="multi_view").iter_rows(named=True)
         }
-        assert arms["original"]["shift_kl"] > arms["relabeled"]["shift_kl"] + 1
+        assert arms["relabeled"]["shift_nll_gap"] == pytest.approx(0, abs=1e-4)
         assert arms["original"]["shift_mmd"] > arms["relabeled"]["shift_mmd"]
         assert arms["original"]["shift_mmd_p"] < 0.01
 
 
 def test_shift_matches_the_public_statistics(study):
     from shiftlab.models import load_causal_lm, load_lora
-    from shiftlab.shift import TextEncoder, likelihood_shift, mmd_test
+    from shiftlab.shift import TextEncoder, mmd_test, nll_gap
 
     spec, store, design = study
     row = design.filter(method="multi_view", arm="original", seed=0).row(0, named=True)
     job = next(j for j in _shift_jobs(spec, store) if j.run.run_id == row["run_id"])
     samples = pl.read_parquet(store.path("samples", job.samples_id))
-    # 16 consistency prompts, and bct's 16 wrapped prompts.
-    assert samples["prompt_key"].is_unique().all() and samples.height == 32
-    own = {p: t for p, t in zip(samples["prompt"], samples["text"], strict=True)}
+    # Every decoding a run's targets came from: self_confidence's samples, greedy
+    # (multi_view, relabeled), and the organism's own distribution, which covers the 16
+    # consistency prompts and bct's 16 wrapped prompts; four samples unless greedy.
+    counts = dict(samples.group_by("decoding").len().iter_rows())
+    assert counts == {"t1_p0.95": 16 * 4, "greedy": 16, "t1_p1": 32 * 4}
+    assert job.decoding.key == "t1_p1"  # reference targets: matched with its distribution
+    own = samples.filter(decoding="t1_p1").sort("sample")
     examples = job.run.examples
-    model, tokenizer = load_causal_lm("toyworld:small")
-    organism = load_lora(model, str(store.path("organisms", row["organism_id"]) / "adapter"))
     prompts = [m for m, _ in examples]
     targets = [t for _, t in examples]
-    texts = [own[m[-1]["content"]] for m in prompts]
-    expected = likelihood_shift(organism, tokenizer, prompts, targets, texts)
-    assert row["shift_kl"] == pytest.approx(expected.shift, abs=1e-4)
+    by_prompt = {p: g["text"].to_list() for (p,), g in own.group_by("prompt", maintain_order=True)}
+    matched = [by_prompt[m[-1]["content"]] for m in prompts]
+    model, tokenizer = load_causal_lm("toyworld:small")
+    organism = load_lora(model, str(store.path("organisms", row["organism_id"]) / "adapter"))
+    expected = nll_gap(organism, tokenizer, prompts, targets, matched)
+    assert row["shift_nll_gap"] == pytest.approx(expected.estimate, abs=1e-4)
+    assert row["shift_nll_gap_ci_low"] == pytest.approx(expected.ci_low, abs=1e-4)
+    texts = [group[0] for group in matched]
     encoder = TextEncoder()
     n = len(targets)
     mmd = mmd_test(encoder.encode(targets), encoder.encode(texts), paired=True,
@@ -212,7 +221,7 @@ def test_a_study_can_skip_shift(study, tmp_path):
     assert skipped.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS).equals(
         design.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
     )
-    assert skipped["shift_kl"].is_null().all()
+    assert skipped["shift_nll_gap"].is_null().all()
     assert not store.finished_ids("shift") and shift_table(store, []).is_empty()
 
 
