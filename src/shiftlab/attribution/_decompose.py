@@ -4,6 +4,7 @@ with the comparators beside them, each tested over organisms by sign flips."""
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +68,12 @@ def _without_selection(runs: pl.DataFrame) -> set[tuple[str, str]]:
         if method == "greedy_self_training" or (part["k"] == 1).any() or same:
             found.add((str(behaviour), str(method)))
     return found
+
+
+def _group_seed(seed: int, *labels: str | None) -> int:
+    """A Monte Carlo seed of its own for each behaviour x method, so separate behaviours
+    (separate studies, in a simulation) draw independent sign patterns."""
+    return zlib.crc32(":".join([str(seed), *map(str, labels)]).encode())
 
 
 def _row(test: SignFlip, term: str, **labels: Any) -> dict[str, Any]:
@@ -135,8 +142,9 @@ def decompose(
                 paired = own.drop_nulls(["full", "none"])
                 if paired.height:
                     total = (paired["full"] - paired["none"]).to_numpy()
-                    rows.append(_row(sign_flip(total, seed=seed, n_resamples=n_resamples),
-                                     "total", **labels))  # fmt: skip
+                    test = sign_flip(total, seed=_group_seed(seed, behaviour, method),
+                                     n_resamples=n_resamples)  # fmt: skip
+                    rows.append(_row(test, "total", **labels))
                 continue
             complete = own.drop_nulls(["full", "shuffled", "none"])
             if complete.height < own.height:
@@ -145,7 +153,8 @@ def decompose(
             if not complete.height:
                 continue
             differences = _differences(complete)
-            rows += _parts(differences, seed, n_resamples, **labels)
+            rows += _parts(differences, _group_seed(seed, behaviour, method), n_resamples,
+                           **labels)  # fmt: skip
             if role == "consistency_training" and selects:
                 pooled.append(complete.select("organism_id", *[pl.Series(t, differences[t])
                                                                for t in PARTS]))  # fmt: skip
@@ -158,7 +167,8 @@ def decompose(
         if pooled:
             per_organism = (pl.concat(pooled).group_by("organism_id").agg(pl.col(PARTS).mean())
                             .sort("organism_id"))  # fmt: skip
-            rows += _parts({t: per_organism[t].to_numpy() for t in PARTS}, seed, n_resamples,
+            rows += _parts({t: per_organism[t].to_numpy() for t in PARTS},
+                           _group_seed(seed, behaviour, None), n_resamples,
                            **labels)  # fmt: skip
         rows += _comparators(runs, behaviour, seed, n_resamples)
     if not rows:
@@ -200,7 +210,8 @@ def _comparators(
             .sort("organism_id")
         )
         if trained.height:
-            test = sign_flip((trained[arm] - trained["none"]).to_numpy(), seed=seed,
+            test = sign_flip((trained[arm] - trained["none"]).to_numpy(),
+                             seed=_group_seed(seed, behaviour, term),
                              n_resamples=n_resamples)  # fmt: skip
             rows.append(_row(test, term, behaviour=behaviour, method=None, role="comparator"))
     return rows
