@@ -93,3 +93,25 @@ def test_report_command(reported, tmp_path, capsys):
         out / "report.html").read_text()  # fmt: skip
     assert main(["report", str(tmp_path)]) == 2
     assert "not a shiftlab store" in capsys.readouterr().err
+
+
+def test_the_demo_report_follows_the_rules(demo_store):
+    """`shiftlab demo` writes the report: headlines that attribute nothing from the demo's
+    two organisms per behaviour and say so, no p of 0, no interval outside [-1, 1]."""
+    text = (demo_store / "report.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("- **")]
+    assert len(lines) == 4
+    for line in lines:
+        assert "of the " in line and "selection " in line and "label shift " in line
+        assert "no attribution: G = 2 organisms; at least 6 are needed" in line
+    assert not re.search(r"p = 0(\.0*)?[;)\s]", text)
+    for path in (demo_store / "attribution").glob("*.parquet"):
+        frame = pl.read_parquet(path)
+        for column in ("p_value", "p_adjusted", "p_min"):
+            if column in frame.columns:
+                assert (frame[column].drop_nulls() > 0).all(), (path.stem, column)
+        if "ci_low" in frame.columns:
+            assert frame["ci_low"].drop_nulls().min() >= -1, path.stem
+            assert frame["ci_high"].drop_nulls().max() <= 1, path.stem
+    verdicts = pl.read_parquet(demo_store / "attribution" / "verdicts.parquet")
+    assert verdicts["attributed_to"].is_null().all()

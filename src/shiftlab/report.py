@@ -214,7 +214,7 @@ def _figures(runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path) 
         drawings["shift_vs_delta"] = lambda: ShiftDeltaDisplay.from_frame(runs, MEDIATOR)
     if "eta" in tables:
         drawings["eta"] = lambda: EtaDisplay.from_frame(tables["eta"])
-    if "k_scaling" in tables and tables["k_scaling"]["k"].n_unique() > 1:
+    if "k_scaling" in tables and _several_k(tables["k_scaling"]):
         drawings["k_scaling"] = lambda: KScalingDisplay.from_frame(tables["k_scaling"])
     paths = {}
     for name, make in drawings.items():
@@ -225,6 +225,12 @@ def _figures(runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path) 
         paths[name] = folder / f"{name}.png"
         plt.close(display.figure_)
     return paths
+
+
+def _several_k(table: pl.DataFrame) -> bool:
+    """Whether some behaviour x method ran at more than one candidate count."""
+    counts = table.group_by("behaviour", "method").agg(pl.col("k").n_unique())
+    return bool((counts["k"] > 1).any())
 
 
 def _save_figure(figure: Any, suffix: str, path: Path) -> None:
