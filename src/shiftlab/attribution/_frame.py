@@ -79,7 +79,13 @@ def with_adjusted(frame: pl.DataFrame, method: str = "holm") -> pl.DataFrame:
 
 def full_k_runs(runs: pl.DataFrame) -> pl.DataFrame:
     """Design-table rows at each method's full candidate count (k-scaling rows below it
-    left out), ``none`` rows included."""
+    left out), ``none`` rows included.
+
+    >>> runs = pl.DataFrame({"method": "m", "arm": ["full", "full", "none"], "k": [1, 4, None],
+    ...                      "delta": [0.1, 0.2, 0.0]})
+    >>> full_k_runs(runs)["delta"].to_list()
+    [0.2, 0.0]
+    """
     require_columns(runs, ["method", "arm", "k", "delta"], "the design table")
     full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
     return runs.filter(full_k)
@@ -105,5 +111,10 @@ def method_role(method: str) -> str:
 
 def within(frame: pl.DataFrame, low: float = -1.0, high: float = 1.0) -> pl.DataFrame:
     """``frame`` with its intervals clipped to the parameter's range [low, high] (a
-    difference of rates lies in [-1, 1]); a clipped bound never excludes a possible value."""
+    difference of rates lies in [-1, 1]); a clipped bound never excludes a possible value.
+
+    >>> clipped = within(estimates([{"estimate": 0.5, "ci_low": -1.4, "ci_high": 1.2}]))
+    >>> clipped.select("ci_low", "ci_high").row(0)
+    (-1.0, 1.0)
+    """
     return frame.with_columns(pl.col("ci_low").clip(low, high), pl.col("ci_high").clip(low, high))

@@ -58,7 +58,11 @@ class SignFlip:
 
 def exact_smallest_p(n: int) -> float:
     """The smallest two-sided p-value of an exact test over ``n`` signs (every sign
-    pattern, or a binomial sign test of n moved organisms): 2 / 2^n."""
+    pattern, or a binomial sign test of n moved organisms): 2 / 2^n.
+
+    >>> exact_smallest_p(1), exact_smallest_p(5)
+    (1.0, 0.0625)
+    """
     return min(1.0, 2 / 2**n)
 
 

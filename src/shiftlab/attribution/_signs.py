@@ -32,7 +32,12 @@ MOVED = (
 
 
 def organism_deltas(runs: pl.DataFrame) -> pl.DataFrame:
-    """Each organism's mean delta over the given runs: ``organism_id, delta``."""
+    """Each organism's mean delta over the given runs: ``organism_id, delta``.
+
+    >>> runs = pl.DataFrame({"organism_id": ["b", "a", "a"], "delta": [0.25, -0.5, 0.25]})
+    >>> organism_deltas(runs).rows()
+    [('a', -0.125), ('b', 0.25)]
+    """
     return (
         runs.drop_nulls("delta")
         .group_by("organism_id")
