@@ -67,7 +67,9 @@ ESTIMANDS = (
 ETA_NOTE = (
     "The selection bound limits how far choosing by the score can move the misbehaviour "
     "rate of the training labels (label composition), not the behaviour change after "
-    "training; label_selection is that move as observed in the pools."
+    "training, as long as misbehaviour depends on a candidate only through its score bin; "
+    "label_selection is that move as observed in the pools, and one beyond the bound says "
+    "misbehaviour varies within the bins."
 )
 
 
