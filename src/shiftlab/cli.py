@@ -90,8 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     report = add("report", "run every attribution analysis and write report.html")
     report.add_argument("store", help="store folder of a finished study")
     report.add_argument(
-        "--n-boot", type=int, default=2000, help="cluster-bootstrap draws (default 2000)"
-    )
+        "--n-boot", type=int, default=2000,
+        help="cluster-bootstrap draws for mediation (default 2000)",
+    )  # fmt: skip
+    report.add_argument("--out", help="folder for the report (default: the store itself)")
+    report.add_argument(
+        "--min-organisms", type=int,
+        help="organisms a verdict needs (default 6: the fewest at which a sign-flip test "
+        "can reach p < 0.05)",
+    )  # fmt: skip
 
     repro = add("repro", "record a store's fingerprints, or check that it reproduces")
     repro_commands = repro.add_subparsers(dest="repro_command", required=True)
@@ -255,14 +262,16 @@ def _status(store_path: str) -> int:
     return 0
 
 
-def _report(store_path: str, n_boot: int) -> int:
+def _report(store_path: str, n_boot: int, out: str | None, min_organisms: int | None) -> int:
     from shiftlab.report import write_report
     from shiftlab.store import Store
 
     root = Path(store_path)
     if not (root / "study.yaml").is_file() and not (root / "tables").is_dir():
         raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
-    print(f"report: {write_report(Store.open(root), n_boot=n_boot)}")
+    verdicts = {} if min_organisms is None else {"min_organisms": min_organisms}
+    page = write_report(Store.open(root), out=out, n_boot=n_boot, **verdicts)
+    print(f"report: {page}")
     return 0
 
 
@@ -373,7 +382,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data(args)
     if args.command == "report":
-        return _report(args.store, args.n_boot)
+        return _report(args.store, args.n_boot, args.out, args.min_organisms)
     if args.command == "repro":
         return _repro(args)
     if args.command == "notebook":

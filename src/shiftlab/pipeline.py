@@ -49,6 +49,7 @@ from shiftlab.behaviours import (
     evaluate_behaviour,
     load_suite,
     make_judge,
+    paired_rates,
 )
 from shiftlab.chat import Message
 from shiftlab.consistency import (
@@ -56,6 +57,7 @@ from shiftlab.consistency import (
     CandidateScorer,
     PoolContext,
     build_arm,
+    candidate_decoding,
     check_pool,
     iter_pool,
     make_scorer,
@@ -65,6 +67,7 @@ from shiftlab.errors import DataError, ShiftlabError, SpecError, StoreError
 from shiftlab.executors import StageJob, check_executor, run_stage_graph
 from shiftlab.judges import Judge
 from shiftlab.models import attach_lora, load_causal_lm, load_lora, model_identity
+from shiftlab.shift._likelihood import Decoding
 from shiftlab.spec import (
     LABEL_METHODS,
     PAIRED_METHODS,
@@ -1026,21 +1029,34 @@ def _targets_frame(job: RunJob) -> pl.DataFrame:
 # -- phase 4: shift ----------------------------------------------------------------------
 
 # Bump when what a shift artefact holds, or how it is measured, changes.
-SHIFT_VERSION = 2
+SHIFT_VERSION = 3
 # Texts embedded by (encoder, text), shared by every worker of a study.
 EMBEDDING_CACHE = "cache/embeddings.sqlite"
-SHIFT_COLUMNS = ("shift_kl", "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy")
+SHIFT_COLUMNS = (
+    "shift_nll_gap",
+    "shift_nll_gap_ci_low",
+    "shift_nll_gap_ci_high",
+    "shift_mmd",
+    "shift_mmd_p",
+    "shift_c2st_auc",
+    "shift_energy",
+)
 OUTPUT_SHIFT_COLUMNS = ("output_shift_mmd", "output_shift_mmd_p", "output_shift_energy")
+# (decoding key, prompt key) -> the organism's own samples: (text, sequence NLL, tokens)
+OwnSamples = dict[tuple[str, str], list[tuple[str, float, int]]]
 
 
 @dataclass(frozen=True)
 class ShiftJob:
     """The shift of one run from its organism: its training targets against the organism's
-    own samples on the same prompts, and its eval outputs against the organism's."""
+    own samples on the same prompts (drawn the way the targets were, ``decoding``, for the
+    NLL gap; from its own distribution for the representation measures), and its eval
+    outputs against the organism's."""
 
     artefact_id: str
     run: RunJob
     samples_id: str
+    decoding: Decoding
     config: dict[str, Any]
 
 
@@ -1053,77 +1069,131 @@ def _training_items(job: RunJob) -> list[tuple[tuple[Message, ...], str]]:
     return [(p.wrapped, p.target or "") for p in job.pairs] or list(job.examples)
 
 
-def _samples_config(spec: StudySpec, organism_id: str, keys: Sequence[str]) -> dict[str, Any]:
+def _own_distribution(spec: StudySpec) -> Decoding:
+    """The organism's own output distribution: what representation shift is measured from,
+    and what targets no method decoded (reference targets, pairs) are matched with."""
+    return Decoding(spec.shift.temperature)
+
+
+def _run_decodings(spec: StudySpec, plan: RunPlan) -> dict[str, Decoding]:
+    """How each run's targets were decoded: the method's candidates' settings, greedy for
+    the relabeled arm, the organism's own distribution for reference targets and pairs."""
+    methods: dict[str, MethodSpec] = {m.name: m for m in spec.methods}
+    found: dict[str, set[Decoding]] = {}
+    for row in plan.rows:
+        if row.run is None:
+            continue
+        if row.arm == "relabeled":
+            decoding = Decoding(0.0)
+        elif row.arm == "original" or row.method in PAIRED_METHODS:
+            decoding = _own_distribution(spec)
+        else:
+            decoding = candidate_decoding(methods[row.method])
+        found.setdefault(row.run.run_id, set()).add(decoding)
+    # Cells decoded differently share a run only when their labels came out identical,
+    # i.e. the sampled candidates equal the greedy ones: the coolest decoding made them.
+    return {run_id: min(d, key=lambda x: (x.temperature, x.top_p)) for run_id, d in found.items()}
+
+
+def _samples_config(
+    spec: StudySpec, organism_id: str, prompts: dict[Decoding, set[str]]
+) -> dict[str, Any]:
     return {
         "organism": organism_id,
-        "prompts": content_hash(sorted(keys)),
-        "temperature": spec.shift.temperature,
+        "prompts": {d.key: content_hash(sorted(keys)) for d, keys in sorted(
+            prompts.items(), key=lambda item: item[0].key)},
+        "decodings": {d.key: [d.temperature, d.top_p, d.n_samples(spec.shift.n_samples)]
+                      for d in prompts},
         "max_new_tokens": spec.shift.max_new_tokens or spec.eval.max_new_tokens,
         "seed": spec.seed,
         "shiftlab": __version__,
         "version": SHIFT_VERSION,
-    }
+    }  # fmt: skip
+
+
+def _sample_prompts(
+    spec: StudySpec, runs: Iterable[tuple[RunJob, Decoding]]
+) -> dict[Decoding, set[str]]:
+    """Prompt keys to sample per decoding: each run's under its targets' decoding, and
+    every prompt from the organism's own distribution."""
+    own = _own_distribution(spec)
+    wanted: dict[Decoding, set[str]] = {own: set()}
+    for run, decoding in runs:
+        keys = {_prompt_key(m) for m, _ in _training_items(run)}
+        wanted[own] |= keys
+        wanted.setdefault(decoding, set()).update(keys)
+    return wanted
 
 
 def plan_shift(spec: StudySpec, plan: RunPlan) -> list[ShiftJob]:
     """One shift measurement per distinct run; each organism's own samples cover every
-    prompt any of its runs trains on."""
+    prompt any of its runs trains on, under every decoding its runs' targets came from."""
     if not spec.shift.measure or not plan.jobs:
         return []
     from shiftlab.shift import encoder_identity
 
     encoder = encoder_identity(spec.encoder.path)
+    decodings = _run_decodings(spec, plan)
     by_organism = _grouped(plan.jobs.values(), lambda j: j.organism.artefact_id)
     jobs = []
     for organism_id, runs in by_organism.items():
-        keys = {_prompt_key(m) for run in runs for m, _ in _training_items(run)}
-        samples_config = _samples_config(spec, organism_id, sorted(keys))
+        wanted = _sample_prompts(spec, [(run, decodings[run.run_id]) for run in runs])
+        samples_config = _samples_config(spec, organism_id, wanted)
         samples_id = f"{organism_id}__samples__{_short(samples_config)}"
         for run in runs:
             config = {
                 "run": run.run_id,
                 "samples": samples_id,
+                "decoding": decodings[run.run_id].key,
                 "encoder": encoder,
                 "shift": spec.shift.model_dump(exclude={"measure"}),
                 "seed": spec.seed,
                 "version": SHIFT_VERSION,
             }
             artefact_id = f"{run.run_id}__shift-{_short(config)}"
-            jobs.append(ShiftJob(artefact_id, run, samples_id, config))
+            jobs.append(ShiftJob(artefact_id, run, samples_id, decodings[run.run_id], config))
     return jobs
 
 
 def _organism_samples(
     spec: StudySpec, store: Store, jobs: list[ShiftJob], organism: Any, tokenizer: Any
-) -> dict[str, tuple[str, float, int]]:
-    """The organism's own sample on each prompt its runs train on: prompt key -> (text,
-    sequence NLL, tokens), built once per organism into ``samples/``."""
+) -> OwnSamples:
+    """The organism's own samples on each prompt its runs train on, under each decoding
+    they need (``shift.n_samples`` per prompt, one when greedy), built once per organism
+    into ``samples/``."""
     from shiftlab.consistency import candidate_seed
     from shiftlab.generation import generate, score_continuations
 
     samples_id = jobs[0].samples_id
     if not store.is_finished("samples", samples_id):
         prompts = {_prompt_key(m): m for job in jobs for m, _ in _training_items(job.run)}
-        keys = sorted(prompts)
-        config = _samples_config(spec, jobs[0].run.organism.artefact_id, keys)
-        generations = generate(
-            organism,
-            tokenizer,
-            [prompts[k] for k in keys],
-            max_new_tokens=config["max_new_tokens"],
-            temperature=spec.shift.temperature,
-            seeds=[candidate_seed(spec.seed, k, 0) for k in keys],
-            batch_size=spec.runs.generation_batch_size,
-        )
-        texts = [g.text for g in generations]
+        wanted = _sample_prompts(spec, [(job.run, job.decoding) for job in jobs])
+        config = _samples_config(spec, jobs[0].run.organism.artefact_id, wanted)
+        cells = [
+            (d, k, j)
+            for d in sorted(wanted, key=lambda d: d.key)
+            for k in sorted(wanted[d])
+            for j in range(d.n_samples(spec.shift.n_samples))
+        ]
+        texts = []
+        for decoding in sorted(wanted, key=lambda d: d.key):
+            mine = [(k, j) for d, k, j in cells if d == decoding]
+            texts += [g.text for g in generate(
+                organism, tokenizer, [prompts[k] for k, _ in mine],
+                max_new_tokens=config["max_new_tokens"], temperature=decoding.temperature,
+                top_p=decoding.top_p, seeds=[candidate_seed(spec.seed, k, j) for k, j in mine],
+                batch_size=spec.runs.generation_batch_size,
+            )]  # fmt: skip
         scored = score_continuations(
-            organism, tokenizer, [prompts[k] for k in keys], texts,
+            organism, tokenizer, [prompts[k] for _, k, _ in cells], texts,
             batch_size=spec.runs.generation_batch_size,
         )  # fmt: skip
         frame = pl.DataFrame(
             {
-                "prompt_key": keys,
-                "prompt": [prompts[k][-1]["content"] for k in keys],
+                "decoding": [d.key for d, _, _ in cells],
+                "prompt_key": [k for _, k, _ in cells],
+                "sample": [j for _, _, j in cells],
+                "prompt": [prompts[k][-1]["content"] for _, k, _ in cells],
                 "text": texts,
                 "nll": [-sum(s) for s in scored],
                 "n_tokens": [len(s) for s in scored],
@@ -1132,11 +1202,14 @@ def _organism_samples(
         manifest = build_manifest(config, {"study": spec.seed})
         with store.artefact("samples", samples_id, manifest) as path:
             frame.write_parquet(path)
-    frame = pl.read_parquet(store.path("samples", samples_id))
-    return {
-        key: (text, nll, n_tokens)
-        for key, text, nll, n_tokens in frame.select("prompt_key", "text", "nll", "n_tokens").rows()
-    }
+    frame = pl.read_parquet(store.path("samples", samples_id)).sort("decoding", "prompt_key",
+                                                                    "sample")  # fmt: skip
+    found: OwnSamples = {}
+    for decoding, key, text, nll, n_tokens in frame.select(
+        "decoding", "prompt_key", "text", "nll", "n_tokens"
+    ).rows():
+        found.setdefault((decoding, key), []).append((text, nll, n_tokens))
+    return found
 
 
 class _ShiftMeter:
@@ -1179,10 +1252,7 @@ class _ShiftMeter:
         return embed(texts, self.encoder, self.cache, scope=self.scope)
 
     def embed_all(
-        self,
-        jobs: Sequence[ShiftJob],
-        samples: dict[str, tuple[str, float, int]],
-        before: pl.DataFrame,
+        self, jobs: Sequence[ShiftJob], samples: OwnSamples, before: pl.DataFrame
     ) -> None:
         """Embed every text the organism's shift jobs compare, in one canonical pass
         (sorted, under the organism's scope): vectors then do not depend on which worker
@@ -1191,21 +1261,25 @@ class _ShiftMeter:
         for job in jobs:
             items = _training_items(job.run)
             texts.update(t for _, t in items)
-            texts.update(samples[_prompt_key(m)][0] for m, _ in items)
+            texts.update(self._own(samples, m)[0] for m, _ in items)
             after = self.store.path("runs", job.run.run_id) / "eval.parquet"
             texts.update(pl.read_parquet(after, columns=["output"])["output"].to_list())
         self._embed(sorted(texts))
 
-    def measure(
-        self, job: ShiftJob, samples: dict[str, tuple[str, float, int]], before: pl.DataFrame
-    ) -> pl.DataFrame:
-        from shiftlab.shift import LikelihoodShift, paired_shift
+    def _own(self, samples: OwnSamples, messages: Sequence[Message]) -> tuple[str, float, int]:
+        """The organism's first sample from its own distribution on a prompt (what the
+        representation measures compare with, one per prompt so they stay paired)."""
+        return samples[(_own_distribution(self.spec).key, _prompt_key(messages))][0]
+
+    def measure(self, job: ShiftJob, samples: OwnSamples, before: pl.DataFrame) -> pl.DataFrame:
+        from shiftlab.shift import NllGap, paired_shift
 
         settings = self.spec.shift
         items = _training_items(job.run)
-        own = [samples[_prompt_key(m)] for m, _ in items]
-        likelihood = LikelihoodShift.from_nll(
-            self._target_nll(items), [(nll, n) for _, nll, n in own]
+        own = [self._own(samples, m) for m, _ in items]
+        matched = [samples[(job.decoding.key, _prompt_key(m))] for m, _ in items]
+        gap = NllGap.from_nll(
+            self._target_nll(items), [[(nll, n) for _, nll, n in group] for group in matched]
         )
         targets = [t for _, t in items]
         shift = paired_shift(
@@ -1234,10 +1308,12 @@ class _ShiftMeter:
                 {
                     "run_id": job.run.run_id,
                     "n": shift.n,
-                    "target_nll": likelihood.target_nll,
-                    "sample_nll": likelihood.sample_nll,
-                    "shift_kl": likelihood.shift,
-                    "shift_kl_per_token": likelihood.per_token,
+                    "decoding": job.decoding.key,
+                    "target_nll_per_token": gap.target_nll,
+                    "sample_nll_per_token": gap.sample_nll,
+                    "shift_nll_gap": gap.estimate,
+                    "shift_nll_gap_ci_low": gap.ci_low,
+                    "shift_nll_gap_ci_high": gap.ci_high,
                     "shift_mmd": shift.mmd,
                     "shift_mmd_p": shift.mmd_p,
                     "shift_c2st_auc": shift.c2st_auc,
@@ -1314,14 +1390,24 @@ def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+def _eval_rows(store: Store, kind: str, artefact_id: str) -> pl.DataFrame:
+    return pl.read_parquet(store.path(kind, artefact_id) / "eval.parquet",
+                           columns=["sample_id", "verdict", "value"])  # fmt: skip
+
+
 def design_table(
     store: Store, plan: RunPlan, organisms: pl.DataFrame, shift: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """``tables/runs.parquet``: one row per (organism, method, arm, k, seed).
 
-    ``delta`` is the behaviour rate after phase 3 minus the organism's; ``none`` rows have
-    no run and a delta of 0. Shift columns come from ``shift`` (:func:`shift_table`, one
-    row per run) and are null without it and on ``none`` rows.
+    ``behaviour_before`` and ``behaviour_after`` are the organism's and the run's
+    headline rates on the same eval prompts, those judged for both (``n_judged`` of
+    ``n_eval``; ``few_judged`` when fewer than half), and ``delta`` their difference;
+    ``n_unparseable`` counts the run's outputs that could not be judged. ``none`` rows
+    have no run and a delta of 0; so does an arm whose training set came out empty (a
+    filter that kept no prompt), marked ``empty_training_set``. Shift columns come from
+    ``shift`` (:func:`shift_table`, one row per run) and are null without it and on rows
+    without a run.
     """
     shift_columns = (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
     measured = (
@@ -1332,14 +1418,20 @@ def design_table(
             for row in shift.select("run_id", *shift_columns).iter_rows(named=True)
         }
     )
-    before = dict(zip(organisms["organism_id"], organisms["organism_rate"], strict=True))
-    rates = {i: store.read_manifest("runs", i)["metrics"]["rate"] for i in plan.jobs}
+    organism_ids = organisms["organism_id"].to_list()
+    before = {i: _eval_rows(store, "organisms", i) for i in organism_ids}
+    units = {i: store.read_manifest("organisms", i)["metrics"]["unit"] for i in organism_ids}
+    own = {i: paired_rates(before[i], before[i], units[i]) for i in organism_ids}
+    paired = {
+        run_id: paired_rates(before[job.organism.artefact_id],
+                             _eval_rows(store, "runs", run_id), units[job.organism.artefact_id])
+        for run_id, job in plan.jobs.items()
+    }  # fmt: skip
     records = []
     for row in plan.rows:
         organism_id = row.organism.artefact_id
-        after: float | None = before[organism_id] if row.arm == "none" else None
-        if row.run is not None:
-            after = rates[row.run.run_id]
+        rates = paired[row.run.run_id] if row.run is not None else own[organism_id]
+        delta = rates.delta if row.run is not None else (0.0 if own[organism_id].n_judged else None)
         records.append(
             {
                 "run_id": row.run.run_id if row.run else None,
@@ -1352,12 +1444,14 @@ def design_table(
                 "arm": row.arm,
                 "k": row.k,
                 "n_train": row.run.n_train if row.run else 0,
-                "behaviour_before": before[organism_id],
-                "behaviour_after": after,
-                # A rate is null when no eval output could be rated (all unparseable).
-                "delta": None
-                if after is None or before[organism_id] is None
-                else after - before[organism_id],
+                "behaviour_before": rates.before,
+                "behaviour_after": rates.before if row.run is None else rates.after,
+                "delta": delta,
+                "n_eval": rates.n_eval,
+                "n_judged": rates.n_judged,
+                "n_unparseable": rates.n_unparseable,
+                "few_judged": rates.n_judged < rates.n_eval / 2,
+                "empty_training_set": row.run is None and row.arm != "none",
                 **{
                     c: measured.get(row.run.run_id, {}).get(c) if row.run else None
                     for c in shift_columns
@@ -1378,6 +1472,11 @@ def design_table(
         "behaviour_before": pl.Float64,
         "behaviour_after": pl.Float64,
         "delta": pl.Float64,
+        "n_eval": pl.Int64,
+        "n_judged": pl.Int64,
+        "n_unparseable": pl.Int64,
+        "few_judged": pl.Boolean,
+        "empty_training_set": pl.Boolean,
         **{column: pl.Float64 for column in shift_columns},
     }
     return pl.DataFrame(records, schema=schema)

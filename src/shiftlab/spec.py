@@ -50,6 +50,8 @@ ExecutorKind = Literal["local", "submitit", "ray"]
 BEHAVIOURS: tuple[str, ...] = get_args(BehaviourName)
 METHODS: tuple[str, ...] = get_args(MethodName)
 PAIRED_METHODS = ("bct", "act")
+# Label methods that are baselines, not consistency training: no selection, or an external scorer.
+CONTROL_METHODS = ("greedy_self_training", "rejection_sampling")
 LABEL_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
 ARMS: tuple[str, ...] = get_args(ArmName)
 EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
@@ -382,14 +384,17 @@ class EncoderSpec(_Spec):
 class ShiftSpec(_Spec):
     """Phase 4: how far each run's targets and outputs sit from the organism's own.
 
-    The organism's own samples are drawn at ``temperature`` (1: its distribution) with
-    ``max_new_tokens`` (default: the eval's) on every prompt a run trains on.
+    The organism's own samples are drawn with ``max_new_tokens`` (default: the eval's)
+    on every prompt a run trains on: at ``temperature`` (1: its own distribution) for the
+    representation measures, and, for the NLL gap, ``n_samples`` per prompt decoded the
+    way the run's targets were (the method's candidate settings; one when greedy).
     """
 
     measure: bool = True
     n_permutations: PositiveInt = 1000
     classifier_folds: Annotated[int, Field(ge=2)] = 5
     temperature: Annotated[float, Field(gt=0)] = 1.0
+    n_samples: PositiveInt = 4
     max_new_tokens: PositiveInt | None = None
 
 

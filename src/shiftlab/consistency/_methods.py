@@ -21,6 +21,7 @@ from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
 from shiftlab.extractors import extract
 from shiftlab.generation import Generation, beam_search, generate
+from shiftlab.shift._likelihood import Decoding
 from shiftlab.spec import MethodSpec
 
 POOL_SCHEMA: dict[str, Any] = {
@@ -50,6 +51,24 @@ SELECTION = {
     "rejection_sampling": "argmax",
 }
 SCORE_BASED = ("self_confidence", "self_rewarding", "rejection_sampling")
+# Methods whose candidates are samples; the others decode greedily.
+SAMPLED = ("self_confidence", "self_rewarding", "rejection_sampling", "diverse_decoding")
+
+
+def candidate_decoding(method: MethodSpec) -> Decoding:
+    """How ``method`` decodes its candidates, so the organism's own samples can be drawn
+    the same way: sampled methods at their ``temperature`` and ``top_p``
+    (diverse_decoding: its nucleus candidates' settings; its greedy and beam candidates
+    are near-greedy), the others greedy.
+
+    >>> candidate_decoding(MethodSpec(name="self_confidence", temperature=0.7)).key
+    't0.7_p0.95'
+    >>> candidate_decoding(MethodSpec(name="multi_view")).key
+    'greedy'
+    """
+    if method.name in SAMPLED:
+        return Decoding(method.temperature, method.top_p)
+    return Decoding(0.0)
 
 
 def candidate_seed(seed: int, prompt_id: str, candidate: int) -> int:

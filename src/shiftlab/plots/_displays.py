@@ -22,6 +22,16 @@ from shiftlab.errors import ShiftlabError
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
+# What each shift column measures, for axis labels.
+SHIFT_UNITS = {
+    "shift_mmd": "MMD², encoder kernel units",
+    "shift_energy": "energy distance, encoder units",
+    "shift_c2st_auc": "classifier AUC",
+    "shift_nll_gap": "nats per token",
+    "output_shift_mmd": "MMD², encoder kernel units",
+}
+
+
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
@@ -55,20 +65,27 @@ class ForestDisplay(_Display):
     """Estimates with 95% intervals, one row per behaviour x term (an estimate frame).
 
     >>> from shiftlab.attribution import decompose, simulate_runs
-    >>> table = decompose(simulate_runs(selection_effect=-0.2, seed=0), n_boot=200)
+    >>> table = decompose(simulate_runs(selection_effect=-0.2, seed=0))
     >>> display = ForestDisplay.from_frame(table.filter(pl.col("method").is_null())).plot()
     >>> len(display.ax_.get_yticklabels())
-    2
+    5
     """
 
+    reference: float = 0.0
+    xlabel: str = "estimate (95% CI)"
+
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> ForestDisplay:
+    def from_frame(
+        cls, frame: pl.DataFrame, *, reference: float = 0.0, xlabel: str = "estimate (95% CI)"
+    ) -> ForestDisplay:
+        """``reference``: where the dashed line of no effect is drawn (0.5 for a share
+        of organisms that went down); ``xlabel``: what the estimates are, with units."""
         require_columns(frame, ["behaviour", "term", "estimate", "ci_low", "ci_high"],
                         "a forest plot")  # fmt: skip
         kept = frame.drop_nulls(["estimate"])
         if kept.is_empty():
             raise ShiftlabError("a forest plot needs at least one estimate")
-        return cls(kept)
+        return cls(kept, reference, xlabel)
 
     def plot(self, ax: Any = None) -> ForestDisplay:
         method = pl.col("method") if "method" in self.frame.columns else pl.lit(None)
@@ -89,18 +106,19 @@ class ForestDisplay(_Display):
             high = rows["ci_high"].fill_null(float("nan")).to_numpy()[mine]
             ax.errorbar(estimate, y[mine], xerr=[estimate - low, high - estimate], fmt="o",
                         color=colour(i), capsize=3, label=term)  # fmt: skip
-        ax.axvline(0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.axvline(self.reference, color="0.5", linewidth=0.8, linestyle="--")
         ax.set_yticks(y, rows["label"].to_list())
-        ax.set_xlabel("estimate (95% CI)")
+        ax.set_xlabel(self.xlabel)
         if len(terms) > 1:
-            ax.legend(loc="best", fontsize="small")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         return self
 
 
 @dataclass
 class DecompositionDisplay(_Display):
-    """Selection vs labelling-shift effects per behaviour, as bars with 95% intervals
-    (the ``decompose`` frame; rows over all methods unless ``method`` is given)."""
+    """The total change, its selection and label-shift parts and the comparators per
+    behaviour, as bars with 95% intervals (the ``decompose`` frame; rows pooled over the
+    consistency-training methods unless ``method`` is given)."""
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, method: str | None = None) -> DecompositionDisplay:
@@ -115,11 +133,11 @@ class DecompositionDisplay(_Display):
     def plot(self, ax: Any = None) -> DecompositionDisplay:
         behaviours = list(dict.fromkeys(self.frame["behaviour"]))
         terms = list(dict.fromkeys(self.frame["term"]))
-        ax = self._axes(ax, (1.6 * len(behaviours) + 2.5, 3.6))
+        ax = self._axes(ax, (1.8 * len(behaviours) + 3.5, 3.8))
         width = 0.8 / len(terms)
+        where = {b: j for j, b in enumerate(behaviours)}
         for i, term in enumerate(terms):
             part = self.frame.filter(term=term)
-            where = {b: j for j, b in enumerate(behaviours)}
             x = np.array([where[b] for b in part["behaviour"]]) + (i - (len(terms) - 1) / 2) * width
             estimate = part["estimate"].to_numpy()
             error = [estimate - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - estimate]
@@ -127,8 +145,9 @@ class DecompositionDisplay(_Display):
                    label=term.replace("_", " "))  # fmt: skip
         ax.axhline(0, color="0.3", linewidth=0.8)
         ax.set_xticks(range(len(behaviours)), [b.replace("_", " ") for b in behaviours])
-        ax.set_ylabel("effect on behaviour rate (95% CI)")
-        ax.legend(fontsize="small")
+        ax.set_ylabel("Δ behaviour rate (difference of rates, 95% CI)")
+        ax.set_ylim(-1.05, 1.05)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
         return self
 
 
@@ -137,10 +156,10 @@ class ShiftDeltaDisplay(_Display):
     """Each run's shift against its behaviour change, with a least-squares line per
     behaviour (the design table)."""
 
-    shift: str = "shift_kl"
+    shift: str = "shift_mmd"
 
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame, shift: str = "shift_kl") -> ShiftDeltaDisplay:
+    def from_frame(cls, frame: pl.DataFrame, shift: str = "shift_mmd") -> ShiftDeltaDisplay:
         require_columns(frame, ["behaviour", "delta", shift], "a shift-vs-delta plot")
         kept = frame.drop_nulls(["delta", shift])
         if kept.is_empty():
@@ -159,16 +178,30 @@ class ShiftDeltaDisplay(_Display):
                 grid = np.linspace(x.min(), x.max(), 2)
                 ax.plot(grid, intercept + slope * grid, color=colour(i), linewidth=1.5)
         ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
-        ax.set_xlabel(self.shift.replace("_", " "))
-        ax.set_ylabel("Δ behaviour rate")
-        ax.legend(fontsize="small")
+        unit = SHIFT_UNITS.get(self.shift)
+        ax.set_xlabel(self.shift.replace("_", " ") + (f" ({unit})" if unit else ""))
+        ax.set_ylabel("Δ behaviour rate (difference of rates)")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
         return self
 
 
 @dataclass
 class EtaDisplay(_Display):
     """η(s) curves: misbehaviour rate of candidates by selection-score bin, with Wilson
-    intervals (the ``eta_curve`` frame), one line per behaviour x method."""
+    intervals (the ``eta_curve`` frame): one panel per method (each method scores on its
+    own scale), one line per behaviour, the legend outside the panels.
+
+    ``ax`` may be one axis per method; ``axes_`` holds the panels after drawing.
+
+    >>> from shiftlab.attribution import eta_curve
+    >>> pool = pl.DataFrame([{"prompt_id": str(s // 2), "candidate": s % 2, "score": s / 50,
+    ...     "misbehaving": float(s < 20), "chosen": s % 2 == 1, "behaviour": "syc",
+    ...     "method": m} for s in range(50) for m in ("a", "b")])
+    >>> len(EtaDisplay.from_frame(eta_curve(pool, n_bins=5)).plot().axes_)
+    2
+    """
+
+    axes_: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> EtaDisplay:
@@ -177,24 +210,46 @@ class EtaDisplay(_Display):
         kept = frame.filter(term="eta")
         if kept.is_empty():
             raise ShiftlabError("an eta plot needs eta rows (from eta_curve)")
+        if "method" not in kept.columns:
+            kept = kept.with_columns(pl.lit(None, pl.String).alias("method"))
+        if "behaviour" not in kept.columns:
+            kept = kept.with_columns(pl.lit(None, pl.String).alias("behaviour"))
         return cls(kept)
 
     def plot(self, ax: Any = None) -> EtaDisplay:
-        ax = self._axes(ax, (5.6, 4.0))
-        keys = [
-            c for c in ("behaviour", "method") if self.frame[c].null_count() < self.frame.height
-        ]
-        groups = self.frame.group_by(keys, maintain_order=True) if keys else [((), self.frame)]
-        for i, (key, part) in enumerate(groups):
-            x = ((part["score_low"] + part["score_high"]) / 2).to_numpy()
-            ax.plot(x, part["estimate"].to_numpy(), marker="o", color=colour(i),
-                    label=" · ".join(str(k) for k in key) or "η")  # fmt: skip
-            ax.fill_between(x, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(),
-                            color=colour(i), alpha=0.2)  # fmt: skip
-        ax.set_xlabel("selection score (bin centre)")
-        ax.set_ylabel("misbehaviour rate η")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize="small")
+        import matplotlib.pyplot as plt
+
+        methods = list(dict.fromkeys(self.frame["method"]))
+        behaviours = list(dict.fromkeys(self.frame["behaviour"]))
+        if ax is None:
+            _, ax = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 1.8, 3.6),
+                                 layout="constrained", squeeze=False)  # fmt: skip
+            ax = ax[0]
+        axes = list(np.atleast_1d(ax))
+        if len(axes) != len(methods):
+            raise ShiftlabError(f"an eta plot draws {len(methods)} panels; got {len(axes)} axes")
+        self.axes_, self.ax_, self.figure_ = axes, axes[0], axes[0].figure
+        for panel, method in zip(axes, methods, strict=True):
+            mine = self.frame.filter(pl.col("method").eq_missing(method))
+            for i, behaviour in enumerate(behaviours):
+                part = mine.filter(pl.col("behaviour").eq_missing(behaviour))
+                if part.is_empty():
+                    continue
+                x = ((part["score_low"] + part["score_high"]) / 2).to_numpy()
+                panel.plot(x, part["estimate"].to_numpy(), marker="o", color=colour(i),
+                           label=str(behaviour or "η"))  # fmt: skip
+                panel.fill_between(x, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(),
+                                   color=colour(i), alpha=0.2)  # fmt: skip
+            panel.set_title(str(method or "all candidates"), fontsize="medium")
+            panel.set_xlabel("selection score (the method's own scale)")
+            panel.set_ylim(-0.02, 1.02)
+        axes[0].set_ylabel("misbehaviour rate η (share of candidates)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        for panel in axes[1:]:
+            more = panel.get_legend_handles_labels()
+            handles += [h for h, n in zip(*more, strict=True) if n not in labels]
+            labels += [n for n in more[1] if n not in labels]
+        self.figure_.legend(handles, labels, loc="outside right upper", fontsize="small")
         return self
 
 
@@ -228,31 +283,43 @@ class KScalingDisplay(_Display):
             ax.fill_between(k, low, high, color=colour(i), alpha=0.2)
         ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
         ax.set_xticks(sorted(set(self.frame["k"].to_list())))
-        ax.set_xlabel("candidates per prompt k")
-        ax.set_ylabel("mean Δ behaviour rate (95% CI)")
-        ax.legend(fontsize="small")
+        ax.set_xlabel("candidates per prompt k (count)")
+        ax.set_ylabel("mean Δ behaviour rate (difference of rates, 95% CI)")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
         return self
 
 
 @dataclass
 class DeltaHeatmapDisplay(_Display):
-    """Mean Δ by organism (rows) and method x arm (columns) from the design table."""
+    """Mean Δ by organism (rows) and method x arm (columns) from the design table; a cell
+    with no delta (no run, or nothing judged) is grey and marked "n/a", not coloured
+    as 0.
+
+    >>> from shiftlab.attribution import simulate_runs
+    >>> runs = simulate_runs(seed=0)
+    >>> holes = runs.with_columns(pl.when(pl.col("arm") == "original").then(None)
+    ...                           .otherwise(pl.col("delta")).alias("delta"))
+    >>> display = DeltaHeatmapDisplay.from_frame(holes).plot()
+    >>> sum(t.get_text() == "n/a" for t in display.ax_.texts)
+    54
+    """
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> DeltaHeatmapDisplay:
         require_columns(frame, ["organism_id", "method", "arm", "delta"], "a delta heatmap")
         cells = (
             frame.filter(pl.col("arm") != "none")
-            .drop_nulls("delta")
             .group_by("organism_id", "method", "arm")
             .agg(pl.col("delta").mean())
             .sort("organism_id", "method", "arm")
         )
-        if cells.is_empty():
+        if cells["delta"].is_null().all():
             raise ShiftlabError("a delta heatmap needs runs with a delta")
         return cls(cells)
 
     def plot(self, ax: Any = None) -> DeltaHeatmapDisplay:
+        import matplotlib
+
         wide = self.frame.with_columns(pl.format("{} · {}", "method", "arm").alias("cell")).pivot(
             on="cell", index="organism_id", values="delta", sort_columns=True
         )
@@ -260,8 +327,12 @@ class DeltaHeatmapDisplay(_Display):
         values = wide.select(columns).to_numpy().astype(float)
         ax = self._axes(ax, (0.35 * len(columns) + 3.5, 0.22 * wide.height + 2.2))
         limit = float(np.nanmax(np.abs(values))) or 1.0
-        image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit,
+                          aspect="auto")  # fmt: skip
+        for row, column in zip(*np.nonzero(np.isnan(values)), strict=True):
+            ax.text(column, row, "n/a", ha="center", va="center", fontsize="xx-small", color="0.3")
         ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize="small")
         ax.set_yticks(range(wide.height), wide["organism_id"].to_list(), fontsize="x-small")
-        ax.figure.colorbar(image, ax=ax, label="mean Δ behaviour rate")
+        ax.figure.colorbar(image, ax=ax, label="mean Δ behaviour rate (difference of rates)")
         return self

@@ -9,8 +9,9 @@ FINGERPRINT_FORMAT = 1
 # Artefact kinds a study builds; ``attribution`` and the report are analyses of them.
 RECORDED_KINDS = ("organisms", "base_evals", "pools", "runs", "samples", "shift")
 SHIFT_STATISTICS = (
-    "shift_kl",
-    "shift_kl_per_token",
+    "shift_nll_gap",
+    "shift_nll_gap_ci_low",
+    "shift_nll_gap_ci_high",
     "shift_mmd",
     "shift_mmd_p",
     "shift_energy",
