@@ -35,16 +35,18 @@ def main() -> None:
             "ci_high",
             "n",
             "n_clusters",
+            "note",
         )
         .pivot(
             on="term",
-            index=["behaviour", "method", "role"],
+            index=["behaviour", "method", "role", "note"],
             values=["estimate", "ci_low", "ci_high", "n", "n_clusters"],
         )
         .select(
             "behaviour",
             "method",
             "role",
+            "note",
             pl.col("estimate_mean_delta").alias("mean_delta"),
             pl.col("ci_low_mean_delta").alias("mean_delta_ci_low"),
             pl.col("ci_high_mean_delta").alias("mean_delta_ci_high"),
@@ -69,6 +71,8 @@ def main() -> None:
         print(wide.select("behaviour", "method", "role", "mean_delta", "n_organisms",
                           "share_down", "n_moved_organisms")
               .with_columns(pl.selectors.float().round(3)))  # fmt: skip
+    for row in wide.filter(pl.col("note").is_not_null()).iter_rows(named=True):
+        print(f"note: {row['behaviour']} · {row['method']}: {row['note']}")
     print(f"wrote {out}/method_table{{,_wide}}.parquet, .csv and method_table.png")
 
 

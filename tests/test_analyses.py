@@ -48,7 +48,12 @@ def test_sign_tests(demo_store, demo_design, tmp_path):
 def test_method_table(demo_store, demo_design, tmp_path):
     out = _ran(_script("method_table", str(demo_store), str(tmp_path)))
     wide = pl.read_csv(tmp_path / "method_table_wide.csv")
+    # Every pair is there, whatever this machine's training did; one without a delta says
+    # why, and only such a pair carries a note.
     assert wide.height == demo_design.select("behaviour", "method").n_unique()
+    assert (wide["mean_delta"].is_null() == wide["note"].is_not_null()).all()
+    for row in wide.filter(pl.col("note").is_not_null()).iter_rows(named=True):
+        assert f"note: {row['behaviour']} · {row['method']}: no delta" in out
     row = wide.filter(behaviour="sycophancy", method="bct").row(0, named=True)
     runs = demo_design.filter(behaviour="sycophancy", method="bct", arm="full")
     per_organism = runs.group_by("organism_id").agg(pl.col("delta").mean())["delta"]

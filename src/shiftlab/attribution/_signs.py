@@ -22,6 +22,8 @@ SIGN_SCHEMA: dict[str, Any] = {
     "n_unmoved": pl.Int64,
     "n_up": pl.Int64,
     "role": pl.String,
+    # Why a row has no estimate (a pair kept in the table with no delta to summarise).
+    "note": pl.String,
 }
 # A mean delta this close to 0 is rounding, not a move.
 UNMOVED = 1e-12

@@ -43,7 +43,9 @@ def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm")
     organisms, sign-flip p and interval) and the sign consistency ``share_down``, the
     share of moved organisms in which the behaviour went down (exact interval and sign
     test, as in :func:`sign_tests`; 1 and 0 are both consistent, in opposite
-    directions). Controls and paired-loss methods are rows of their own (``role``).
+    directions). Controls and paired-loss methods are rows of their own (``role``). Every
+    behaviour x method with ``arm`` runs has its rows: one none of whose runs has a delta
+    keeps null estimates and says why in ``note``.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> table = method_table(simulate_runs(selection_effect=-0.2, seed=1))
@@ -52,15 +54,24 @@ def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm")
     """
     require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id"],
                     "method_table")  # fmt: skip
-    chosen = headline_runs(runs).filter(pl.col("arm") == arm, pl.col("delta").is_not_null())
-    if chosen.is_empty():
+    chosen = headline_runs(runs).filter(pl.col("arm") == arm)
+    if chosen["delta"].is_null().all():
         raise ShiftlabError(f"method_table: no runs of arm {arm!r} with a delta")
     rows = []
     groups = chosen.sort("behaviour", "method").group_by("behaviour", "method", maintain_order=True)
-    for (behaviour, method), part in groups:
-        key = {"behaviour": behaviour, "method": method}
+    for (behaviour, method), every in groups:
+        key = {"behaviour": behaviour, "method": method, "role": method_role(str(method))}
+        part = every.drop_nulls("delta")
+        if part.is_empty():
+            # Every pair stays in the table: one whose runs have no delta says why.
+            note = (f"no delta: none of its {every.height} {arm} runs had an eval output "
+                    "that could be judged, before and after")  # fmt: skip
+            rows += [{"analysis": a, "term": t, **key, "n": every.height, "note": note}
+                     for a, t in (("method_mean_delta", "mean_delta"),
+                                  ("method_share_down", "share_down"))]  # fmt: skip
+            continue
         rows.append({"analysis": "method_mean_delta", "term": "mean_delta", **key,
-                     **organism_mean(part), "role": method_role(str(method))})  # fmt: skip
+                     **organism_mean(part)})  # fmt: skip
         rows.append(sign_row("method_share_down", str(behaviour), str(method), part))
     frame = pl.DataFrame([{c: r.get(c) for c in SIGN_SCHEMA} for r in rows], schema=SIGN_SCHEMA)
     return with_adjusted(frame, adjust)
