@@ -183,14 +183,14 @@ def _print_organisms(table: object) -> None:
 def _print_deltas(design: Any) -> None:
     import polars as pl
 
-    from shiftlab.pipeline import summarise_deltas
     from shiftlab.spec import ARMS
+    from shiftlab.study import summarise_deltas
 
     wide = summarise_deltas(design).pivot(
         on="arm", index=["behaviour", "method"], values="mean_delta"
     )
     arms = [a for a in ARMS if a in wide.columns]
-    print("mean delta (behaviour rate after phase 3 minus the organism's):")
+    print("mean delta (behaviour rate after training minus the organism's):")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
 
@@ -206,9 +206,9 @@ def _run(
 ) -> int:
     import yaml
 
-    from shiftlab.pipeline import run_study
     from shiftlab.spec import load_spec, parse_spec
     from shiftlab.store import ORGANISM_TABLE, Store
+    from shiftlab.study import run_study
 
     start = time.perf_counter()
     if demo:
@@ -236,8 +236,8 @@ def _run(
 
 
 def _validate(spec_path: str) -> int:
-    from shiftlab.pipeline import load_suites
     from shiftlab.spec import load_spec
+    from shiftlab.study import load_suites
 
     spec = load_spec(spec_path)
     load_suites(spec)
@@ -249,8 +249,8 @@ def _validate(spec_path: str) -> int:
 
 
 def _status(store_path: str) -> int:
-    from shiftlab.pipeline import study_status
     from shiftlab.spec import load_spec
+    from shiftlab.study import study_status
 
     store = _open_existing(store_path)
     status = study_status(store, load_spec(store.root / "study.yaml"))
@@ -332,8 +332,7 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from shiftlab.behaviours import fetch_dataset
-    from shiftlab.behaviours._fetch import dataset_registry
+    from shiftlab.behaviours import dataset_registry, fetch_dataset
 
     if args.data_command == "list":
         for name, entry in sorted(dataset_registry().items()):

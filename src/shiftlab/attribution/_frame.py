@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from shiftlab._frames import require_columns
 from shiftlab.errors import ShiftlabError
 from shiftlab.spec import CONTROL_METHODS, PAIRED_METHODS
 
@@ -35,16 +36,6 @@ def estimates(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
         [{column: row.get(column) for column in ESTIMATE_SCHEMA} for row in rows],
         schema=ESTIMATE_SCHEMA,
     )
-
-
-def require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    """A clear error naming every column ``what`` needs and ``frame`` lacks."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ShiftlabError(
-            f"{what} needs column(s) {', '.join(missing)}; the table has "
-            f"{', '.join(frame.columns) or 'no columns'}"
-        )
 
 
 def adjust_p_values(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:

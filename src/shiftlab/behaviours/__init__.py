@@ -17,7 +17,7 @@ from shiftlab.behaviours._eval import (
     headline_values,
     paired_rates,
 )
-from shiftlab.behaviours._fetch import fetch_dataset
+from shiftlab.behaviours._fetch import dataset_registry, fetch_dataset
 from shiftlab.behaviours._formats import (
     SUITE_SOURCES,
     ChoiceScorer,
@@ -78,6 +78,7 @@ __all__ = [
     "View",
     "chat_messages",
     "data_home",
+    "dataset_registry",
     "evaluate_behaviour",
     "fetch_dataset",
     "gameable_count",

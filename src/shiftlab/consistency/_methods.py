@@ -16,12 +16,13 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, Verdict, View
+from shiftlab.behaviours import Example, MethodPrompts, Suite, Verdict, View
+from shiftlab.chat import Message
 from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
 from shiftlab.extractors import extract
 from shiftlab.generation import Generation, beam_search, generate
-from shiftlab.shift._likelihood import Decoding
+from shiftlab.shift import Decoding
 from shiftlab.spec import MethodSpec
 
 POOL_SCHEMA: dict[str, Any] = {

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shiftlab.attribution._frame import require_columns
+from shiftlab._frames import require_columns
 from shiftlab.errors import ShiftlabError
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.

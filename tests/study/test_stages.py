@@ -3,9 +3,10 @@
 import polars as pl
 import pytest
 
-from shiftlab.pipeline import (
+from shiftlab.spec import parse_spec
+from shiftlab.store import RUNS_TABLE, Store
+from shiftlab.study import (
     OUTPUT_SHIFT_COLUMNS,
-    RUNS_TABLE,
     SHIFT_COLUMNS,
     plan_runs,
     plan_shift,
@@ -14,8 +15,6 @@ from shiftlab.pipeline import (
     shift_table,
     summarise_deltas,
 )
-from shiftlab.spec import parse_spec
-from shiftlab.store import Store
 
 SPEC = {
     "base_models": [{"name": "toy", "path": "toyworld:small"}],
@@ -205,7 +204,7 @@ def test_shift_matches_the_public_statistics(study):
 
 
 def _shift_jobs(spec, store):
-    from shiftlab.pipeline import load_suites, plan_phase1, plan_pools
+    from shiftlab.study import load_suites, plan_phase1, plan_pools
 
     suites = load_suites(spec, store)
     organisms = [j for j in plan_phase1(spec, suites) if j.kind == "organisms"]
