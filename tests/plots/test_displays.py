@@ -97,3 +97,24 @@ def test_a_frame_missing_columns_is_named():
     with pytest.raises(ShiftlabError, match=r"needs column\(s\) ci_low, ci_high"):
         ForestDisplay.from_frame(pl.DataFrame({"behaviour": ["b"], "term": ["t"],
                                                "estimate": [1.0]}))  # fmt: skip
+
+
+def test_style_goes_to_the_data_and_the_artists_are_kept():
+    """The scikit-learn Display contract: from_frame computes, plot draws with **style."""
+    from shiftlab.plots import KScalingDisplay
+
+    bars = DecompositionDisplay.from_frame(decompose(RUNS)).plot(alpha=0.5)
+    assert len(bars.bars_) == 5 and all(p.get_alpha() == 0.5 for b in bars.bars_ for p in b)
+    forest = ForestDisplay.from_frame(decompose(RUNS).filter(pl.col("method").is_null()))
+    assert "label" in forest.frame.columns and forest.ax_ is None  # computed, not drawn
+    forest.plot(markersize=9)
+    assert forest.errorbars_[0].lines[0].get_markersize() == 9
+    scatter = ShiftDeltaDisplay.from_frame(RUNS).plot(marker="x")
+    assert len(scatter.scatters_) == 2 and set(scatter.fits) == {"syc", "rh"}
+    heat = DeltaHeatmapDisplay.from_frame(RUNS).plot(cmap="viridis")
+    assert heat.image_.get_cmap().name == "viridis" and heat.colorbar_ is not None
+    scaling = pl.DataFrame({"behaviour": ["syc"] * 2, "method": ["sc"] * 2, "k": [1, 4],
+                            "mean_delta": [0.0, 0.2], "ci_low": [-0.1, 0.1],
+                            "ci_high": [0.1, 0.3]})  # fmt: skip
+    lines = KScalingDisplay.from_frame(scaling).plot(linestyle=":")
+    assert lines.lines_[0].get_linestyle() == ":" and len(lines.bands_) == 1
