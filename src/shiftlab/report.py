@@ -43,7 +43,7 @@ from shiftlab.attribution import (
     within,
 )
 from shiftlab.errors import ShiftlabError, StoreError
-from shiftlab.spec import PAIRED_METHODS
+from shiftlab.spec import METHOD_FACTS
 from shiftlab.store import (
     MANIFEST,
     ORGANISM_TABLE,
@@ -54,6 +54,13 @@ from shiftlab.store import (
 )
 
 MEDIATOR = "shift_mmd"
+# Arm effects compare SFT arms: paired losses have none, and a one-candidate method's arms
+# are the relabeled run itself.
+WITHOUT_SFT_ARMS = [
+    name
+    for name, facts in METHOD_FACTS.items()
+    if facts.role == "paired_loss" or facts.one_candidate
+]
 SIGN_CONVENTION = (
     "Sign convention: Δ is a run's behaviour rate minus its organism's on the same eval "
     "prompts, so a negative Δ means training lowered the misbehaviour and a positive one "
@@ -157,11 +164,10 @@ def attribution_tables(
     else:
         notes["mediation"] = f"not computed: the design table has no {MEDIATOR} values"
 
-    # Arm effects compare SFT arms: paired losses have no such arms, and greedy self-
-    # training's arms are the relabeled run itself. Each run counts once per arm.
+    # Each run counts once per arm.
     distinct = (
         headline_runs(runs)
-        .filter(~pl.col("method").is_in([*PAIRED_METHODS, "greedy_self_training"]))
+        .filter(~pl.col("method").is_in(WITHOUT_SFT_ARMS))
         .drop_nulls(["run_id", "delta"])
         .unique(["run_id", "arm"], keep="first", maintain_order=True)
     )

@@ -20,6 +20,7 @@ from shiftlab.attribution._frame import (
 )
 from shiftlab.attribution._inference import N_RESAMPLES, SignFlip, sign_flip
 from shiftlab.errors import ShiftlabError
+from shiftlab.spec import METHOD_FACTS
 
 # term: (arm, arm it is compared with), paired within organism. total = selection +
 # label_shift exactly; relabeling and reference are comparators, not parts of the change.
@@ -65,7 +66,8 @@ def _without_selection(runs: pl.DataFrame) -> set[tuple[str, str]]:
             and cells.height > 0
             and bool((cells["full"] == cells["shuffled"]).all())
         )
-        if method == "greedy_self_training" or (part["k"] == 1).any() or same:
+        facts = METHOD_FACTS.get(str(method))
+        if (facts is not None and facts.one_candidate) or (part["k"] == 1).any() or same:
             found.add((str(behaviour), str(method)))
     return found
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from shiftlab._frames import require_columns
 from shiftlab.errors import ShiftlabError
-from shiftlab.spec import CONTROL_METHODS, PAIRED_METHODS
+from shiftlab.spec import METHOD_FACTS
 
 ESTIMATE_SCHEMA: dict[str, Any] = {
     "analysis": pl.String,
@@ -95,9 +95,8 @@ def method_role(method: str) -> str:
     >>> method_role("self_confidence"), method_role("bct"), method_role("rejection_sampling")
     ('consistency_training', 'paired_loss', 'control')
     """
-    if method in PAIRED_METHODS:
-        return "paired_loss"
-    return "control" if method in CONTROL_METHODS else "consistency_training"
+    facts = METHOD_FACTS.get(method)
+    return facts.role if facts is not None else "consistency_training"
 
 
 def within(frame: pl.DataFrame, low: float = -1.0, high: float = 1.0) -> pl.DataFrame:

@@ -3,8 +3,6 @@
 from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
 from shiftlab.consistency._methods import (
     POOL_SCHEMA,
-    SCORE_BASED,
-    SELECTION,
     PoolContext,
     build_pool,
     candidate_decoding,
@@ -25,8 +23,6 @@ from shiftlab.consistency._scorers import (
 __all__ = [
     "ARM_SCHEMA",
     "POOL_SCHEMA",
-    "SCORE_BASED",
-    "SELECTION",
     "CandidateScorer",
     "JudgeScorer",
     "LMJudgeScorer",

@@ -41,19 +41,6 @@ POOL_SCHEMA: dict[str, Any] = {
     "verdict": pl.String,
     "misbehaving": pl.Float64,
 }
-# How each method's operator picks: the best score per prompt, or keep-or-drop a prompt.
-SELECTION = {
-    "self_confidence": "argmax",
-    "diverse_decoding": "argmax",
-    "multi_view": "filter",
-    "self_refinement": "argmax",
-    "self_rewarding": "argmax",
-    "greedy_self_training": "argmax",
-    "rejection_sampling": "argmax",
-}
-SCORE_BASED = ("self_confidence", "self_rewarding", "rejection_sampling")
-# Methods whose candidates are samples; the others decode greedily.
-SAMPLED = ("self_confidence", "self_rewarding", "rejection_sampling", "diverse_decoding")
 
 
 def candidate_decoding(method: MethodSpec) -> Decoding:
@@ -67,7 +54,7 @@ def candidate_decoding(method: MethodSpec) -> Decoding:
     >>> candidate_decoding(MethodSpec(name="multi_view")).key
     'greedy'
     """
-    if method.name in SAMPLED:
+    if method.facts.sampled:
         return Decoding(method.temperature, method.top_p)
     return Decoding(0.0)
 
@@ -284,12 +271,12 @@ def iter_pool(
 ) -> Iterator[pl.DataFrame]:
     """The pool of ``method`` on the suite's consistency prompts, one frame per chunk of
     prompts (so a long pool streams to disk with bounded memory)."""
-    if method.name not in _GENERATORS:
+    selection = method.facts.selection
+    if selection is None or method.name not in _GENERATORS:
         raise ValueError(f"{method.name} is a paired-loss method; it has no pool")
     examples = list(ctx.suite.consistency)
     if not examples:
         raise DataError(f"{ctx.suite.behaviour}: the consistency split is empty")
-    selection = SELECTION[method.name]
     starts = range(0, len(examples), chunk_size)
     for start in tqdm(starts, desc=method.name, disable=not progress, leave=False):
         chunk = examples[start : start + chunk_size]

@@ -11,14 +11,21 @@
 """
 
 from shiftlab.spec._loading import format_validation_error, load_spec, parse_spec
+from shiftlab.spec._methods import (
+    CONTROL_METHODS,
+    LABEL_METHODS,
+    METHOD_FACTS,
+    PAIRED_METHODS,
+    RELABEL_SOURCE,
+    SCORE_BASED,
+    MethodFacts,
+    MethodRole,
+)
 from shiftlab.spec._models import (
     ARMS,
     BEHAVIOURS,
-    CONTROL_METHODS,
     EXECUTORS,
-    LABEL_METHODS,
     METHODS,
-    PAIRED_METHODS,
     ArmName,
     BaseModelSpec,
     BehaviourName,
@@ -55,7 +62,10 @@ __all__ = [
     "EXECUTORS",
     "LABEL_METHODS",
     "METHODS",
+    "METHOD_FACTS",
     "PAIRED_METHODS",
+    "RELABEL_SOURCE",
+    "SCORE_BASED",
     "ArmName",
     "BaseModelSpec",
     "BehaviourName",
@@ -69,7 +79,9 @@ __all__ = [
     "InductionSpec",
     "JudgeSpec",
     "LoraSpec",
+    "MethodFacts",
     "MethodName",
+    "MethodRole",
     "MethodSpec",
     "NonNegativeInt",
     "OrganismsSpec",

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from shiftlab.spec._methods import METHOD_FACTS, MethodFacts
+
 BehaviourName = Literal[
     "sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"
 ]
@@ -35,10 +37,6 @@ ArmName = Literal["full", "shuffled", "relabeled", "original", "none"]
 ExecutorKind = Literal["local", "submitit", "ray"]
 BEHAVIOURS: tuple[str, ...] = get_args(BehaviourName)
 METHODS: tuple[str, ...] = get_args(MethodName)
-PAIRED_METHODS = ("bct", "act")
-# Label methods that are baselines, not consistency training: no selection, or an external scorer.
-CONTROL_METHODS = ("greedy_self_training", "rejection_sampling")
-LABEL_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
 ARMS: tuple[str, ...] = get_args(ArmName)
 EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -348,8 +346,22 @@ class MethodSpec(_Spec):
         return self
 
     @property
+    def facts(self) -> MethodFacts:
+        """What the method is (:data:`METHOD_FACTS`), whatever its knobs."""
+        return METHOD_FACTS[self.name]
+
+    @property
     def uses_scorer(self) -> bool:
-        return self.name in ("diverse_decoding", "rejection_sampling")
+        return self.facts.uses_scorer
+
+    @property
+    def has_selection(self) -> bool:
+        """Whether the method's labels depend on a selection step: paired losses, greedy
+        self-training and a score-based method with one candidate have none."""
+        facts = self.facts
+        if facts.selection is None or facts.one_candidate:
+            return False
+        return not facts.score_based or self.n_candidates > 1
 
 
 class RunsSpec(_Spec):

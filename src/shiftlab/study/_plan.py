@@ -19,7 +19,6 @@ from shiftlab.behaviours import (
 )
 from shiftlab.chat import Message
 from shiftlab.consistency import (
-    SCORE_BASED,
     build_arm,
     candidate_decoding,
 )
@@ -29,6 +28,7 @@ from shiftlab.shift import Decoding
 from shiftlab.spec import (
     LABEL_METHODS,
     PAIRED_METHODS,
+    RELABEL_SOURCE,
     MethodSpec,
     StudySpec,
 )
@@ -88,8 +88,8 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[OrganismJob]:
 def pool_methods(spec: StudySpec) -> list[MethodSpec]:
     """The label methods whose pools the study needs; the relabeled arm needs greedy labels."""
     methods = [m for m in spec.methods if m.name in LABEL_METHODS]
-    if "relabeled" in spec.arms and all(m.name != "greedy_self_training" for m in methods):
-        methods.append(MethodSpec(name="greedy_self_training"))
+    if "relabeled" in spec.arms and all(m.name != RELABEL_SOURCE for m in methods):
+        methods.append(MethodSpec(name=RELABEL_SOURCE))
     return methods
 
 
@@ -133,9 +133,9 @@ def _arm_examples(suite: Suite, arm: pl.DataFrame) -> tuple[tuple[tuple[Message,
 def _cells(spec: StudySpec, method: MethodSpec) -> list[tuple[str, int | None]]:
     """The (arm, k) cells of a method: paired losses have only ``full`` and ``none``;
     score-based methods record their candidate count as k and add the k-scaling arms."""
-    if method.name in PAIRED_METHODS:
+    if method.facts.role == "paired_loss":
         return [(arm, None) for arm in ("full", "none") if arm in spec.arms]
-    if method.name not in SCORE_BASED:
+    if not method.facts.score_based:
         return [(arm, None) for arm in spec.arms]
     n = method.n_candidates
     cells: list[tuple[str, int | None]] = [
@@ -187,7 +187,7 @@ def plan_runs(
         for method, seed in itertools.product(spec.methods, spec.runs.seeds):
             for arm, k in _cells(spec, method):
                 run = None
-                if arm != "none" and method.name in PAIRED_METHODS:
+                if arm != "none" and method.facts.role == "paired_loss":
                     if not pairs:
                         raise DataError(
                             f"{organism.behaviour.name}: {method.name} needs pairs with "
@@ -196,7 +196,7 @@ def plan_runs(
                     objective: Objective = "bct" if method.name == "bct" else "act"
                     run = job_for(organism, objective, seed, pairs=pairs)
                 elif arm != "none":
-                    source = "greedy_self_training" if arm == "relabeled" else method.name
+                    source = RELABEL_SOURCE if arm == "relabeled" else method.name
                     pool = read(pool_ids[(organism.artefact_id, source)])
                     examples = _arm_examples(suite, build_arm(pool, arm, seed=seed, k=k))
                     run = job_for(organism, "sft", seed, examples=examples) if examples else None
