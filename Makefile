@@ -41,10 +41,14 @@ lock:
 demo: venv
 	$(BIN)/shiftlab demo --out runs/demo
 
+# Two pytest processes keep a 2-core machine busy while a test waits on a subprocess or a
+# worker pool; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: venv
 	$(BIN)/ruff check src tests benchmarks analyses
 	$(BIN)/lint-imports
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: venv
 	$(BIN)/pytest -m slow -q
