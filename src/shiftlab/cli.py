@@ -175,6 +175,8 @@ def _print_organisms(table: object) -> None:
             "organism_95ci"
         ),
         "n_eval",
+        pl.col("base_capability").round(3),
+        pl.col("organism_capability").round(3),
     ).sort("behaviour", "seed")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(shown)
@@ -186,13 +188,16 @@ def _print_deltas(design: Any) -> None:
     from shiftlab.spec import ARMS
     from shiftlab.study import summarise_deltas
 
-    wide = summarise_deltas(design).pivot(
-        on="arm", index=["behaviour", "method"], values="mean_delta"
-    )
-    arms = [a for a in ARMS if a in wide.columns]
-    print("mean delta (behaviour rate after training minus the organism's):")
-    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
+    summary = summarise_deltas(design)
+    for values, title in (
+        ("mean_delta", "behaviour rate after training minus the organism's"),
+        ("mean_capability_delta", "capability accuracy after training minus the organism's"),
+    ):
+        wide = summary.pivot(on="arm", index=["behaviour", "method"], values=values)
+        arms = [a for a in ARMS if a in wide.columns]
+        print(f"mean {'capability ' if 'capability' in values else ''}delta ({title}):")
+        with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
 
 
 def _run(
