@@ -147,13 +147,22 @@ def _parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     data_commands.add_parser("list", help="list the datasets shiftlab can fetch", parents=[common])
     fetch = data_commands.add_parser(
-        "fetch", help="download a dataset (checksums verified)", parents=[common]
+        "fetch",
+        help="download a dataset, or copy a local one (checksums verified)",
+        parents=[common],
     )
     fetch.add_argument("name", help="dataset name (see `shiftlab data list`)")
     fetch.add_argument(
         "--to", help="parent folder (default: $SHIFTLAB_DATA or ~/.cache/shiftlab/data)"
     )
-    fetch.add_argument("--base-url", help="a mirror to download from instead of upstream")
+    source = fetch.add_mutually_exclusive_group()
+    source.add_argument("--base-url", help="a mirror to download from instead of upstream")
+    source.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="copy from a local copy instead of downloading (offline; DIR holds <name>/)",
+    )
     fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -346,8 +355,9 @@ def _data(args: argparse.Namespace) -> int:
             print(f"  {entry['description']}")
         return 0
     folder = fetch_dataset(
-        args.name, args.to, base_url=args.base_url, progress=not args.no_progress
-    )
+        args.name, args.to, base_url=args.base_url, source=args.source,
+        progress=not args.no_progress,
+    )  # fmt: skip
     print(f"{args.name}: {folder}  (a behaviour is source: {folder}/<behaviour>)")
     return 0
 
