@@ -1,12 +1,14 @@
 """The shipped example specs: valid as shipped, and the SmolLM2 study runs cut down."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
+from shiftlab.cli import main
 from shiftlab.spec import load_spec, parse_spec
 from shiftlab.store import Store
 from shiftlab.study import JUDGE_CACHE, run_study
@@ -15,10 +17,26 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
-def test_examples_validate(path, shared_data):
-    spec = load_spec(path)
-    assert spec.behaviours
+def test_every_example_validates_from_a_clone_with_fetched_data(
+    tmp_path, shared_data, monkeypatch, capsys
+):
+    """A fresh clone has no ../shared: its examples read the data `shiftlab data fetch`
+    put under $SHIFTLAB_DATA (copied here, offline, from a local copy)."""
+    examples = tmp_path / "clone" / "examples"
+    shutil.copytree(EXAMPLES, examples)
+    assert not (tmp_path / "shared").exists()
+    monkeypatch.setenv("SHIFTLAB_DATA", str(tmp_path / "user-data"))
+    paths = sorted(examples.glob("*.yaml"))
+    assert paths
+    for path in paths:  # before the fetch: refused, naming the command that fixes it
+        assert main(["validate", str(path)]) == 2
+        assert "shiftlab data fetch consistency-misalignment" in capsys.readouterr().err
+    assert main(["data", "fetch", "consistency-misalignment", "--from",
+                 str(shared_data.parent), "--no-progress"]) == 0  # fmt: skip
+    for path in paths:
+        assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+        resolved = load_spec(path).to_yaml()
+        assert "shared/data" not in resolved and str(EXAMPLES) not in resolved
 
 
 @pytest.mark.slow
@@ -48,6 +66,8 @@ def test_smollm2_sycophancy_example_cut_down(tmp_path, shared_data):
     assert set(design["method"]) == methods
     assert design.filter(pl.col("method") != "bct")["arm"].n_unique() == 5
     assert design["behaviour_after"].null_count() == 0
+    for column in ("capability_before", "capability_after", "capability_delta"):
+        assert design[column].null_count() == 0, column  # SmolLM2 read the sample's letters
     assert (store.root / JUDGE_CACHE).is_file()  # 2 of the 6 eval rows are judged claims
     pool = next(store.root.joinpath("pools").glob("*self_rewarding*.parquet"))
     scores = pl.read_parquet(pool)["score"]

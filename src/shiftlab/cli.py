@@ -147,13 +147,22 @@ def _parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     data_commands.add_parser("list", help="list the datasets shiftlab can fetch", parents=[common])
     fetch = data_commands.add_parser(
-        "fetch", help="download a dataset (checksums verified)", parents=[common]
+        "fetch",
+        help="download a dataset, or copy a local one (checksums verified)",
+        parents=[common],
     )
     fetch.add_argument("name", help="dataset name (see `shiftlab data list`)")
     fetch.add_argument(
         "--to", help="parent folder (default: $SHIFTLAB_DATA or ~/.cache/shiftlab/data)"
     )
-    fetch.add_argument("--base-url", help="a mirror to download from instead of upstream")
+    source = fetch.add_mutually_exclusive_group()
+    source.add_argument("--base-url", help="a mirror to download from instead of upstream")
+    source.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="copy from a local copy instead of downloading (offline; DIR holds <name>/)",
+    )
     fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -175,6 +184,8 @@ def _print_organisms(table: object) -> None:
             "organism_95ci"
         ),
         "n_eval",
+        pl.col("base_capability").round(3),
+        pl.col("organism_capability").round(3),
     ).sort("behaviour", "seed")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(shown)
@@ -186,13 +197,16 @@ def _print_deltas(design: Any) -> None:
     from shiftlab.spec import ARMS
     from shiftlab.study import summarise_deltas
 
-    wide = summarise_deltas(design).pivot(
-        on="arm", index=["behaviour", "method"], values="mean_delta"
-    )
-    arms = [a for a in ARMS if a in wide.columns]
-    print("mean delta (behaviour rate after training minus the organism's):")
-    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
+    summary = summarise_deltas(design)
+    for values, title in (
+        ("mean_delta", "behaviour rate after training minus the organism's"),
+        ("mean_capability_delta", "capability accuracy after training minus the organism's"),
+    ):
+        wide = summary.pivot(on="arm", index=["behaviour", "method"], values=values)
+        arms = [a for a in ARMS if a in wide.columns]
+        print(f"mean {'capability ' if 'capability' in values else ''}delta ({title}):")
+        with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
 
 
 def _run(
@@ -341,8 +355,9 @@ def _data(args: argparse.Namespace) -> int:
             print(f"  {entry['description']}")
         return 0
     folder = fetch_dataset(
-        args.name, args.to, base_url=args.base_url, progress=not args.no_progress
-    )
+        args.name, args.to, base_url=args.base_url, source=args.source,
+        progress=not args.no_progress,
+    )  # fmt: skip
     print(f"{args.name}: {folder}  (a behaviour is source: {folder}/<behaviour>)")
     return 0
 

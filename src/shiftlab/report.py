@@ -66,6 +66,12 @@ SIGN_CONVENTION = (
     "prompts, so a negative Δ means training lowered the misbehaviour and a positive one "
     "that it raised it; a part with the total's sign pushes the same way as the change."
 )
+CAPABILITY_NOTE = (
+    "Capability Δ is a run's accuracy on the capability suite (multiple choice, read from "
+    "the answers' log-probabilities) minus its organism's on the same questions; a "
+    "behaviour that went down while capability fell may have been suppressed by damaging "
+    "the model, and such runs are flagged."
+)
 ESTIMANDS = (
     "The total change (full − none) splits exactly into selection (full − shuffled) and "
     "label shift (shuffled − none: training on the method's own candidates with the "
@@ -105,14 +111,31 @@ def _pools(store: Store, runs: pl.DataFrame) -> tuple[pl.DataFrame | None, list[
     return (pl.concat(frames) if frames else None), sorted(unscored)
 
 
+def both_fell(runs: pl.DataFrame) -> pl.Expr:
+    """Runs whose behaviour went down while capability fell beyond its interval: a
+    suppression that may come from damage rather than from the method.
+
+    >>> runs = pl.DataFrame({"delta": [-0.5, -0.5, 0.1], "capability_fell": [True, False, True]})
+    >>> runs.filter(both_fell(runs)).height
+    1
+    """
+    if "capability_fell" not in runs.columns:
+        return pl.lit(False)
+    return (pl.col("delta") < 0) & pl.col("capability_fell")
+
+
 def _design_notes(runs: pl.DataFrame) -> dict[str, str]:
     """Runs the design table flags: deltas on fewer than half the eval prompts, arms
-    whose training set was empty (delta 0, kept in every table)."""
+    whose training set was empty (delta 0, kept in every table), and runs whose
+    behaviour and capability both fell."""
     notes = {}
+    runs = runs.with_columns(both_fell=both_fell(runs))
     for column, what in (
         ("few_judged", "rest on fewer than half of the eval prompts (n_judged < n_eval / 2)"),
         ("empty_training_set", "had no training rows, so the organism is its own result "
                                "(delta 0, kept)"),
+        ("both_fell", "lowered the behaviour while capability fell below the organism's "
+                      "(the run's 95% interval wholly under it): suppression or damage?"),
     ):  # fmt: skip
         if column not in runs.columns:
             continue
@@ -155,6 +178,14 @@ def attribution_tables(
     if "decomposition" in tables:
         attempt("verdicts", lambda: attribute(tables["decomposition"],
                                               min_organisms=min_organisms))  # fmt: skip
+    if "capability_delta" in runs.columns:
+        attempt("capability_decomposition",
+                lambda: decompose(runs, seed=seed, outcome="capability_delta"))  # fmt: skip
+    else:
+        notes["capability_decomposition"] = (
+            "not computed: the design table has no capability_delta (written before "
+            "evaluations scored capability; rerun the study into a new store)"
+        )
     attempt("sign_tests", lambda: sign_tests(runs))
     attempt("method_table", lambda: method_table(runs))
     attempt("k_scaling", lambda: k_scaling(runs))
@@ -304,8 +335,8 @@ def _signs(row: dict[str, Any]) -> str:
 
 
 def headlines(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
-    """One sentence per behaviour from the pooled decomposition, its verdict and the
-    organisms' sign test."""
+    """One sentence per behaviour from the pooled decomposition, its verdict, whether a
+    suppression came with a capability loss, and the organisms' sign test."""
     sentences: dict[str, list[str]] = {}
     parts = tables.get("decomposition")
     verdicts = tables.get("verdicts")
@@ -322,11 +353,52 @@ def headlines(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
                 _split(pooled.row(0, named=True), methods.to_list()) if pooled.height
                 else "no consistency-training method with a selection step to split"
             ]  # fmt: skip
+            capability = _capability_clause(tables, behaviour)
+            if capability is not None:
+                sentences[behaviour].append(capability)
     signs = tables.get("sign_tests")
     if signs is not None:
         for row in signs.filter(analysis="sign_test").iter_rows(named=True):
             sentences.setdefault(row["behaviour"], []).append(_signs(row))
     return {b: "; ".join(s) + "." for b, s in sentences.items()}
+
+
+def _capability_beside_behaviour(tables: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
+    """Each decomposition term's behaviour change beside its capability change, per
+    behaviour x method (method null: pooled), both paired within organism."""
+    behaviour, capability = tables.get("decomposition"), tables.get("capability_decomposition")
+    if behaviour is None or capability is None:
+        return None
+    keys = ["behaviour", "method", "term"]
+
+    def side(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return frame.select(*keys, pl.col("estimate").alias(name),
+                            pl.col("ci_low").alias(f"{name}_ci_low"),
+                            pl.col("ci_high").alias(f"{name}_ci_high"),
+                            pl.col("n_clusters").alias(f"{name}_organisms"))  # fmt: skip
+
+    return side(behaviour, "behaviour_change").join(
+        side(capability, "capability_change"), on=keys, how="left", nulls_equal=True
+    )
+
+
+def _capability_clause(tables: dict[str, pl.DataFrame], behaviour: str) -> str | None:
+    """What the headline says of capability when the pooled total lowered the behaviour
+    and capability fell with it."""
+    beside = _capability_beside_behaviour(tables)
+    if beside is None:
+        return None
+    total = beside.filter(pl.col("method").is_null(), term="total", behaviour=behaviour)
+    if not total.height:
+        return None
+    row = total.row(0, named=True)
+    change, low, high = (row[f"capability_change{s}"] for s in ("", "_ci_low", "_ci_high"))
+    if change is None or row["behaviour_change"] >= 0 or change >= 0:
+        return None
+    clear = "its interval excludes 0" if high < 0 else "its interval includes 0"
+    return (f"the suppression came with a capability change of {_interval(change, low, high)} "
+            f"({clear}): check that the method did not lower the behaviour by damaging "
+            "the model")  # fmt: skip
 
 
 def _eta_beside_observed(tables: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
@@ -412,14 +484,24 @@ def write_report(
     beside = _eta_beside_observed(tables)
     if beside is not None:
         tables["eta_bound_beside_observed"] = beside
+    capability = _capability_beside_behaviour(tables)
+    if capability is not None:
+        tables["capability_beside_behaviour"] = capability
+    runs = store.read_table(RUNS_TABLE)
+    fell = runs.filter(both_fell(runs).fill_null(False))
+    if fell.height:
+        tables["runs_where_both_fell"] = fell.select(
+            "organism_id", "method", "arm", "k", "seed", "delta", "capability_before",
+            "capability_after", "capability_delta",
+        )  # fmt: skip
     for name, frame in tables.items():
         if name != "organisms":  # a study table, shown, not an analysis
             atomic_write(folder / "attribution" / f"{name}.parquet", frame.write_parquet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # matplotlib's layout notes
-        figures = _figures(store.read_table(RUNS_TABLE), tables, folder / "figures")
+        figures = _figures(runs, tables, folder / "figures")
     sentences = headlines(tables)
-    explained = [SIGN_CONVENTION, ESTIMANDS.format(min_organisms=min_organisms),
+    explained = [SIGN_CONVENTION, CAPABILITY_NOTE, ESTIMANDS.format(min_organisms=min_organisms),
                  MOVED.format(threshold=0) + "."]  # fmt: skip
     summary = _manifest_summary(store)
     title = f"shiftlab report: {store.root.name}"

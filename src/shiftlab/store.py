@@ -42,7 +42,9 @@ from shiftlab._hashing import content_hash
 from shiftlab._lease import Lease, sweep
 from shiftlab.errors import StoreError
 
-STORE_FORMAT = 1
+# 2: every evaluation (base, organism, run) carries a capability score (its manifest's
+# "capability", capability.parquet) and the design table its capability columns.
+STORE_FORMAT = 2
 MANIFEST = "manifest.json"
 BUILD_LOG = "builds.jsonl"
 KINDS = (
@@ -242,6 +244,12 @@ class Store:
             raise StoreError(
                 f"{manifest}: store format {found!r} is newer than this shiftlab "
                 f"understands ({STORE_FORMAT}); upgrade shiftlab"
+            )
+        if found < STORE_FORMAT:
+            raise StoreError(
+                f"{manifest}: store format {found!r} predates this shiftlab's "
+                f"({STORE_FORMAT}: evaluations score capability beside the behaviour); run "
+                "the study into a new store"
             )
 
     # -- paths ---------------------------------------------------------------------------

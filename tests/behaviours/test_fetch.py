@@ -71,3 +71,21 @@ def test_the_cli_fetches_and_lists(mirror, tmp_path, capsys):
     assert code == 0 and "consistency-misalignment" in capsys.readouterr().out
     assert main(["data", "fetch", "nope"]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_fetch_copies_a_local_copy_offline_and_refuses_a_changed_file(shared_data, tmp_path):
+    local = tmp_path / "copy" / "consistency-misalignment"
+    for item in dataset_registry()["consistency-misalignment"]["files"]:
+        (local / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_data / item["path"], local / item["path"])
+    folder = fetch_dataset("consistency-misalignment", tmp_path / "data", source=local.parent,
+                           progress=False)  # fmt: skip
+    assert load_suite(folder / "sycophancy").behaviour == "sycophancy"
+    assert str(local.resolve()) in (folder / "SOURCE.md").read_text()
+    rubric = local / "sycophancy" / "rubric.txt"
+    rubric.write_text(rubric.read_text() + "changed")
+    with pytest.raises(ShiftlabError, match=r"rubric\.txt: checksum mismatch"):
+        fetch_dataset("consistency-misalignment", tmp_path / "other", source=local,
+                      progress=False)  # fmt: skip
+    target = tmp_path / "other" / "consistency-misalignment" / "sycophancy"
+    assert not (target / "rubric.txt").exists()

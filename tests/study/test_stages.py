@@ -73,6 +73,27 @@ def test_design_table_has_a_row_per_cell(study):
         assert design[column].is_null().to_list() == design["run_id"].is_null().to_list()
 
 
+def test_every_row_has_capability_beside_behaviour(study):
+    _, store, design = study
+    for column in ("capability_before", "capability_after", "capability_delta"):
+        values = design[column]
+        assert values.null_count() == 0, column
+        assert values.min() >= -1 and values.max() <= 1, column
+    assert (design["capability_delta"] - (design["capability_after"] - design["capability_before"])
+            ).abs().max() < 1e-12  # fmt: skip
+    without_run = design.filter(pl.col("run_id").is_null())
+    assert (without_run["capability_delta"] == 0).all() and not without_run["capability_fell"].any()
+    organisms = store.read_table("organisms")
+    assert (
+        design["capability_before"].unique().to_list() == organisms["organism_capability"].to_list()
+    )
+    for run_id in design["run_id"].drop_nulls().unique():
+        manifest = store.read_manifest("runs", run_id)["capability"]
+        rows = pl.read_parquet(store.path("runs", run_id) / "capability.parquet")
+        assert rows.height == manifest["n"] and rows["correct"].sum() == manifest["n_correct"]
+        assert 0 <= manifest["ci_low"] <= manifest["accuracy"] <= manifest["ci_high"] <= 1
+
+
 def test_identical_data_shares_one_run(study):
     _, store, design = study
     relabeled = design.filter(arm="relabeled")

@@ -9,7 +9,7 @@ do not apply are null), some with a few columns more. Estimation never imports p
 
 from __future__ import annotations
 
-from shiftlab.attribution._decompose import CONTRASTS, PARTS, decompose
+from shiftlab.attribution._decompose import CONTRASTS, PARTS, decompose, decomposition_name
 from shiftlab.attribution._eta import eta_curve
 from shiftlab.attribution._frame import (
     ADJUSTMENTS,
@@ -44,6 +44,7 @@ __all__ = [
     "adjust_p_values",
     "attribute",
     "decompose",
+    "decomposition_name",
     "eta_curve",
     "fit_cluster_ols",
     "fit_fixed_effects",

@@ -102,8 +102,9 @@ def decompose(
     seed: int = 0,
     n_resamples: int = N_RESAMPLES,
     adjust: str = "holm",
+    outcome: str = "delta",
 ) -> pl.DataFrame:
-    """The behaviour change of the ``full`` arm split into parts that add up, per
+    """The change of the ``full`` arm split into parts that add up, per
     behaviour: ``total`` (full - none) = ``selection`` (full - shuffled) + ``label_shift``
     (shuffled - none, training on the method's own candidates with the score->choice
     link broken), and the comparators ``relabeling`` (relabeled - none) and ``reference``
@@ -118,14 +119,23 @@ def decompose(
     greedy self-training and one-candidate methods have none and are left out of the
     pool, with a warning), plus the comparators, whose runs every method shares.
 
+    ``outcome`` names the design-table column that changes: ``delta`` (the behaviour, the
+    default; ``analysis`` ``decomposition``) or another paired change such as
+    ``capability_delta`` (``analysis`` ``capability_decomposition``), split the same way.
+
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(selection_effect=-0.2, shift_effect=0.1, seed=0)
     >>> pooled = decompose(runs).filter(pl.col("method").is_null())
     >>> {r["term"]: round(r["estimate"], 1) + 0.0 for r in pooled.iter_rows(named=True)}
     {'total': -0.1, 'selection': -0.2, 'label_shift': 0.1, 'relabeling': 0.0, 'reference': 0.0}
+    >>> decompose(runs, outcome="capability_delta")["analysis"].unique().to_list()
+    ['capability_decomposition']
     """
-    require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id", "run_id",
+    require_columns(runs, ["behaviour", "method", "arm", "k", outcome, "organism_id", "run_id",
                            "seed"], "decompose")  # fmt: skip
+    # Every step below reads "delta": the outcome takes its place.
+    runs = runs.with_columns(pl.col(outcome).alias("delta"))
+    analysis = decomposition_name(outcome)
     arms = _organism_arms(runs)
     nil = _without_selection(runs)
     rows: list[dict[str, Any]] = []
@@ -175,16 +185,27 @@ def decompose(
         rows += _comparators(runs, behaviour, seed, n_resamples)
     if not rows:
         raise ShiftlabError(
-            "decompose: no organism has both a 'full' and a 'none' row with a delta, so no "
-            "change can be paired within an organism"
+            f"decompose: no organism has both a 'full' and a 'none' row with a {outcome}, so "
+            "no change can be paired within an organism"
         )
     if notes:
         warnings.warn(f"decompose: {'; '.join(notes)}", stacklevel=2)
     frame = pl.DataFrame(
-        [{c: row.get(c) for c in DECOMPOSITION_SCHEMA} for row in rows],
+        [{c: row.get(c) for c in DECOMPOSITION_SCHEMA} | {"analysis": analysis} for row in rows],
         schema=DECOMPOSITION_SCHEMA,
     )
     return with_adjusted(frame, adjust)
+
+
+def decomposition_name(outcome: str) -> str:
+    """The ``analysis`` of a decomposition of ``outcome``.
+
+    >>> decomposition_name("delta"), decomposition_name("capability_delta")
+    ('decomposition', 'capability_decomposition')
+    """
+    return (
+        "decomposition" if outcome == "delta" else f"{outcome.removesuffix('_delta')}_decomposition"
+    )
 
 
 def _differences(arms: pl.DataFrame) -> dict[str, np.ndarray]:

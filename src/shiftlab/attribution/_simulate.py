@@ -20,6 +20,7 @@ def simulate_runs(
     shift_effect: float = 0.0,
     relabeling_effect: float = 0.0,
     reference_effect: float = 0.0,
+    capability_effect: float = 0.0,
     behaviours: Sequence[str] = ("sycophancy",),
     methods: Sequence[str] = ("self_confidence", "multi_view"),
     n_bases: int = 3,
@@ -48,13 +49,18 @@ def simulate_runs(
     and shuffled arms are its relabeled run; a paired-loss method (``bct``, ``act``) has
     only ``full`` (its delta the organism's label-shift effect) and ``none``. ``none``
     rows have no run and a delta of 0. Rates stay inside [0, 1] (before-rates near 0.5);
-    each study is one behaviour, so many simulated studies fit in one table.
+    each study is one behaviour, so many simulated studies fit in one table. Every trained
+    run moves capability (``capability_before`` near 0.75) by ``capability_effect`` plus
+    ``noise``, drawn from a generator of its own so the behaviour columns do not depend
+    on it; ``capability_fell`` marks a drop larger than two ``noise``.
 
     >>> runs = simulate_runs(selection_effect=-0.2, seed=0)
     >>> runs.height, sorted(set(runs["arm"]))
     (270, ['full', 'none', 'original', 'relabeled', 'shuffled'])
     """
     rng = np.random.default_rng(seed)
+    capability_rng = np.random.default_rng([seed, 1])
+    capability_moves: dict[str | None, float] = {None: 0.0}  # run id -> its capability delta
     rows: list[dict] = []
     n_organisms = n_bases * organisms_per_base
     for behaviour in behaviours:
@@ -64,6 +70,7 @@ def simulate_runs(
         label_shift = shift_effect + base + effects[:, 1]
         comparator = relabeling_effect + rng.normal(0, organism_sd, n_organisms)
         before = rng.uniform(0.4, 0.6, n_organisms)
+        capability = capability_rng.uniform(0.7, 0.8, n_organisms)
         for i in range(n_organisms):
             b, o = divmod(i, organisms_per_base)
             organism = f"base{b}__{behaviour}__s{o}"
@@ -83,6 +90,10 @@ def simulate_runs(
                             noise, shift_noise, rng,
                         )  # fmt: skip
                         after = float(np.clip(before[i] + delta, 0.0, 1.0))
+                        if run_id not in capability_moves:
+                            capability_moves[run_id] = capability_effect + float(
+                                capability_rng.normal(0, noise))  # fmt: skip
+                        moved = float(np.clip(capability[i] + capability_moves[run_id], 0, 1))
                         rows.append({
                             "run_id": run_id, "organism_id": organism, "base_model": f"base{b}",
                             "behaviour": behaviour, "organism_seed": o, "seed": s,
@@ -92,6 +103,10 @@ def simulate_runs(
                             "delta": after - float(before[i]), "n_eval": n_eval,
                             "n_judged": n_eval, "n_unparseable": 0, "few_judged": False,
                             "empty_training_set": False, "shift_mmd": shift,
+                            "capability_before": float(capability[i]),
+                            "capability_after": moved,
+                            "capability_delta": moved - float(capability[i]),
+                            "capability_fell": bool(moved < capability[i] - 2 * noise),
                         })  # fmt: skip
     return pl.DataFrame(rows, schema_overrides={"k": pl.Int64, "shift_mmd": pl.Float64})
 

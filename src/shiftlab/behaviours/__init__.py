@@ -8,6 +8,15 @@
 
 from __future__ import annotations
 
+from shiftlab.behaviours._capability import (
+    CAPABILITY_SOURCES,
+    CapabilityScore,
+    CapabilitySuite,
+    Question,
+    evaluate_capability,
+    load_capability_suite,
+    mmlu_question,
+)
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
 from shiftlab.behaviours._emergent_misalignment import EmergentMisalignmentScorer
 from shiftlab.behaviours._eval import (
@@ -26,6 +35,8 @@ from shiftlab.behaviours._formats import (
     load_generic,
     load_model_written_evals,
     load_suite,
+    local_path,
+    read_table,
 )
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
 from shiftlab.behaviours._reward_hacking import RewardHackingScorer, gameable_count
@@ -54,12 +65,15 @@ from shiftlab.behaviours._types import (
 from shiftlab.judges import make_judge
 
 __all__ = [
+    "CAPABILITY_SOURCES",
     "DEFAULT_RUBRIC",
     "SCORING_VERSION",
     "STUDY_RULES",
     "SUITE_SOURCES",
     "BehaviourRate",
     "BehaviourScorer",
+    "CapabilityScore",
+    "CapabilitySuite",
     "ChoiceScorer",
     "EmergentMisalignmentScorer",
     "Example",
@@ -68,6 +82,7 @@ __all__ = [
     "Metric",
     "PairExample",
     "PairedRates",
+    "Question",
     "RewardHackingScorer",
     "RuleScorer",
     "ScoredOutputs",
@@ -80,18 +95,23 @@ __all__ = [
     "data_home",
     "dataset_registry",
     "evaluate_behaviour",
+    "evaluate_capability",
     "fetch_dataset",
     "gameable_count",
     "headline_values",
+    "load_capability_suite",
     "load_chat_jsonl_suite",
     "load_generic",
     "load_model_written_evals",
     "load_suite",
+    "local_path",
     "make_judge",
     "mean_metric",
+    "mmlu_question",
     "paired_rates",
     "rate_metric",
     "read_jsonl",
+    "read_table",
     "score_outputs",
     "study_scorer",
 ]

@@ -1,4 +1,5 @@
-"""Downloading public behaviour datasets, checked against shipped checksums.
+"""Fetching public behaviour datasets (downloaded, or copied from a local copy), checked
+against shipped checksums.
 
 The registry (``datasets.json`` beside this module) lists each dataset's files with their
 SHA-256 and size, where they live upstream and their licence. A file is written only
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from functools import cache
@@ -60,11 +62,29 @@ def _download(url: str, target: Path, sha256: str, timeout: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _copy(source: Path, target: Path, sha256: str) -> None:
+    """Copy a local file into place once its checksum matches, like :func:`_download`."""
+    if not source.is_file():
+        raise ShiftlabError(f"{source}: no such file in the local copy")
+    if _sha256(source) != sha256:
+        raise ShiftlabError(
+            f"{source}: checksum mismatch (expected sha256 {sha256[:12]}...); the local copy "
+            "is not the registry's version"
+        )
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def fetch_dataset(
     name: str,
     to: str | Path | None = None,
     *,
     base_url: str | None = None,
+    source: str | Path | None = None,
     timeout: float = 60.0,
     progress: bool = True,
 ) -> Path:
@@ -72,8 +92,10 @@ def fetch_dataset(
 
     Files already present with the right checksum are kept; every downloaded file is
     checked against the registry's SHA-256 before it appears. ``base_url`` replaces the
-    registry's upstream (a mirror). Writes ``SOURCE.md`` with the origin and licence.
-    Returns the dataset's folder.
+    registry's upstream (a mirror). ``source`` copies, offline, from a local copy laid out
+    as the fetched folder is (``source/<name>/...`` or ``source/...``), checksums checked
+    the same way. Writes ``SOURCE.md`` with the origin and licence. Returns the
+    dataset's folder.
 
     >>> sorted(dataset_registry())
     ['consistency-misalignment']
@@ -87,6 +109,13 @@ def fetch_dataset(
     folder = Path(to).expanduser() if to is not None else data_home()
     folder = folder / name
     base = (base_url or entry["base_url"]).rstrip("/")
+    local = None
+    if source is not None:
+        local = Path(source).expanduser()
+        local = local / name if (local / name).is_dir() else local
+        if not local.is_dir():
+            raise ShiftlabError(f"{source}: no such folder to fetch {name} from")
+        base = str(local.resolve())
     todo = [f for f in entry["files"] if not _present(folder / f["path"], f)]
     bar = tqdm(
         total=sum(f["bytes"] for f in todo), unit="B", unit_scale=True, desc=name,
@@ -95,7 +124,10 @@ def fetch_dataset(
     for item in todo:
         target = folder / item["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        _download(f"{base}/{item['remote']}", target, item["sha256"], timeout)
+        if local is not None:
+            _copy(local / item["path"], target, item["sha256"])
+        else:
+            _download(f"{base}/{item['remote']}", target, item["sha256"], timeout)
         bar.update(item["bytes"])
     bar.close()
     (folder / "SOURCE.md").write_text(

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,27 @@ def data_home() -> Path:
     """Where ``shiftlab data fetch`` puts datasets: ``$SHIFTLAB_DATA`` or
     ``~/.cache/shiftlab/data``."""
     return Path(os.environ.get("SHIFTLAB_DATA", "~/.cache/shiftlab/data")).expanduser()
+
+
+def local_path(source: str) -> Path:
+    """The file or folder a data source names: ``data:<dataset>/<path>`` under
+    :func:`data_home` (refused, naming the fetch command, when it is not there), else
+    ``source`` itself.
+
+    >>> local_path("data:nope/sycophancy")
+    Traceback (most recent call last):
+    ...
+    shiftlab.errors.ShiftlabError: data:nope/sycophancy: not in ...; run ... fetch nope` first
+    """
+    if not source.startswith("data:"):
+        return Path(source)
+    path = data_home() / source[5:]
+    if not path.exists():
+        dataset = source[5:].split("/", 1)[0]
+        raise ShiftlabError(
+            f"{source}: not in {data_home()}; run `shiftlab data fetch {dataset}` first"
+        )
+    return path
 
 
 # -- model-written evals -------------------------------------------------------------------
@@ -142,8 +164,10 @@ class ChoiceScorer(BehaviourScorer):
 # -- generic tables ------------------------------------------------------------------------
 
 
-def _read_table(source: str) -> list[tuple[int, dict[str, Any]]]:
-    """(row number, row) pairs: JSONL line numbers, or 1-based row indices."""
+def read_table(source: str, subset: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(row number, row) pairs of a JSONL, CSV (with a header) or parquet file, a saved
+    dataset folder or ``hf:<dataset>[:<split>]`` (configuration ``subset``): JSONL line
+    numbers, or 1-based row indices."""
     if source.startswith("hf:"):
         try:
             import datasets
@@ -153,7 +177,7 @@ def _read_table(source: str) -> list[tuple[int, dict[str, Any]]]:
                 "(pip install 'shiftlab[hf]')"
             ) from None
         name, _, split = source[3:].partition(":")
-        loaded = datasets.load_dataset(name, split=split or "train")
+        loaded = datasets.load_dataset(name, subset, split=split or "train")
         return list(enumerate(map(dict, loaded), start=1))
     path = Path(source)
     if path.is_dir():
@@ -169,7 +193,10 @@ def _read_table(source: str) -> list[tuple[int, dict[str, Any]]]:
         return list(enumerate(pl.read_parquet(path).to_dicts(), start=1))
     if path.suffix in (".jsonl", ".json"):
         return list(read_jsonl(path))
-    raise DataError(f"{path}: expected a .jsonl or .parquet file or a saved dataset folder")
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(enumerate(csv.DictReader(handle), start=1))
+    raise DataError(f"{path}: expected a .jsonl, .csv or .parquet file or a saved dataset folder")
 
 
 def load_generic(source: str | Path, behaviour: str, columns: ColumnsSpec) -> Suite:
@@ -179,7 +206,7 @@ def load_generic(source: str | Path, behaviour: str, columns: ColumnsSpec) -> Su
     an eval row whose misbehaving or aligned answer the extractor cannot read is refused.
     """
     source = str(source)
-    rows = _read_table(source)
+    rows = read_table(source)
     splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for number, row in rows:
         where = f"{source}:{number}"
@@ -327,15 +354,7 @@ def load_suite(
     provider = SUITE_SOURCES.get(scheme) if separator else None
     if provider is not None:
         return provider(name, ToyworldSpec())
-    if text.startswith("data:"):
-        path = data_home() / text[5:]
-        if not path.exists():
-            dataset = text[5:].split("/", 1)[0]
-            raise ShiftlabError(
-                f"{text}: not in {data_home()}; run `shiftlab data fetch {dataset}` first"
-            )
-    else:
-        path = Path(text)
+    path = local_path(text)
     if not text.startswith("hf:") and not path.exists():
         raise DataError(f"{path}: no such file or folder")
     format = format or ("generic" if text.startswith("hf:") else _sniff(path))

@@ -7,6 +7,7 @@ from shiftlab.generation._scoring import (
     beam_search,
     choice_logprobs,
     expected_score,
+    label_logprobs,
     score_continuations,
     score_token_ids,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "generate",
     "greedy_top_logprobs",
     "gumbel_noise",
+    "label_logprobs",
     "score_continuations",
     "score_token_ids",
 ]

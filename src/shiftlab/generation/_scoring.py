@@ -148,6 +148,39 @@ def score_token_ids(tokenizer: Any, prefix: str, labels: Sequence[str]) -> tuple
 
 
 @torch.no_grad()
+def label_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Message]],
+    *,
+    prefix: str,
+    labels: Sequence[str],
+    batch_size: int = 32,
+) -> list[list[float]]:
+    """Each label's next-token log-probability (its first token's) after the assistant
+    turn starts with ``prefix``: how a judge's score or a multiple-choice answer letter is
+    read, from one forward pass per prompt.
+
+    >>> from shiftlab.models import load_causal_lm
+    >>> model, tok = load_causal_lm("toyworld:small")
+    >>> prompt = [{"role": "user", "content": "what colour is the sky ?"}]
+    >>> (blue, red), = label_logprobs(model, tok, [prompt], prefix="the sky is",
+    ...                                labels=["blue", "red"])
+    >>> blue > red
+    True
+    """
+    context, ids = score_token_ids(tokenizer, prefix, labels)
+    texts = [render_prompt(tokenizer, p) + context for p in prompts]
+    device = _device(model)
+    out: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
+        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = model(**batch, position_ids=positions).logits[:, -1, :]
+        out += logits.double().log_softmax(-1)[:, ids].cpu().tolist()
+    return out
+
+
 def expected_score(
     model: Any,
     tokenizer: Any,
@@ -160,20 +193,13 @@ def expected_score(
     """The judge's expected score: labels valued 1, 2, ... weighted by their next-token
     probabilities after the assistant turn starts with ``prefix``, renormalised over them.
     """
-    context, ids = score_token_ids(tokenizer, prefix, labels)
-    token_ids = torch.tensor(ids)
+    logprobs = torch.tensor(
+        label_logprobs(model, tokenizer, prompts, prefix=prefix, labels=labels,
+                       batch_size=batch_size),
+        dtype=torch.float64,
+    ).reshape(len(prompts), len(labels))  # fmt: skip
     values = torch.arange(1, len(labels) + 1, dtype=torch.float64)
-    texts = [render_prompt(tokenizer, p) + context for p in prompts]
-    device = _device(model)
-    scores: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
-        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = model(**batch, position_ids=positions).logits[:, -1, :]
-        probs = logits.double().softmax(-1)[:, token_ids.to(device)]
-        weights = probs / probs.sum(-1, keepdim=True)
-        scores += (weights.cpu() @ values).tolist()
-    return scores
+    return (logprobs.softmax(-1) @ values).tolist()
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from shiftlab.errors import SpecError
-from shiftlab.spec._models import StudySpec
+from shiftlab.spec._models import CAPABILITY_NAMES, StudySpec
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -119,7 +119,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         resolved = []
         for entry in behaviours:
             source = entry.get("source", "toyworld") if isinstance(entry, dict) else "toyworld"
-            if source != "toyworld" and not str(source).startswith(("data:", "hf:")):
+            if _is_path(str(source), ("toyworld",)):
                 entry = {
                     **entry,
                     "source": str((base / str(entry["source"])).expanduser().resolve()),
@@ -137,7 +137,19 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         data["base_models"] = [_with_local_path(e, base) for e in models]
     if isinstance(data.get("encoder"), dict):
         data["encoder"] = _with_local_path(data["encoder"], base)
+    evaluation = data.get("eval")
+    capability = evaluation.get("capability") if isinstance(evaluation, dict) else None
+    if isinstance(evaluation, dict) and isinstance(capability, dict):
+        source = capability.get("source")
+        if isinstance(source, str) and _is_path(source, CAPABILITY_NAMES):
+            capability = {**capability, "source": str((base / source).expanduser().resolve())}
+            data["eval"] = {**evaluation, "capability": capability}
     return data
+
+
+def _is_path(source: str, names: tuple[str, ...]) -> bool:
+    """Whether a data ``source`` is a path, not one of ``names`` or a ``data:``/``hf:`` id."""
+    return source not in names and not source.startswith(("data:", "hf:"))
 
 
 def _with_local_path(entry: Any, base: Path) -> Any:
@@ -166,16 +178,19 @@ def _resolve_method_paths(entry: Any, base: Path) -> Any:
 def _check_sources(spec: StudySpec, origin: str) -> None:
     # A generated suite's knobs (toyworld's) are checked when the suite is built.
     for i, behaviour in enumerate(spec.behaviours):
-        if (
-            not behaviour.is_toyworld
-            and not behaviour.source.startswith(("data:", "hf:"))
-            and not Path(behaviour.source).exists()
-        ):
+        if _is_path(behaviour.source, ("toyworld",)) and not Path(behaviour.source).exists():
             raise SpecError(
                 f"{origin}: behaviours[{i}].source: no such file or folder {behaviour.source!r} "
                 "(expected 'toyworld', a suite folder or file, data:<dataset>/<behaviour> or "
                 "hf:<dataset>)"
             )
+    capability = spec.eval.capability.source
+    if _is_path(capability, CAPABILITY_NAMES) and not Path(capability).exists():
+        raise SpecError(
+            f"{origin}: eval.capability.source: no such file or folder {capability!r} "
+            f"(expected one of {', '.join(CAPABILITY_NAMES)}, an MMLU-format JSONL, CSV or "
+            "parquet file, data:<dataset>/<file> or hf:<dataset>[:<split>])"
+        )
     for i, method in enumerate(spec.methods):
         where = f"{origin}: methods[{i}]"
         if method.rubric is not None and not Path(method.rubric).is_file():

@@ -253,12 +253,35 @@ class OrganismsSpec(_Spec):
     seeds: Seeds
 
 
+# Capability sources named by a word, not a path (``CapabilitySpec.source``).
+CAPABILITY_NAMES = ("auto", "toyworld", "sample")
+
+
+class CapabilitySpec(_Spec):
+    """The capability suite every evaluation scores beside the behaviour.
+
+    ``source``: ``auto`` (``toyworld`` for a toyworld base, ``sample`` otherwise),
+    ``toyworld`` (the world's factual questions, which every toyworld base was trained
+    on), ``sample`` (a small multiple-choice file shipped with shiftlab, enough to check a
+    pipeline offline, not to measure a model), a JSONL, CSV or parquet file or saved
+    dataset folder in the MMLU / GPQA format (relative to the spec), ``data:<dataset>/
+    <file>``, or ``hf:<dataset>[:<split>]`` with the dataset's configuration in
+    ``subset`` (``hf:cais/mmlu:test`` with ``subset: all``). ``n_questions`` keeps the
+    first questions only.
+    """
+
+    source: str = "auto"
+    subset: str | None = None
+    n_questions: PositiveInt | None = None
+
+
 class EvalSpec(_Spec):
-    """Behaviour evaluation: greedy decoding of the eval split."""
+    """Behaviour evaluation: greedy decoding of the eval split, and the capability suite."""
 
     max_new_tokens: PositiveInt = 24
     batch_size: PositiveInt = 64
     n_prompts: PositiveInt | None = None
+    capability: CapabilitySpec = CapabilitySpec()
 
 
 class ViewSpec(_Spec):

@@ -4,6 +4,7 @@ from them and evaluated."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +16,52 @@ from shiftlab._workers import (
 )
 from shiftlab.behaviours import (
     BehaviourRate,
+    CapabilityScore,
     Suite,
     evaluate_behaviour,
+    evaluate_capability,
 )
 from shiftlab.models import attach_lora
 from shiftlab.spec import (
+    BaseModelSpec,
     StudySpec,
 )
 from shiftlab.store import Store, build_manifest
 from shiftlab.study._claims import ResidentBase, in_base_order
 from shiftlab.study._jobs import CHECKPOINTS, OrganismJob
+from shiftlab.study._suites import capability_suite
 from shiftlab.training import (
     train_sft,
 )
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One model's evaluation: the behaviour's eval rows and headline, and the capability
+    suite's rows and accuracy, scored on the same weights."""
+
+    rows: pl.DataFrame
+    rate: BehaviourRate
+    capability_rows: pl.DataFrame
+    capability: CapabilityScore
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """What the artefact's manifest records of it."""
+        return {"metrics": self.rate.to_dict(), "capability": self.capability.to_dict()}
+
+    def write(self, folder: Path) -> None:
+        self.rows.write_parquet(folder / "eval.parquet")
+        self.capability_rows.write_parquet(folder / CAPABILITY_ROWS)
+
+
+CAPABILITY_ROWS = "capability.parquet"
+
+
 def evaluate(
-    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec
-) -> tuple[pl.DataFrame, BehaviourRate]:
-    return evaluate_behaviour(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, base: BaseModelSpec
+) -> Evaluation:
+    """Score the behaviour and the capability suite of ``base`` on ``model``."""
+    rows, rate = evaluate_behaviour(
         model,
         tokenizer,
         suite,
@@ -41,6 +69,11 @@ def evaluate(
         batch_size=spec.eval.batch_size,
         n_prompts=spec.eval.n_prompts,
     )
+    capability_rows, capability = evaluate_capability(
+        model, tokenizer, capability_suite(spec.eval.capability, base.path),
+        batch_size=spec.eval.batch_size,
+    )  # fmt: skip
+    return Evaluation(rows, rate, capability_rows, capability)
 
 
 def checkpoint_dir(store: Store, artefact_id: str) -> Path:
@@ -50,10 +83,10 @@ def checkpoint_dir(store: Store, artefact_id: str) -> Path:
 def _run_base_eval(
     job: OrganismJob, model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, store: Store
 ) -> None:
-    rows, rate = evaluate(model, tokenizer, suite, spec)
-    manifest = build_manifest(job.config, {"study": spec.seed}, metrics=rate.to_dict())
+    evaluation = evaluate(model, tokenizer, suite, spec, job.base)
+    manifest = build_manifest(job.config, {"study": spec.seed}, **evaluation.manifest_fields())
     with store.artefact(job.kind, job.artefact_id, manifest) as folder:
-        rows.write_parquet(folder / "eval.parquet")
+        evaluation.write(folder)
 
 
 def _run_organism(
@@ -73,18 +106,18 @@ def _run_organism(
             checkpoint_dir=checkpoint_dir(store, job.artefact_id),
             progress=False,
         )
-        rows, rate = evaluate(peft_model, tokenizer, suite, spec)
+        evaluation = evaluate(peft_model, tokenizer, suite, spec, job.base)
         manifest = build_manifest(
             job.config,
             {"organism": job.seed, "study": spec.seed},
-            metrics=rate.to_dict(),
+            **evaluation.manifest_fields(),
             final_loss=float(log["loss"][-1]),
             train_seconds=time.perf_counter() - start,
         )
         with store.artefact(job.kind, job.artefact_id, manifest) as folder:
             peft_model.save_pretrained(folder / "adapter")
             log.write_parquet(folder / "train_log.parquet")
-            rows.write_parquet(folder / "eval.parquet")
+            evaluation.write(folder)
     finally:
         # Take the adapter out so the resident base serves the next organism unchanged.
         peft_model.unload()

@@ -35,6 +35,7 @@ from shiftlab.spec import (
 from shiftlab.store import Store
 from shiftlab.study._claims import grouped
 from shiftlab.study._jobs import OrganismJob, PoolJob, RunJob, RunPlan, RunRow, ShiftJob, short_hash
+from shiftlab.study._suites import capability_suite
 from shiftlab.training import (
     TRAINER_VERSION,
     Objective,
@@ -59,6 +60,7 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[OrganismJob]:
                 and behaviour.judge.model_dump(include={"kind", "path", "base_url", "model"}),
                 # The eval batch size changes speed, not results.
                 "eval": spec.eval.model_dump(exclude={"batch_size"}),
+                "capability": capability_suite(spec.eval.capability, base.path).fingerprint,
             }
             jobs.append(
                 OrganismJob(

@@ -117,11 +117,11 @@ def _save_run(
 ) -> None:
     """Evaluate a trained arm while its weights are loaded and store it as a run."""
     job = jobs[arm.name]
-    rows, rate = evaluate(peft_model, tokenizer, suite, spec)
+    evaluation = evaluate(peft_model, tokenizer, suite, spec, job.organism.base)
     manifest = build_manifest(
         job.config,
         {"run": job.seed, "study": spec.seed},
-        metrics=rate.to_dict(),
+        **evaluation.manifest_fields(),
         n_train=job.n_train,
         final_loss=float(log["loss"][-1]),
     )
@@ -130,7 +130,7 @@ def _save_run(
             with store.artefact("runs", job.run_id, manifest) as folder:
                 peft_model.save_pretrained(folder / "adapter")
                 log.write_parquet(folder / "train_log.parquet")
-                rows.write_parquet(folder / "eval.parquet")
+                evaluation.write(folder)
                 _targets_frame(job).write_parquet(folder / "targets.parquet")
     bar.update()
 

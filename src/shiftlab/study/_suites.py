@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from shiftlab._hashing import content_hash
 from shiftlab.behaviours import (
     SUITE_SOURCES,
+    CapabilitySuite,
     Suite,
+    load_capability_suite,
     load_suite,
     make_judge,
 )
 from shiftlab.errors import DataError, ShiftlabError, SpecError
 from shiftlab.judges import Judge
 from shiftlab.spec import (
+    CapabilitySpec,
     StudySpec,
 )
 from shiftlab.store import Store
@@ -21,10 +25,18 @@ from shiftlab.store import Store
 JUDGE_CACHE = "cache/judge.sqlite"
 
 
+@functools.lru_cache(maxsize=8)
+def capability_suite(spec: CapabilitySpec, base_path: str) -> CapabilitySuite:
+    """The capability suite every evaluation of the base at ``base_path`` scores (read
+    once per process)."""
+    return load_capability_suite(spec, base_path)
+
+
 def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]:
     """Every behaviour's suite, checked to be runnable before any model is loaded.
 
-    A behaviour with a ``judge`` gets it (built on first use), its replies cached in the
+    Each base model's capability suite (``eval.capability``) is read too. A behaviour
+    with a ``judge`` gets it (built on first use), its replies cached in the
     store's ``cache/judge.sqlite``; one whose rules need a judge and has none is refused.
     """
     suites: dict[str, Suite] = {}
@@ -55,4 +67,6 @@ def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]
                 "(kind: http with base_url and model, or kind: local with path)"
             )
         suites[behaviour.name] = suite
+    for base in spec.base_models:  # its questions are read now, before any model loads
+        capability_suite(spec.eval.capability, base.path)
     return suites

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -20,10 +21,24 @@ from shiftlab.study._claims import load_base
 from shiftlab.study._jobs import OrganismJob, RunPlan, ShiftJob
 
 
+def capability_fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether capability fell from ``before`` to ``after`` (:class:`~shiftlab.behaviours.
+    CapabilityScore` dicts) by more than the questions' sampling noise explains: the
+    after-model's whole 95% interval lies below the before-model's accuracy.
+
+    >>> capability_fell({"accuracy": 0.9}, {"accuracy": 0.1, "ci_high": 0.3})
+    True
+    >>> capability_fell({"accuracy": 0.9}, {"accuracy": 0.8, "ci_high": 0.95})
+    False
+    """
+    return bool(after["ci_high"] < before["accuracy"])
+
+
 def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
-    """One row per organism: its base's and its own behaviour rates with 95% CIs."""
-    base_rates = {
-        (j.base.name, j.behaviour.name): store.read_manifest(j.kind, j.artefact_id)["metrics"]
+    """One row per organism: its base's and its own behaviour rates with 95% CIs, and
+    both models' capability accuracy."""
+    base_manifests = {
+        (j.base.name, j.behaviour.name): store.read_manifest(j.kind, j.artefact_id)
         for j in jobs
         if j.kind == "base_evals"
     }
@@ -31,8 +46,11 @@ def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
     for job in jobs:
         if job.kind != "organisms":
             continue
-        metrics = store.read_manifest(job.kind, job.artefact_id)["metrics"]
-        base = base_rates[(job.base.name, job.behaviour.name)]
+        manifest = store.read_manifest(job.kind, job.artefact_id)
+        metrics = manifest["metrics"]
+        base_manifest = base_manifests[(job.base.name, job.behaviour.name)]
+        base = base_manifest["metrics"]
+        base_capability, capability = base_manifest["capability"], manifest["capability"]
         rows.append(
             {
                 "organism_id": job.artefact_id,
@@ -47,6 +65,11 @@ def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
                 "ci_high": metrics["ci_high"],
                 "n_eval": metrics["n"],
                 "n_unparseable": metrics["n_unparseable"],
+                "base_capability": base_capability["accuracy"],
+                "organism_capability": capability["accuracy"],
+                "organism_capability_ci_low": capability["ci_low"],
+                "organism_capability_ci_high": capability["ci_high"],
+                "n_capability": capability["n"],
             }
         )
     return pl.DataFrame(rows, infer_schema_length=None)
@@ -111,11 +134,14 @@ def design_table(
     ``behaviour_before`` and ``behaviour_after`` are the organism's and the run's
     headline rates on the same eval prompts, those judged for both (``n_judged`` of
     ``n_eval``; ``few_judged`` when fewer than half), and ``delta`` their difference;
-    ``n_unparseable`` counts the run's outputs that could not be judged. ``none`` rows
-    have no run and a delta of 0; so does an arm whose training set came out empty (a
-    filter that kept no prompt), marked ``empty_training_set``. Shift columns come from
-    ``shift`` (:func:`shift_table`, one row per run) and are null without it and on rows
-    without a run.
+    ``n_unparseable`` counts the run's outputs that could not be judged.
+    ``capability_before`` and ``capability_after`` are the organism's and the run's
+    accuracy on the capability suite (every question, both times), ``capability_delta``
+    their difference, and ``capability_fell`` says the run's 95% interval lies wholly
+    below the organism's accuracy. ``none`` rows have no run and a delta of 0; so does an
+    arm whose training set came out empty (a filter that kept no prompt), marked
+    ``empty_training_set``. Shift columns come from ``shift`` (:func:`shift_table`, one row
+    per run) and are null without it and on rows without a run.
     """
     shift_columns = (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
     measured = (
@@ -127,6 +153,8 @@ def design_table(
         }
     )
     organism_ids = organisms["organism_id"].to_list()
+    capability = {i: store.read_manifest("organisms", i)["capability"] for i in organism_ids}
+    capability |= {i: store.read_manifest("runs", i)["capability"] for i in plan.jobs}
     before = {i: _eval_rows(store, "organisms", i) for i in organism_ids}
     units = {i: store.read_manifest("organisms", i)["metrics"]["unit"] for i in organism_ids}
     own = {i: paired_rates(before[i], before[i], units[i]) for i in organism_ids}
@@ -140,6 +168,10 @@ def design_table(
         organism_id = row.organism.artefact_id
         rates = paired[row.run.run_id] if row.run is not None else own[organism_id]
         delta = rates.delta if row.run is not None else (0.0 if own[organism_id].n_judged else None)
+        before, after = (
+            capability[organism_id],
+            capability[row.run.run_id if row.run else organism_id],
+        )
         records.append(
             {
                 "run_id": row.run.run_id if row.run else None,
@@ -160,6 +192,10 @@ def design_table(
                 "n_unparseable": rates.n_unparseable,
                 "few_judged": rates.n_judged < rates.n_eval / 2,
                 "empty_training_set": row.run is None and row.arm != "none",
+                "capability_before": before["accuracy"],
+                "capability_after": after["accuracy"],
+                "capability_delta": after["accuracy"] - before["accuracy"],
+                "capability_fell": capability_fell(before, after),
                 **{
                     c: measured.get(row.run.run_id, {}).get(c) if row.run else None
                     for c in shift_columns
@@ -185,18 +221,27 @@ def design_table(
         "n_unparseable": pl.Int64,
         "few_judged": pl.Boolean,
         "empty_training_set": pl.Boolean,
+        "capability_before": pl.Float64,
+        "capability_after": pl.Float64,
+        "capability_delta": pl.Float64,
+        "capability_fell": pl.Boolean,
         **{column: pl.Float64 for column in shift_columns},
     }
     return pl.DataFrame(records, schema=schema)
 
 
 def summarise_deltas(design: pl.DataFrame) -> pl.DataFrame:
-    """Mean delta by behaviour x method x arm (the demo's printed table); k-scaling rows
+    """Mean behaviour and capability delta by behaviour x method x arm (the demo's printed
+    table); k-scaling rows
     below a method's full candidate count are left out."""
     full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
     return (
         design.filter(full_k)
         .group_by("behaviour", "method", "arm")
-        .agg(pl.col("delta").mean().alias("mean_delta"), pl.len().alias("n"))
+        .agg(
+            pl.col("delta").mean().alias("mean_delta"),
+            pl.col("capability_delta").mean().alias("mean_capability_delta"),
+            pl.len().alias("n"),
+        )
         .sort("behaviour", "method", "arm")
     )

@@ -1,14 +1,16 @@
 """toyworld provides itself to the floors below it: its base models as the ``toyworld:``
-model source, its suites as the ``toyworld`` suite source."""
+model source, its suites as the ``toyworld`` suite source, its factual questions as the
+``toyworld`` capability source."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from shiftlab.behaviours import SUITE_SOURCES
+from shiftlab.behaviours import CAPABILITY_SOURCES, SUITE_SOURCES
 from shiftlab.errors import ModelError
 from shiftlab.models import MODEL_SOURCES
 from shiftlab.toyworld._base_model import TOYWORLD_SIZES, base_recipe_hash, toyworld_model_dir
+from shiftlab.toyworld._capability import toyworld_capability
 from shiftlab.toyworld._suites import build_toyworld_suite
 
 
@@ -31,3 +33,4 @@ class ToyworldModels:
 
 MODEL_SOURCES.register("toyworld", ToyworldModels())
 SUITE_SOURCES.register("toyworld", build_toyworld_suite)
+CAPABILITY_SOURCES.register("toyworld", toyworld_capability)
