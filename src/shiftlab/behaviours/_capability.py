@@ -23,6 +23,7 @@ from shiftlab._stats import wilson_interval
 from shiftlab.behaviours._formats import local_path, read_table
 from shiftlab.chat import Message
 from shiftlab.errors import DataError
+from shiftlab.generation import choice_logprobs, label_logprobs
 from shiftlab.spec import CapabilitySpec
 
 LETTERS = "ABCDEFGHIJ"
@@ -187,9 +188,6 @@ def evaluate_capability(
     >>> rows.height == score.n, score.accuracy > score.chance
     (True, True)
     """
-    # Imported here: generation imports the suite types from this package.
-    from shiftlab.generation import choice_logprobs, label_logprobs
-
     questions = list(suite.questions)
     prompts = [q.messages for q in questions]
     if suite.letters:
