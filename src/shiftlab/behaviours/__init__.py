@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
-from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour
+from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour, sample_seed
 from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.behaviours._fetch import fetch_dataset
 from shiftlab.behaviours._formats import (
@@ -42,6 +42,12 @@ from shiftlab.behaviours._scoring import (
     rate_metric,
     score_outputs,
     wilson_interval,
+)
+from shiftlab.behaviours._strength import (
+    Stability,
+    Strength,
+    sampled_strength,
+    stability,
 )
 from shiftlab.behaviours._study_scorers import (
     EmergentMisalignmentScorer,
@@ -82,6 +88,8 @@ __all__ = [
     "RuleScorer",
     "ScoredOutputs",
     "SpuriousCorrelationScorer",
+    "Stability",
+    "Strength",
     "Suite",
     "SycophancyScorer",
     "TokenLogprobs",
@@ -102,7 +110,10 @@ __all__ = [
     "mean_metric",
     "rate_metric",
     "read_jsonl",
+    "sample_seed",
+    "sampled_strength",
     "score_outputs",
+    "stability",
     "weighted_label",
     "wilson_interval",
 ]
