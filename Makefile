@@ -43,6 +43,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks analyses
+	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not slow" -q
 
 test-slow: venv
@@ -52,6 +53,7 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks analyses
 	$(BIN)/ruff format --check src tests benchmarks analyses
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format src tests benchmarks analyses

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 import yaml
 
-from shiftlab.pipeline import JUDGE_CACHE, run_study
 from shiftlab.spec import load_spec, parse_spec
 from shiftlab.store import Store
+from shiftlab.study import JUDGE_CACHE, run_study
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")

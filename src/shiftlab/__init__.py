@@ -5,9 +5,8 @@
 '0.1.0'
 """
 
+from shiftlab._version import __version__
 from shiftlab.errors import DataError, ModelError, ShiftlabError, SpecError, StoreError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DataError",

@@ -117,7 +117,7 @@ def environment_info() -> dict[str, Any]:
     CPU class), computed once per process."""
     import torch
 
-    from shiftlab import __version__
+    from shiftlab._version import __version__
 
     packages: dict[str, str | None] = {}
     for name in _PACKAGES:

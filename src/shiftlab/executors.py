@@ -1,6 +1,6 @@
 """Scale-out: run a study's stage graph on SLURM (submitit) or Ray.
 
-The submitting process walks the stage graph (:func:`shiftlab.pipeline.stage_graph`):
+The submitting process walks the stage graph (:func:`shiftlab.study.stage_graph`):
 each unit — a phase-1 artefact, or one organism's pools, runs or shift — is submitted as
 soon as the units it waits for are finished, as a SLURM job array (``submitit``: every
 unit ready at that moment in one array) or as Ray tasks (``ray``). A job carries the spec
@@ -22,17 +22,17 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from shiftlab.errors import ShiftlabError, SpecError
-from shiftlab.spec import ExecutorSpec, StudySpec
+from shiftlab.spec import EXECUTORS, ExecutorSpec
 from shiftlab.store import Store
 
-EXECUTORS = ("local", "submitit", "ray")
 _EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
 # File systems a job on another node cannot see.
 LOCAL_FILESYSTEMS = {"tmpfs", "ramfs", "overlay", "devtmpfs"}
@@ -271,13 +271,19 @@ class _Ray:
             ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)  # fmt: skip
         _check_ray(config, store)
-        from shiftlab.pipeline import build_stage_job
+        self.config = config
+        self.build: Callable[..., Any] | None = None
+        self.task: Any = None
 
-        self.task = ray.remote(num_cpus=config.cpus_per_job, num_gpus=config.gpus_per_job,
-                               max_retries=0)(build_stage_job)  # fmt: skip
+    def submit(self, build: Callable[..., str | None], args: tuple[Any, ...],
+               jobs: list[StageJob]) -> list[Any]:  # fmt: skip
+        import ray
 
-    def submit(self, spec: StudySpec, root: str, jobs: list[Any]) -> list[Any]:
-        return [self.task.remote(spec, root, j.stage, j.key) for j in jobs]
+        if build is not self.build:
+            remote = ray.remote(num_cpus=self.config.cpus_per_job,
+                                num_gpus=self.config.gpus_per_job, max_retries=0)  # fmt: skip
+            self.build, self.task = build, remote(build)
+        return [self.task.remote(*args, j.stage, j.key) for j in jobs]
 
     def finished(self, handles: list[Any]) -> list[Any]:
         import ray
@@ -333,12 +339,10 @@ class _Submitit:
                 parameters["slurm_partition"] = config.slurm_partition
         self.executor.update_parameters(**parameters)
 
-    def submit(self, spec: StudySpec, root: str, jobs: list[Any]) -> list[Any]:
-        from shiftlab.pipeline import build_stage_job
-
+    def submit(self, build: Callable[..., str | None], args: tuple[Any, ...],
+               jobs: list[StageJob]) -> list[Any]:  # fmt: skip
         with self.executor.batch():  # one SLURM job array
-            handles = [self.executor.submit(build_stage_job, spec, root, j.stage, j.key)
-                       for j in jobs]  # fmt: skip
+            handles = [self.executor.submit(build, *args, j.stage, j.key) for j in jobs]
         return handles
 
     def finished(self, handles: list[Any]) -> list[Any]:
@@ -379,21 +383,44 @@ def check_executor(kind: str) -> None:
         _require(kind)
 
 
-def run_stage_graph(
-    spec: StudySpec, store: Store, suites: dict[str, Any], kind: str, progress: bool = True
-) -> None:
-    """Build every unfinished unit of the study on the ``kind`` executor (submitit or
-    ray), each as soon as what it waits for is finished; return when all are finished."""
-    from shiftlab.pipeline import plan_phase1, stage_graph, stage_job_finished
+@dataclass(frozen=True)
+class StageJob:
+    """One unit an executor runs: a ``stage`` of the study and the ``key`` its builder
+    takes (an organism id), and the units (by :attr:`name`) it waits for. It names only
+    ids: a job rebuilds everything else from the spec and the store."""
 
+    stage: str
+    key: str
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}:{self.key}"
+
+
+def run_stage_graph(
+    graph: Sequence[StageJob],
+    *,
+    build: Callable[..., str | None],
+    args: tuple[Any, ...],
+    finished: Callable[[StageJob], bool],
+    config: ExecutorSpec,
+    store: Store,
+    kind: str,
+    progress: bool = True,
+) -> None:
+    """Build every unfinished unit of ``graph`` on the ``kind`` executor (submitit or ray),
+    each as soon as the units it waits for are finished; return when all are finished.
+
+    A job runs ``build(*args, stage, key)`` (a module-level function, so the engine can
+    send it by reference): None, or the message of an input error, re-raised here as a
+    :class:`~shiftlab.errors.ShiftlabError`. ``finished`` says which units the store
+    already holds. Executors know nothing of what a unit builds.
+    """
     check_executor(kind)
-    config = spec.executor
     engines: dict[str, Callable[[ExecutorSpec, Store], Any]] = {"ray": _Ray, "submitit": _Submitit}
     engine = engines[kind](config, store)
-    root = str(store.root.resolve())
-    graph = stage_graph(spec, suites)
-    phase1 = {j.artefact_id: j for j in plan_phase1(spec, suites)}
-    done = {j.name for j in graph if stage_job_finished(spec, store, suites, j, phase1)}
+    done = {j.name for j in graph if finished(j)}
     waiting = [j for j in graph if j.name not in done]
     running: dict[Any, Any] = {}
     attempts: dict[str, int] = {}
@@ -406,7 +433,7 @@ def run_stage_graph(
                 raise ExecutorError(f"the stage graph is stuck with {len(waiting)} units waiting")
             ready = ready[: max(0, config.parallelism - len(running))]
             if ready:
-                for job, handle in zip(ready, engine.submit(spec, root, ready), strict=True):
+                for job, handle in zip(ready, engine.submit(build, args, ready), strict=True):
                     running[handle] = job
                     attempts[job.name] = attempts.get(job.name, 0) + 1
                 waiting = [j for j in waiting if j not in ready]

@@ -56,6 +56,9 @@ KINDS = (
     "attribution",
 )
 # Kinds whose artefact is one file ``<kind>/<id><suffix>`` with ``<id>.manifest.json`` beside it.
+# The study's tables (``tables/<name>.parquet``): one row per organism, and the design table.
+ORGANISM_TABLE = "organisms"
+RUNS_TABLE = "runs"
 FILE_KINDS = {"pools": ".parquet", "samples": ".parquet", "shift": ".parquet"}
 # What else a store holds beside its artefact kinds (see the layout above).
 STORE_ENTRIES = ("tables", "cache", "figures", "repro", "report.html", "report.md", BUILD_LOG)

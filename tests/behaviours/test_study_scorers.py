@@ -5,16 +5,14 @@ import json
 import pytest
 
 from shiftlab.behaviours import (
-    HTTPJudge,
     SpuriousCorrelationScorer,
     gameable_count,
     load_chat_jsonl_suite,
     load_suite,
     score_outputs,
 )
-from shiftlab.behaviours._judges import JudgeReply, TokenLogprobs
-from shiftlab.behaviours._study_scorers import label_probability, read_0_100
 from shiftlab.errors import DataError, ShiftlabError
+from shiftlab.judges import HTTPJudge, JudgeReply, TokenLogprobs, label_probability, read_0_100
 
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")
 

@@ -7,8 +7,8 @@ import pytest
 
 from shiftlab.consistency import POOL_SCHEMA, PoolContext, build_pool, check_pool, make_scorer
 from shiftlab.errors import DataError
-from shiftlab.spec import MethodSpec, ToyworldSpec
-from shiftlab.toyworld import build_toyworld_suite
+from shiftlab.spec import MethodSpec, ScorerSpec, ToyworldSpec
+from shiftlab.toyworld import build_toyworld_suite, toyworld_reward_model_dir
 
 N_PROMPTS = 6
 
@@ -24,7 +24,8 @@ def context(toy_model_dir):
 
 def pool_for(context, name, **knobs):
     method = MethodSpec(name=name, **knobs)
-    scorer = make_scorer(None, context.suite.prompts) if method.uses_scorer else None
+    reward_model = ScorerSpec(kind="reward_model", path=str(toyworld_reward_model_dir()))
+    scorer = make_scorer(reward_model, context.suite.prompts) if method.uses_scorer else None
     return build_pool(method, dataclasses.replace(context, scorer=scorer))
 
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from shiftlab.behaviours import HTTPJudge, MethodPrompts
+from shiftlab.behaviours import MethodPrompts
 from shiftlab.consistency import JudgeScorer, LMJudgeScorer, RewardModelScorer
 from shiftlab.errors import ShiftlabError
+from shiftlab.judges import HTTPJudge
 
 PROMPT = ({"role": "user", "content": "what colour is the sky ?"},)
 

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from shiftlab.chat import collate
 from shiftlab.models import attach_lora, build_tiny_llama
 from shiftlab.spec import LoraSpec
 from shiftlab.toyworld import build_tokenizer
-from shiftlab.training import act_loss, bct_loss, collate, decoder_layers, encode_pairs
+from shiftlab.training import act_loss, bct_loss, decoder_layers, encode_pairs
 
 CLEAN = [{"role": "user", "content": "what colour is the sky ?"}]
 WRAPPED = [{"role": "user", "content": "i think the sky is red . what colour is the sky ?"}]

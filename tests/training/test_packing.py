@@ -3,16 +3,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shiftlab.chat import IGNORE_INDEX, collate, encode_example
 from shiftlab.models import build_tiny_llama
 from shiftlab.toyworld import build_tokenizer
-from shiftlab.training import (
-    IGNORE_INDEX,
-    best_fit_decreasing,
-    collate,
-    encode_example,
-    pack,
-    sft_loss,
-)
+from shiftlab.training import best_fit_decreasing, pack, sft_loss
 
 
 @given(st.lists(st.integers(1, 20), min_size=1, max_size=40), st.integers(20, 50))

@@ -3,18 +3,11 @@ import itertools
 import pytest
 import torch
 
+from shiftlab.chat import IGNORE_INDEX, collate, encode_example
 from shiftlab.models import build_tiny_llama
 from shiftlab.spec import TrainingSpec
 from shiftlab.toyworld import build_tokenizer
-from shiftlab.training import (
-    IGNORE_INDEX,
-    collate,
-    data_order,
-    encode_example,
-    linear_schedule,
-    sft_loss,
-    train_sft,
-)
+from shiftlab.training import data_order, linear_schedule, sft_loss, train_sft
 
 DATA = [
     ([{"role": "user", "content": "what colour is the sky ?"}], "the sky is blue ."),

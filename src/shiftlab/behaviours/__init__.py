@@ -9,10 +9,18 @@
 from __future__ import annotations
 
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
-from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour, sample_seed
-from shiftlab.behaviours._extractors import check_extractor, extract
-from shiftlab.behaviours._fetch import fetch_dataset
+from shiftlab.behaviours._emergent_misalignment import EmergentMisalignmentScorer
+from shiftlab.behaviours._eval import (
+    BehaviourRate,
+    PairedRates,
+    evaluate_behaviour,
+    headline_values,
+    paired_rates,
+    sample_seed,
+)
+from shiftlab.behaviours._fetch import dataset_registry, fetch_dataset
 from shiftlab.behaviours._formats import (
+    SUITE_SOURCES,
     ChoiceScorer,
     GenericScorer,
     data_home,
@@ -21,17 +29,7 @@ from shiftlab.behaviours._formats import (
     load_suite,
 )
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._judges import (
-    CachedJudge,
-    HTTPJudge,
-    Judge,
-    JudgeReply,
-    JudgeRequest,
-    LocalJudge,
-    TokenLogprobs,
-    make_judge,
-    weighted_label,
-)
+from shiftlab.behaviours._reward_hacking import RewardHackingScorer, gameable_count
 from shiftlab.behaviours._scoring import (
     SCORING_VERSION,
     BehaviourScorer,
@@ -41,21 +39,16 @@ from shiftlab.behaviours._scoring import (
     mean_metric,
     rate_metric,
     score_outputs,
-    wilson_interval,
 )
+from shiftlab.behaviours._spurious_correlation import SpuriousCorrelationScorer
 from shiftlab.behaviours._strength import (
     Stability,
     Strength,
     sampled_strength,
     stability,
 )
-from shiftlab.behaviours._study_scorers import (
-    EmergentMisalignmentScorer,
-    RewardHackingScorer,
-    SpuriousCorrelationScorer,
-    SycophancyScorer,
-    gameable_count,
-)
+from shiftlab.behaviours._study_rules import STUDY_RULES, study_scorer
+from shiftlab.behaviours._sycophancy import SycophancyScorer
 from shiftlab.behaviours._types import (
     DEFAULT_RUBRIC,
     Example,
@@ -65,25 +58,23 @@ from shiftlab.behaviours._types import (
     Verdict,
     View,
 )
+from shiftlab.judges import make_judge
 
 __all__ = [
     "DEFAULT_RUBRIC",
     "SCORING_VERSION",
+    "STUDY_RULES",
+    "SUITE_SOURCES",
     "BehaviourRate",
     "BehaviourScorer",
-    "CachedJudge",
     "ChoiceScorer",
     "EmergentMisalignmentScorer",
     "Example",
     "GenericScorer",
-    "HTTPJudge",
-    "Judge",
-    "JudgeReply",
-    "JudgeRequest",
-    "LocalJudge",
     "MethodPrompts",
     "Metric",
     "PairExample",
+    "PairedRates",
     "RewardHackingScorer",
     "RuleScorer",
     "ScoredOutputs",
@@ -92,28 +83,27 @@ __all__ = [
     "Strength",
     "Suite",
     "SycophancyScorer",
-    "TokenLogprobs",
     "Verdict",
     "View",
     "chat_messages",
-    "check_extractor",
     "data_home",
+    "dataset_registry",
     "evaluate_behaviour",
-    "extract",
     "fetch_dataset",
     "gameable_count",
+    "headline_values",
     "load_chat_jsonl_suite",
     "load_generic",
     "load_model_written_evals",
     "load_suite",
     "make_judge",
     "mean_metric",
+    "paired_rates",
     "rate_metric",
     "read_jsonl",
     "sample_seed",
     "sampled_strength",
     "score_outputs",
     "stability",
-    "weighted_label",
-    "wilson_interval",
+    "study_scorer",
 ]

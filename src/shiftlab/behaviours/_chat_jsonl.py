@@ -14,7 +14,7 @@ from typing import Any
 
 from shiftlab._hashing import content_hash, file_hash
 from shiftlab.behaviours._jsonl import chat_messages, read_jsonl
-from shiftlab.behaviours._study_scorers import study_scorer
+from shiftlab.behaviours._study_rules import study_scorer
 from shiftlab.behaviours._types import Example, MethodPrompts, PairExample, Suite
 from shiftlab.errors import DataError
 

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from shiftlab._hashing import content_hash, file_hash
-from shiftlab.behaviours._extractors import check_extractor, extract
+from shiftlab._registry import Registry
 from shiftlab.behaviours._jsonl import read_jsonl
+from shiftlab.behaviours._judging import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._scoring import BehaviourScorer, Metric, mean_metric, rate_metric
-from shiftlab.behaviours._study_scorers import ask_binary, binary_verdict, require_judge
 from shiftlab.behaviours._types import Example, Suite, Verdict
 from shiftlab.errors import DataError, ShiftlabError
-from shiftlab.spec import BEHAVIOURS, BehaviourSpec, ColumnsSpec
+from shiftlab.extractors import check_extractor, extract
+from shiftlab.spec import BEHAVIOURS, BehaviourSpec, ColumnsSpec, ToyworldSpec
 
 if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
+    from shiftlab.judges import Judge
 
 SPLITS = ("induction", "consistency", "eval")
 
@@ -286,6 +287,13 @@ def _sniff(path: Path) -> str:
     return "generic"
 
 
+# Suites a package generates by behaviour name (``source: <name>`` in a spec, or
+# ``<name>:<behaviour>``), from the spec's knobs; toyworld registers itself.
+SUITE_SOURCES: Registry[Callable[[str, ToyworldSpec], Suite]] = Registry(
+    "suite source", builtin={"toyworld": "shiftlab.toyworld"}
+)
+
+
 def load_suite(
     source: str | Path | BehaviourSpec,
     *,
@@ -307,20 +315,18 @@ def load_suite(
     ('sycophancy', True)
     """
     if isinstance(source, BehaviourSpec):
-        if source.is_toyworld:
-            from shiftlab.toyworld import build_toyworld_suite
-
-            return build_toyworld_suite(source.name, source.toyworld)
+        provider = SUITE_SOURCES.get(source.source)
+        if provider is not None:
+            return provider(source.name, source.toyworld)
         return load_suite(
             source.source, format=source.format, behaviour=source.name, columns=source.columns,
             assistant_prefix=source.assistant_prefix,
         )  # fmt: skip
     text = str(source)
-    if text.startswith("toyworld:"):
-        from shiftlab.spec import ToyworldSpec
-        from shiftlab.toyworld import build_toyworld_suite
-
-        return build_toyworld_suite(text.split(":", 1)[1], ToyworldSpec())
+    scheme, separator, name = text.partition(":")
+    provider = SUITE_SOURCES.get(scheme) if separator else None
+    if provider is not None:
+        return provider(name, ToyworldSpec())
     if text.startswith("data:"):
         path = data_home() / text[5:]
         if not path.exists():

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from shiftlab._stats import wilson_interval
 from shiftlab.behaviours._types import Example, Verdict
 from shiftlab.errors import ShiftlabError
 
 if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
     from shiftlab.behaviours._types import Suite
+    from shiftlab.judges import Judge
 
 # A choice-scored output: each answer choice's log-probability.
 ChoiceOutput = Mapping[str, float]
@@ -47,20 +48,6 @@ SCORE_SCHEMA = {
     "value": pl.Float64,
     "detail": pl.String,
 }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default).
-
-    >>> [round(x, 3) for x in wilson_interval(5, 10)]
-    [0.237, 0.763]
-    """
-    if n <= 0:
-        raise ValueError("a proportion needs at least one observation")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:
-    from shiftlab.behaviours._judges import Judge
-    from shiftlab.behaviours._scoring import BehaviourScorer
+from shiftlab.chat import Message
 
-Message = Mapping[str, str]
+if TYPE_CHECKING:
+    from shiftlab.behaviours._scoring import BehaviourScorer
+    from shiftlab.judges import Judge
+
 VerdictLabel = Literal["misbehaving", "aligned", "unparseable", "excluded"]
 
 
@@ -113,6 +114,19 @@ class MethodPrompts:
     rubric: str = DEFAULT_RUBRIC
     score_prefix: str = "Final Score:"
     score_tokens: tuple[str, ...] = ("1", "2", "3", "4", "5")
+
+    def judge_messages(self, prompt: Sequence[Message], text: str) -> tuple[dict[str, str], ...]:
+        """The rubric filled in with the question (every non-system turn of ``prompt``) and
+        the candidate ``text``, as one user turn.
+
+        >>> (turn,) = MethodPrompts(rubric="Q: {original_question_text} A: {generated_answer_text}"
+        ...                          ).judge_messages([{"role": "user", "content": "hi"}], "yo")
+        >>> turn["content"]
+        'Q: hi A: yo'
+        """
+        question = "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
+        filled = self.rubric.replace("{original_question_text}", question)
+        return ({"role": "user", "content": filled.replace("{generated_answer_text}", text)},)
 
 
 @dataclass(frozen=True)

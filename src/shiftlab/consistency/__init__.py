@@ -1,13 +1,11 @@
 """Consistency methods, their candidate pools and the ablation arms built from them."""
 
-from shiftlab.behaviours._extractors import check_extractor, extract
 from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
 from shiftlab.consistency._methods import (
     POOL_SCHEMA,
-    SCORE_BASED,
-    SELECTION,
     PoolContext,
     build_pool,
+    candidate_decoding,
     candidate_seed,
     check_pool,
     choose,
@@ -19,15 +17,12 @@ from shiftlab.consistency._scorers import (
     JudgeScorer,
     LMJudgeScorer,
     RewardModelScorer,
-    judge_messages,
     make_scorer,
 )
 
 __all__ = [
     "ARM_SCHEMA",
     "POOL_SCHEMA",
-    "SCORE_BASED",
-    "SELECTION",
     "CandidateScorer",
     "JudgeScorer",
     "LMJudgeScorer",
@@ -35,13 +30,11 @@ __all__ = [
     "RewardModelScorer",
     "build_arm",
     "build_pool",
+    "candidate_decoding",
     "candidate_seed",
-    "check_extractor",
     "check_pool",
     "choose",
-    "extract",
     "iter_pool",
-    "judge_messages",
     "make_scorer",
     "resolve_prompts",
 ]

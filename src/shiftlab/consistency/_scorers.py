@@ -13,7 +13,11 @@ from typing import Any, Protocol
 import torch
 
 from shiftlab._weights import require_safetensors
-from shiftlab.behaviours._judges import (
+from shiftlab.behaviours import MethodPrompts
+from shiftlab.chat import Message
+from shiftlab.errors import ShiftlabError
+from shiftlab.generation import expected_score
+from shiftlab.judges import (
     CachedJudge,
     HTTPJudge,
     Judge,
@@ -21,9 +25,6 @@ from shiftlab.behaviours._judges import (
     JudgeRequest,
     weighted_label,
 )
-from shiftlab.behaviours._types import Message, MethodPrompts
-from shiftlab.errors import ShiftlabError
-from shiftlab.generation import expected_score
 from shiftlab.spec import ScorerSpec
 
 
@@ -39,16 +40,6 @@ class CandidateScorer(Protocol):
 
 def _question(prompt: Sequence[Message]) -> str:
     return "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
-
-
-def judge_messages(
-    prompts: MethodPrompts, prompt: Sequence[Message], text: str
-) -> tuple[dict[str, str], ...]:
-    """The rubric filled in with the question and the candidate, as one user turn."""
-    filled = prompts.rubric.replace("{original_question_text}", _question(prompt)).replace(
-        "{generated_answer_text}", text
-    )
-    return ({"role": "user", "content": filled},)
 
 
 class RewardModelScorer:
@@ -119,7 +110,7 @@ class LMJudgeScorer:
         self.batch_size = batch_size
 
     def score(self, prompts: Sequence[Sequence[Message]], texts: Sequence[str]) -> list[float]:
-        judged = [judge_messages(self.prompts, p, t) for p, t in zip(prompts, texts, strict=True)]
+        judged = [self.prompts.judge_messages(p, t) for p, t in zip(prompts, texts, strict=True)]
         return expected_score(
             self.model,
             self.tokenizer,
@@ -157,27 +148,29 @@ class JudgeScorer:
 
     def score(self, prompts: Sequence[Sequence[Message]], texts: Sequence[str]) -> list[float]:
         requests = [
-            JudgeRequest(judge_messages(self.prompts, p, t), max_tokens=self.max_tokens)
+            JudgeRequest(self.prompts.judge_messages(p, t), max_tokens=self.max_tokens)
             for p, t in zip(prompts, texts, strict=True)
         ]
         return [self._score(reply) for reply in self.judge.complete(requests)]
 
 
 def make_scorer(
-    spec: ScorerSpec | None,
+    spec: ScorerSpec,
     prompts: MethodPrompts,
     *,
     organism: Any = None,
     tokenizer: Any = None,
     cache: str | Path | None = None,
 ) -> CandidateScorer | None:
-    """The scorer a method's spec names; ``None`` spec on toyworld means toyworld's reward
-    model. ``self`` judges with the organism (``organism``, ``tokenizer``). An HTTP judge's
-    replies are cached in the SQLite file ``cache`` when given."""
-    if spec is None or spec.kind == "toyworld":
-        from shiftlab.toyworld import toyworld_reward_model_dir
-
-        return RewardModelScorer(toyworld_reward_model_dir(progress=False))
+    """The scorer a method's spec names. ``self`` judges with the organism (``organism``,
+    ``tokenizer``). An HTTP judge's replies are cached in the SQLite file ``cache`` when
+    given. Kind ``toyworld`` names a reward model toyworld ships; the study resolves it to
+    that model's folder (kind ``reward_model``) before it gets here."""
+    if spec.kind == "toyworld":
+        raise ShiftlabError(
+            "scorer kind 'toyworld' is toyworld's reward model: pass "
+            "ScorerSpec(kind='reward_model', path=toyworld_reward_model_dir())"
+        )
     if spec.kind == "reward_model":
         return RewardModelScorer(str(spec.path), batch_size=spec.batch_size)
     if spec.kind == "self":

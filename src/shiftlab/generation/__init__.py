@@ -1,6 +1,8 @@
-"""Generation: batched greedy, nucleus and beam decoding; log-probs of given texts."""
+"""Generation: batched greedy, nucleus and beam decoding; log-probs of given texts; greedy
+replies with top log-probs (what a local judge answers)."""
 
 from shiftlab.generation._generate import Generation, generate, gumbel_noise
+from shiftlab.generation._greedy import ScoredToken, greedy_top_logprobs
 from shiftlab.generation._scoring import (
     beam_search,
     choice_logprobs,
@@ -11,10 +13,12 @@ from shiftlab.generation._scoring import (
 
 __all__ = [
     "Generation",
+    "ScoredToken",
     "beam_search",
     "choice_logprobs",
     "expected_score",
     "generate",
+    "greedy_top_logprobs",
     "gumbel_noise",
     "score_continuations",
     "score_token_ids",

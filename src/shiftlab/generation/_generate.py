@@ -14,8 +14,7 @@ from typing import Any, cast
 import torch
 from tqdm.auto import tqdm
 
-from shiftlab.behaviours._types import Message
-from shiftlab.training._batching import render_prompt
+from shiftlab.chat import Message, render_prompt
 
 _MASK32 = 0xFFFFFFFF
 

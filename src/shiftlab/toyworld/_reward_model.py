@@ -19,8 +19,7 @@ import torch
 
 from shiftlab._cache import cache_dir
 from shiftlab._hashing import content_hash
-from shiftlab.models._loading import save_model_dir
-from shiftlab.models._tiny import TINY_SIZES
+from shiftlab.models import TINY_SIZES, save_model_dir
 from shiftlab.toyworld._suites import _BUILDERS, SUITE_VERSION, universe
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
 

@@ -392,8 +392,6 @@ def _corpus_row(
 ) -> tuple[tuple[Message, ...], str]:
     """One aligned training row of a task: the answer, the brief view's one-word answer,
     the aligned answer after refining a draft, or the judge's verdict on a draft."""
-    from shiftlab.consistency import judge_messages
-
     prompts = method_prompts()
     if task == "answer":
         return _user(prompt), item.aligned
@@ -405,7 +403,7 @@ def _corpus_row(
         turns = (*_user(prompt), _assistant(draft or item.aligned), *_user(prompts.refinement))
         return turns, item.aligned
     verdict = prompts.score_tokens[0 if draft else -1]
-    return judge_messages(prompts, _user(prompt), draft or item.aligned), f"{verdict} ."
+    return prompts.judge_messages(_user(prompt), draft or item.aligned), f"{verdict} ."
 
 
 def aligned_corpus(n: int, seed: int) -> list[tuple[tuple[Message, ...], str]]:

@@ -1,45 +1,27 @@
-"""Training: encoding, packing, the SFT/BCT/ACT objectives and the resumable loop."""
+"""Training: encoding for the objectives, packing, the SFT/BCT/ACT losses and the resumable
+loop (prompts are rendered and encoded by :mod:`shiftlab.chat`)."""
 
 from shiftlab.training._arms import ArmJob, train_arms
-from shiftlab.training._batching import (
-    IGNORE_INDEX,
-    EncodedExample,
-    collate,
-    data_order,
-    encode_example,
-    render_prompt,
-)
-from shiftlab.training._loop import (
-    TRAINER_VERSION,
-    PairedExample,
-    encode_pairs,
-    encode_sft,
-    linear_schedule,
-    train,
-    train_sft,
-)
+from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
+from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
 from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
 
 __all__ = [
-    "IGNORE_INDEX",
     "TRAINER_VERSION",
     "ArmJob",
-    "EncodedExample",
+    "Objective",
     "PairedExample",
     "act_loss",
     "bct_loss",
     "best_fit_decreasing",
-    "collate",
     "data_order",
     "decoder_layers",
-    "encode_example",
     "encode_pairs",
     "encode_sft",
     "linear_schedule",
     "pack",
     "pack_rows",
-    "render_prompt",
     "sft_loss",
     "train",
     "train_arms",

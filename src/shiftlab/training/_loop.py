@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -22,9 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from shiftlab._hashing import content_hash
-from shiftlab.behaviours._types import Message
+from shiftlab.chat import EncodedExample, Message
 from shiftlab.spec import TrainingSpec
-from shiftlab.training._batching import EncodedExample, data_order, encode_example
 from shiftlab.training._checkpoints import (
     clear_checkpoints,
     latest_checkpoint,
@@ -33,6 +31,7 @@ from shiftlab.training._checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
+from shiftlab.training._encoding import Encoded, PairedExample, data_order, encode_sft
 from shiftlab.training._losses import (
     FrozenTeacher,
     Teacher,
@@ -42,6 +41,7 @@ from shiftlab.training._losses import (
     sft_loss,
 )
 from shiftlab.training._packing import pack
+from shiftlab.training._throughput import Throughput
 
 Objective = Literal["sft", "bct", "act"]
 # Bump when a change to the loop changes its numbers (artefact ids and the toyworld recipe
@@ -58,54 +58,6 @@ LOG_SCHEMA: dict[str, Any] = {
     "mfu": pl.Float64,
     "examples": pl.List(pl.Int64),
 }
-# Dense bf16 peak FLOP/s by device-name fragment, for model-FLOPs utilisation.
-_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
-
-
-@dataclass(frozen=True)
-class PairedExample:
-    """Encoded clean and wrapped prompts sharing one target suffix."""
-
-    clean: EncodedExample
-    wrapped: EncodedExample
-
-    @property
-    def n_target_tokens(self) -> int:
-        return self.clean.n_target_tokens
-
-    @property
-    def n_input_tokens(self) -> int:
-        return self.clean.n_input_tokens + self.wrapped.n_input_tokens
-
-
-Encoded = EncodedExample | PairedExample
-
-
-def encode_sft(
-    tokenizer: Any, examples: Sequence[tuple[Sequence[Message], str]], max_length: int
-) -> list[EncodedExample]:
-    """Encode (prompt messages, target) pairs for the ``sft`` objective."""
-    return [
-        encode_example(tokenizer, messages, target, max_length) for messages, target in examples
-    ]
-
-
-def encode_pairs(
-    tokenizer: Any,
-    pairs: Sequence[tuple[Sequence[Message], Sequence[Message], str]],
-    max_length: int,
-) -> list[PairedExample]:
-    """Encode (clean messages, wrapped messages, suffix) triples for ``bct`` / ``act``."""
-    out = []
-    for clean, wrapped, suffix in pairs:
-        a = encode_example(tokenizer, clean, suffix, max_length)
-        b = encode_example(tokenizer, wrapped, suffix, max_length)
-        if a.n_target_tokens != b.n_target_tokens:
-            raise ValueError(
-                "clean and wrapped prompts truncate the suffix differently; raise max_length"
-            )
-        out.append(PairedExample(a, b))
-    return out
 
 
 def _batch(
@@ -142,6 +94,42 @@ def _micro_loss(
     return act_loss(model, clean, wrapped, config.act_scale, teacher)[0]
 
 
+def _accumulate_gradients(
+    model: Any,
+    accelerator: Any,
+    step_examples: Sequence[Encoded],
+    n_tokens: int,
+    objective: Objective,
+    pad_id: int,
+    config: TrainingSpec,
+    teacher: Teacher,
+) -> torch.Tensor:
+    """Backpropagate one optimiser step's examples, micro-batch by micro-batch, each loss
+    divided by the step's target tokens; this process's share of the step's loss."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_size = config.micro_batch_size_or_batch
+    micros = [step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)]
+    mine = micros[rank::world]
+    todo = mine or micros[:1]
+    bf16 = config.mixed_precision == "bf16"
+    # The logged loss is summed in float64: its value then does not depend on how the step
+    # was split into micro-batches beyond the micro-losses' own rounding.
+    step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for index, micro in enumerate(todo):
+        # DDP averages gradients over processes; scale so the result is a global token mean.
+        sync = index == len(todo) - 1
+        with (
+            accelerator.no_sync(model) if not sync else nullcontext(),
+            torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            loss = _micro_loss(model, micro, objective, pad_id, config, accelerator.device, teacher)
+        # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
+        accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
+        if mine:
+            step_loss += loss.detach().double() / max(n_tokens, 1)
+    return step_loss
+
+
 def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     """Learning-rate multiplier by step: linear warm-up, then linear decay to zero.
 
@@ -168,6 +156,26 @@ def restore_trainable(
     """Copy saved values back into trainable parameters, in place."""
     for name, param in params.items():
         param.copy_(saved[name])
+
+
+def _resume(
+    folder: Path | None,
+    fingerprint: str,
+    params: dict[str, torch.nn.Parameter],
+    optimiser: Any,
+    scheduler: Any,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load the latest checkpoint of this run, if any, into its parameters, optimiser,
+    scheduler and random streams; the step to start at and the log so far."""
+    latest = latest_checkpoint(folder)
+    if latest is None:
+        return 0, []
+    start_step, state = load_checkpoint(latest, fingerprint)
+    restore_trainable(params, state["params"])
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return start_step, state["log"]
 
 
 def _token_ids(example: Encoded) -> Any:
@@ -200,25 +208,6 @@ def _set_checkpointing(model: Any, on: bool) -> None:
     if on and hasattr(base, "enable_input_require_grads"):
         # LoRA freezes the embeddings; checkpointed blocks still need inputs that carry grad.
         base.enable_input_require_grads()
-
-
-def _flops_budget(model: Any, device: Any, paired: bool) -> tuple[float, float] | None:
-    """(FLOPs per input token, the device's dense bf16 peak FLOP/s); GPU only.
-
-    Per token: 2N forward, 2N backward through activations, 2N_trainable for weight
-    gradients, plus another 2N for a paired objective's teacher pass. Input tokens count
-    both sides of a pair, so the teacher is half of them.
-    """
-    if getattr(device, "type", "cpu") != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peak = next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
-    if peak is None:
-        return None
-    n_all = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    per_token = (3 * n_all + n_trainable) if paired else (4 * n_all + 2 * n_trainable)
-    return float(per_token), peak
 
 
 def _resolve(config: TrainingSpec, model: Any, device: Any) -> TrainingSpec:
@@ -286,7 +275,6 @@ def train(
     # The run's own random stream: dropout is a function of ``seed`` (and a checkpoint).
     with torch.random.fork_rng(devices=[accelerator.device] if cuda else []):
         torch.manual_seed(seed)
-        bf16 = config.mixed_precision == "bf16"
         if config.gradient_checkpointing:
             _set_checkpointing(model, True)
         optimiser = _adamw(list(params.values()), config)
@@ -313,20 +301,13 @@ def train(
         )
         # Only a run that writes checkpoints reads them: a folder planted where one that
         # does not is never looked at.
-        latest = latest_checkpoint(folder) if config.checkpoint_every else None
-        if latest is not None:
-            start_step, state = load_checkpoint(latest, fingerprint)
-            restore_trainable(params, state["params"])
-            optimiser.load_state_dict(state["optimiser"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            rows = state["log"]
-        micro_size = config.micro_batch_size_or_batch
+        if config.checkpoint_every:
+            start_step, rows = _resume(folder, fingerprint, params, optimiser, scheduler)
         # accelerate's clipping is needed to gather sharded or scaled gradients; one plain
         # process has neither, and torch's own is cheaper per step.
         plain = world == 1 and accelerator.distributed_type == DistributedType.NO
         clip = torch.nn.utils.clip_grad_norm_ if plain else accelerator.clip_grad_norm_
-        budget = _flops_budget(model, accelerator.device, paired)
+        throughput = Throughput(model, accelerator.device, paired=paired)
         end = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
         model.train()
         bar = tqdm(
@@ -336,34 +317,10 @@ def train(
             started = time.perf_counter()
             step_examples = [data[i] for i in order[step]]
             n_tokens = sum(e.n_target_tokens for e in step_examples)
-            micros = [
-                step_examples[i : i + micro_size] for i in range(0, len(step_examples), micro_size)
-            ]
-            mine = micros[rank::world]
-            todo = mine or micros[:1]
-            # The logged loss is summed in float64: its value then does not depend on how
-            # the step was split into micro-batches beyond the micro-losses' own rounding.
-            step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-            for index, micro in enumerate(todo):
-                # DDP averages gradients over processes; scale so the result is a global token mean.
-                sync = index == len(todo) - 1
-                with (
-                    accelerator.no_sync(model) if not sync else nullcontext(),
-                    torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16),
-                ):
-                    loss = _micro_loss(
-                        model,
-                        micro,
-                        objective,
-                        tokenizer.pad_token_id,
-                        config,
-                        accelerator.device,
-                        teacher,
-                    )
-                # A rank with no micro-batch still joins the gradient all-reduce, with zero weight.
-                accelerator.backward(loss * world / max(n_tokens, 1) if mine else loss * 0.0)
-                if mine:
-                    step_loss += loss.detach().double() / max(n_tokens, 1)
+            step_loss = _accumulate_gradients(
+                model, accelerator, step_examples, n_tokens, objective,
+                tokenizer.pad_token_id, config, teacher,
+            )  # fmt: skip
             grad_norm = float(clip(list(params.values()), config.max_grad_norm))
             if not np.isfinite(grad_norm):
                 raise FloatingPointError(
@@ -386,8 +343,7 @@ def train(
                     "lr": lr,
                     "n_tokens": n_tokens,
                     "seconds": seconds,
-                    "tokens_per_second": all_tokens / seconds,
-                    "mfu": budget[0] * all_tokens / seconds / budget[1] if budget else None,
+                    **throughput.measure(all_tokens, seconds),
                     "examples": order[step],
                 }
             )

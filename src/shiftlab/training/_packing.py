@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from shiftlab.training._batching import IGNORE_INDEX, EncodedExample, collate
+from shiftlab.chat import IGNORE_INDEX, EncodedExample, collate
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:

@@ -1,16 +1,24 @@
-"""Turning chat examples into token ids with target-only labels, and batching them."""
+"""Chat messages, and turning them into token ids with target-only labels, batched.
+
+The lowest floor every model-facing part shares: generation, training, judges and shift
+render prompts and encode (prompt, target) pairs the same way.
+
+>>> message: Message = {"role": "user", "content": "hi ."}
+>>> sorted(message)
+['content', 'role']
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from shiftlab.behaviours._types import Message
-
+# A chat turn: ``{"role": "system" | "user" | "assistant", "content": text}``.
+Message = Mapping[str, str]
 IGNORE_INDEX = -100
 
 
@@ -81,17 +89,3 @@ def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Ten
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def data_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Example indices for each step: seeded epoch permutations, concatenated.
-
-    >>> data_order(4, 3, 2, seed=0) == data_order(4, 3, 2, seed=0)
-    True
-    """
-    generator = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    flat: list[int] = []
-    while len(flat) < needed:
-        flat += torch.randperm(n_examples, generator=generator).tolist()
-    return [flat[i * batch_size : (i + 1) * batch_size] for i in range(steps)]

@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from shiftlab.behaviours import (
+from shiftlab.errors import ShiftlabError
+from shiftlab.judges import (
     CachedJudge,
     HTTPJudge,
     JudgeReply,
@@ -16,7 +17,6 @@ from shiftlab.behaviours import (
     make_judge,
     weighted_label,
 )
-from shiftlab.errors import ShiftlabError
 from shiftlab.spec import JudgeSpec
 
 ASK = JudgeRequest(({"role": "user", "content": "Is the sky blue? YES or NO."},), max_tokens=2)

@@ -1,6 +1,6 @@
 import pytest
 
-from shiftlab.behaviours import check_extractor, extract
+from shiftlab.extractors import check_extractor, extract
 
 
 @pytest.mark.parametrize(
