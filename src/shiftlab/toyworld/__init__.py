@@ -16,15 +16,17 @@ from shiftlab.toyworld._reward_model import (
     toyworld_reward_model_dir,
     train_reward_model,
 )
-from shiftlab.toyworld._suites import (
+from shiftlab.toyworld._rules import (
     SCORERS,
-    aligned_corpus,
-    build_toyworld_suite,
-    method_prompts,
     score_emergent_misalignment,
     score_reward_hacking,
     score_spurious_correlation,
     score_sycophancy,
+)
+from shiftlab.toyworld._suites import (
+    aligned_corpus,
+    build_toyworld_suite,
+    method_prompts,
     universe,
 )
 from shiftlab.toyworld._world import build_tokenizer, data_dir, load_world, vocabulary, world_hash
