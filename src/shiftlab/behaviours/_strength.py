@@ -55,7 +55,7 @@ def sampled_strength(rows: pl.DataFrame) -> Strength:
 
     per_prompt = (
         rows.filter(pl.col("verdict").is_in(JUDGED))
-        .group_by("prompt_id")
+        .group_by("prompt_id", maintain_order=True)
         .agg((pl.col("verdict") == "misbehaving").sum().alias("bad"), pl.len().alias("n"))
     )
     g, judged = per_prompt.height, int(per_prompt["n"].sum()) if per_prompt.height else 0
@@ -108,14 +108,19 @@ def stability(
     bad = rows.filter(pl.col("verdict") == "misbehaving", pl.col("mean_logprob").is_not_null())
     if bad.is_empty():
         return Stability(None, None, None, None, 0)
-    judged = rows.filter(pl.col("verdict").is_in(JUDGED)).group_by("prompt_id").len("judged")
+    judged = (
+        rows.filter(pl.col("verdict").is_in(JUDGED))
+        .group_by("prompt_id", maintain_order=True)
+        .len("judged")
+    )
     per_prompt = (
-        bad.group_by("prompt_id")
+        bad.group_by("prompt_id", maintain_order=True)
         .agg(
             (-(pl.col("mean_logprob") * pl.col("n_tokens"))).mean().alias("nll"),
             pl.len().alias("bad"),
         )
         .join(judged, on="prompt_id")
+        .sort("prompt_id")  # a fixed order: the float sums below do not depend on the join
     )
     entropy = float(
         (per_prompt["nll"] + (per_prompt["bad"] / per_prompt["judged"]).log()).mean()  # type: ignore[arg-type]

@@ -254,11 +254,23 @@ class OrganismsSpec(_Spec):
 
 
 class EvalSpec(_Spec):
-    """Behaviour evaluation: greedy decoding of the eval split."""
+    """Behaviour evaluation of the eval split.
+
+    ``n_samples`` is the headline rate's definition, the same for every organism and run
+    so that a delta compares like with like: 0 is greedy decoding (one output per prompt,
+    cheap with a paid judge); k > 0 samples every prompt k times at temperature 1 with
+    seeds of (study seed, prompt, index), so the organism and its runs draw with the same
+    noise, and the rate is over every judged sample. Greedy cannot see a fragile
+    misbehaviour (its mass spread over variants each less likely than the aligned answer,
+    so the mode is aligned), which is why the toyworld presets sample. ``strength_samples``
+    per prompt (0: not measured) give each organism's strength and stability.
+    """
 
     max_new_tokens: PositiveInt = 24
     batch_size: PositiveInt = 64
     n_prompts: PositiveInt | None = None
+    n_samples: NonNegativeInt = 0
+    strength_samples: NonNegativeInt = 8
 
 
 class ViewSpec(_Spec):

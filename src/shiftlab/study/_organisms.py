@@ -17,6 +17,8 @@ from shiftlab.behaviours import (
     BehaviourRate,
     Suite,
     evaluate_behaviour,
+    sampled_strength,
+    stability,
 )
 from shiftlab.models import attach_lora
 from shiftlab.spec import (
@@ -31,8 +33,10 @@ from shiftlab.training import (
 
 
 def evaluate(
-    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, n_samples: int | None = None
 ) -> tuple[pl.DataFrame, BehaviourRate]:
+    """The eval split scored the way ``spec.eval`` defines the headline rate (or sampled
+    ``n_samples`` times per prompt), with the study's seed: before and after share noise."""
     return evaluate_behaviour(
         model,
         tokenizer,
@@ -40,7 +44,32 @@ def evaluate(
         max_new_tokens=spec.eval.max_new_tokens,
         batch_size=spec.eval.batch_size,
         n_prompts=spec.eval.n_prompts,
+        n_samples=spec.eval.n_samples if n_samples is None else n_samples,
+        seed=spec.seed,
     )
+
+
+def measure_strength(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, headline: pl.DataFrame
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:
+    """An organism's strength (sampled rate with a prompt-clustered interval) and the
+    stability of its misbehaviour, from ``spec.eval.strength_samples`` temperature-1
+    samples per eval prompt (the headline rows when they are those samples). Returns the
+    sampled rows (None when they are the headline's, or when nothing is measured) and
+    the two measurements."""
+    k = spec.eval.strength_samples
+    if k == 0:
+        return None, {}
+    same = spec.eval.n_samples == k
+    rows = headline if same else evaluate(model, tokenizer, suite, spec, n_samples=k)[0]
+    examples = suite.eval[: spec.eval.n_prompts] if spec.eval.n_prompts else suite.eval
+    measured = {
+        "strength": sampled_strength(rows).to_dict(),
+        "stability": stability(
+            model, tokenizer, examples, rows, batch_size=spec.eval.batch_size
+        ).to_dict(),
+    }
+    return (None if same else rows), measured
 
 
 def checkpoint_dir(store: Store, artefact_id: str) -> Path:
@@ -74,10 +103,12 @@ def _run_organism(
             progress=False,
         )
         rows, rate = evaluate(peft_model, tokenizer, suite, spec)
+        sampled, measured = measure_strength(peft_model, tokenizer, suite, spec, rows)
         manifest = build_manifest(
             job.config,
             {"organism": job.seed, "study": spec.seed},
             metrics=rate.to_dict(),
+            **measured,
             final_loss=float(log["loss"][-1]),
             train_seconds=time.perf_counter() - start,
         )
@@ -85,6 +116,8 @@ def _run_organism(
             peft_model.save_pretrained(folder / "adapter")
             log.write_parquet(folder / "train_log.parquet")
             rows.write_parquet(folder / "eval.parquet")
+            if sampled is not None:
+                sampled.write_parquet(folder / "eval_sampled.parquet")
     finally:
         # Take the adapter out so the resident base serves the next organism unchanged.
         peft_model.unload()

@@ -19,9 +19,27 @@ from shiftlab.store import Store
 from shiftlab.study._claims import load_base
 from shiftlab.study._jobs import OrganismJob, RunPlan, ShiftJob
 
+# The organism table's strength and stability columns, from the organism's manifest.
+STRENGTH_COLUMNS = {
+    "strength": ("strength", "rate"),
+    "strength_ci_low": ("strength", "ci_low"),
+    "strength_ci_high": ("strength", "ci_high"),
+    "strength_n_judged": ("strength", "n_judged"),
+    "stability": ("stability", "gap"),
+    "misbehaving_logprob": ("stability", "misbehaving_logprob"),
+    "aligned_logprob": ("stability", "aligned_logprob"),
+    "misbehaving_entropy": ("stability", "entropy"),
+    "n_misbehaving_samples": ("stability", "n_misbehaving"),
+}
 
-def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
-    """One row per organism: its base's and its own behaviour rates with 95% CIs."""
+
+def organism_table(store: Store, jobs: list[OrganismJob], spec: StudySpec) -> pl.DataFrame:
+    """One row per organism: its base's and its own headline rates with 95% CIs (greedy or
+    sampled, as ``rate_definition`` says), its strength (the sampled rate with an interval
+    over prompts) and the stability of its misbehaviour (``stability``: the misbehaving
+    samples' per-token log-prob minus the aligned answer's, nats; ``misbehaving_entropy``),
+    null where ``eval.strength_samples`` is 0 or nothing misbehaved."""
+    definition = f"sampled x{spec.eval.n_samples}" if spec.eval.n_samples else "greedy"
     base_rates = {
         (j.base.name, j.behaviour.name): store.read_manifest(j.kind, j.artefact_id)["metrics"]
         for j in jobs
@@ -31,7 +49,8 @@ def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
     for job in jobs:
         if job.kind != "organisms":
             continue
-        metrics = store.read_manifest(job.kind, job.artefact_id)["metrics"]
+        manifest = store.read_manifest(job.kind, job.artefact_id)
+        metrics = manifest["metrics"]
         base = base_rates[(job.base.name, job.behaviour.name)]
         rows.append(
             {
@@ -47,9 +66,16 @@ def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
                 "ci_high": metrics["ci_high"],
                 "n_eval": metrics["n"],
                 "n_unparseable": metrics["n_unparseable"],
+                "rate_definition": definition,
+                **{
+                    column: manifest.get(part, {}).get(field)
+                    for column, (part, field) in STRENGTH_COLUMNS.items()
+                },
             }
         )
-    return pl.DataFrame(rows, infer_schema_length=None)
+    counts = ("strength_n_judged", "n_misbehaving_samples")
+    types = {c: pl.Int64 if c in counts else pl.Float64 for c in STRENGTH_COLUMNS}
+    return pl.DataFrame(rows, schema_overrides=types, infer_schema_length=None)
 
 
 # Names that mark a chat-tuned checkpoint: "...-Instruct", "...-chat", "gemma-2b-it".
