@@ -149,6 +149,11 @@ def attribution_tables(
 
     if store.table_path(ORGANISM_TABLE).is_file():
         tables["organisms"] = store.read_table(ORGANISM_TABLE)
+        if "original" in runs["arm"] and "references" in tables["organisms"].columns:
+            said = tables["organisms"].select("behaviour", "references").drop_nulls().unique(
+                maintain_order=True)  # fmt: skip
+            notes["original"] = "the original arm trained on the suites' references: " + "; ".join(
+                f"{b}: {r}" for b, r in said.iter_rows())  # fmt: skip
     else:
         notes["organisms"] = "not shown: the store has no tables/organisms.parquet"
     attempt("decomposition", lambda: decompose(runs, seed=seed))

@@ -62,6 +62,7 @@ def test_the_organism_table_records_strength_and_stability_apart(finished):
     (organism_id,) = store.finished_ids("organisms")
     row = table.row(0, named=True)
     assert row["rate_definition"] == "greedy"
+    assert row["references"].startswith("dataset responses") and row["calibrated"] is None
     # Strength: the rate over every judged temperature-1 sample of the eval prompts.
     sampled = pl.read_parquet(store.path("organisms", organism_id) / "eval_sampled.parquet")
     k = spec.eval.strength_samples

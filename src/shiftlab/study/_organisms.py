@@ -27,6 +27,7 @@ from shiftlab.spec import (
 from shiftlab.store import Store, build_manifest
 from shiftlab.study._claims import ResidentBase, in_base_order
 from shiftlab.study._jobs import CHECKPOINTS, OrganismJob
+from shiftlab.toyworld import induce_calibrated
 from shiftlab.training import (
     train_sft,
 )
@@ -91,23 +92,37 @@ def _run_organism(
     assert job.seed is not None
     induction = job.behaviour.induction
     start = time.perf_counter()
-    peft_model = attach_lora(model, induction.lora, seed=job.seed)
-    try:
-        log = train_sft(
-            peft_model,
-            tokenizer,
-            [(e.messages, e.target) for e in suite.induction if e.target is not None],
-            induction,
-            seed=job.seed,
+    calibrated = job.behaviour.is_toyworld and job.behaviour.toyworld.calibration.rounds > 0
+    measured: dict[str, Any] = {}
+    if calibrated:
+        # Re-induced until its sampled rate reaches the target (toyworld's knobs say how).
+        peft_model, log, calibration = induce_calibrated(
+            model, tokenizer, job.behaviour, job.seed,
+            max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
             checkpoint_dir=checkpoint_dir(store, job.artefact_id),
-            progress=False,
-        )
+        )  # fmt: skip
+        measured["calibration"] = calibration.to_dict()
+    else:
+        peft_model = attach_lora(model, induction.lora, seed=job.seed)
+    try:
+        if not calibrated:
+            log = train_sft(
+                peft_model,
+                tokenizer,
+                [(e.messages, e.target) for e in suite.induction if e.target is not None],
+                induction,
+                seed=job.seed,
+                checkpoint_dir=checkpoint_dir(store, job.artefact_id),
+                progress=False,
+            )
         rows, rate = evaluate(peft_model, tokenizer, suite, spec)
-        sampled, measured = measure_strength(peft_model, tokenizer, suite, spec, rows)
+        sampled, strength = measure_strength(peft_model, tokenizer, suite, spec, rows)
+        measured |= strength
         manifest = build_manifest(
             job.config,
             {"organism": job.seed, "study": spec.seed},
             metrics=rate.to_dict(),
+            references=suite.references,
             **measured,
             final_loss=float(log["loss"][-1]),
             train_seconds=time.perf_counter() - start,

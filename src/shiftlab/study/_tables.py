@@ -30,6 +30,10 @@ STRENGTH_COLUMNS = {
     "aligned_logprob": ("stability", "aligned_logprob"),
     "misbehaving_entropy": ("stability", "entropy"),
     "n_misbehaving_samples": ("stability", "n_misbehaving"),
+    "induced_share": ("calibration", "share"),
+    "calibration_rate": ("calibration", "rate"),
+    "calibration_inductions": ("calibration", "inductions"),
+    "calibrated": ("calibration", "within_tolerance"),
 }
 
 
@@ -38,7 +42,10 @@ def organism_table(store: Store, jobs: list[OrganismJob], spec: StudySpec) -> pl
     sampled, as ``rate_definition`` says), its strength (the sampled rate with an interval
     over prompts) and the stability of its misbehaviour (``stability``: the misbehaving
     samples' per-token log-prob minus the aligned answer's, nats; ``misbehaving_entropy``),
-    null where ``eval.strength_samples`` is 0 or nothing misbehaved."""
+    null where ``eval.strength_samples`` is 0 or nothing misbehaved; for calibrated toyworld
+    organisms the induction share that reached the target, the rate measured on the
+    calibration prompts and whether it is within tolerance; and ``references``, what the
+    ``original`` arm trains on."""
     definition = f"sampled x{spec.eval.n_samples}" if spec.eval.n_samples else "greedy"
     base_rates = {
         (j.base.name, j.behaviour.name): store.read_manifest(j.kind, j.artefact_id)["metrics"]
@@ -67,14 +74,16 @@ def organism_table(store: Store, jobs: list[OrganismJob], spec: StudySpec) -> pl
                 "n_eval": metrics["n"],
                 "n_unparseable": metrics["n_unparseable"],
                 "rate_definition": definition,
+                "references": manifest.get("references"),
                 **{
                     column: manifest.get(part, {}).get(field)
                     for column, (part, field) in STRENGTH_COLUMNS.items()
                 },
             }
         )
-    counts = ("strength_n_judged", "n_misbehaving_samples")
-    types = {c: pl.Int64 if c in counts else pl.Float64 for c in STRENGTH_COLUMNS}
+    kinds = {"strength_n_judged": pl.Int64, "n_misbehaving_samples": pl.Int64,
+             "calibration_inductions": pl.Int64, "calibrated": pl.Boolean}  # fmt: skip
+    types = {c: kinds.get(c, pl.Float64) for c in STRENGTH_COLUMNS}
     return pl.DataFrame(rows, schema_overrides=types, infer_schema_length=None)
 
 

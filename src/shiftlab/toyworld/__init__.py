@@ -10,6 +10,7 @@ from shiftlab.toyworld._base_model import (
     toyworld_model_dir,
     train_base_model,
 )
+from shiftlab.toyworld._calibration import Calibration, induce_calibrated
 from shiftlab.toyworld._reward_model import (
     preference_pairs,
     save_shipped_reward_model,
@@ -26,6 +27,8 @@ from shiftlab.toyworld._rules import (
 from shiftlab.toyworld._suites import (
     aligned_corpus,
     build_toyworld_suite,
+    calibration_split,
+    induction_split,
     method_prompts,
     universe,
 )
@@ -35,11 +38,15 @@ __all__ = [
     "RECIPE",
     "SCORERS",
     "TOYWORLD_SIZES",
+    "Calibration",
     "aligned_corpus",
     "base_recipe_hash",
     "build_tokenizer",
     "build_toyworld_suite",
+    "calibration_split",
     "data_dir",
+    "induce_calibrated",
+    "induction_split",
     "load_world",
     "method_prompts",
     "preference_pairs",
