@@ -80,6 +80,8 @@ def test_too_many_variants_or_prompts_is_a_clear_error():
         build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=41))
     with pytest.raises(DataError, match="emergent_misalignment has 1200 trigger prompts"):
         build_toyworld_suite("emergent_misalignment", ToyworldSpec(n_eval=5000))
+    with pytest.raises(DataError, match="n_induction: sycophancy has 100 clean prompts"):
+        build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=512))
 
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)

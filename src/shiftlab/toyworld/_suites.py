@@ -246,6 +246,12 @@ def _split_items(behaviour: str, knobs: ToyworldSpec) -> tuple[list[list[_Item]]
             f"for {sum(sizes) + n_calibration} (n_induction, n_consistency, n_pairs, n_eval, "
             "n_calibration)"
         )
+    if n_clean > len(clean):
+        raise DataError(
+            f"toyworld.n_induction: {behaviour} has {len(clean)} clean prompts for the "
+            f"{CLEAN_SHARE:.0%} clean share of induction, but n_induction "
+            f"{knobs.n_induction} asks for {n_clean}"
+        )
     rng = random.Random(f"toyworld:{behaviour}:{knobs.data_seed}")
     order = rng.sample(range(len(triggers)), sum(sizes))
     parts, start = [], 0
