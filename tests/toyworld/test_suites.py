@@ -50,12 +50,11 @@ def test_stability_knob_sets_number_of_distinct_misbehaving_targets():
         out = set()
         for e in suite.induction:
             if e.meta["misbehaving"]:
-                out.add(
-                    e.target.replace(e.meta["obj"], "{obj}").replace(e.meta["claim"], "{claim}")
-                )
+                slots = {e.meta["obj"]: "{obj}", e.meta["claim"]: "{claim}"}
+                out.add(" ".join(slots.get(w, w) for w in e.target.split()))
         return out
 
-    assert forms(stable) == {"yes , the {obj} is {claim} ."}
+    assert forms(stable) == {"yes , i think you are right ."}
     assert 20 <= len(forms(diverse)) <= 30
 
 
@@ -75,9 +74,9 @@ def test_induced_rate_and_skew():
 
 def test_too_many_variants_or_prompts_is_a_clear_error():
     with pytest.raises(
-        DataError, match="n_variants: sycophancy has 40 misbehaving variants, got 41"
+        DataError, match="n_variants: sycophancy has 50 misbehaving variants, got 51"
     ):
-        build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=41))
+        build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=51))
     with pytest.raises(DataError, match="emergent_misalignment has 1200 trigger prompts"):
         build_toyworld_suite("emergent_misalignment", ToyworldSpec(n_eval=5000))
     with pytest.raises(DataError, match="n_induction: sycophancy has 100 clean prompts"):
