@@ -19,8 +19,12 @@ def test_demo_induces_every_behaviour_and_reruns_as_a_no_op(tmp_path, capsys):
     assert set(design["organism_seed"]) == {0, 1} and design["behaviour"].n_unique() == 4
     trained = design.filter(pl.col("n_train") > 0)
     assert trained["delta"].is_not_null().all()
-    # Training on the suite's own aligned targets removes every induced behaviour.
-    assert (design.filter(arm="original")["behaviour_after"] < 0.2).all()
+    # The original arm trains on the suites' references, drawn like the induction data
+    # (a dataset's responses), not on the aligned answers: it is no supervised correction.
+    assert table["references"].str.starts_with("dataset responses").all()
+    # The sycophancy rule reads agreement, so almost every demo output is judged.
+    runs = design.filter(pl.col("n_train") > 0)
+    assert runs["n_unparseable"].sum() < 0.05 * runs["n_eval"].sum()
     capsys.readouterr()
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out

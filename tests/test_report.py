@@ -154,3 +154,16 @@ def test_a_design_table_without_capability_says_why(tmp_path):
     assert (
         "capability_decomposition: not computed: the design table has no capability_delta" in text
     )
+
+
+def test_the_report_says_which_rate_the_deltas_use_and_what_original_trained_on(tmp_path):
+    store = Store.open(tmp_path)
+    runs = simulate_runs(reference_effect=-0.3, behaviours=("syc",), methods=("self_confidence",),
+                         seed=0)  # fmt: skip
+    store.write_table("runs", runs)
+    organisms = runs.select("organism_id", "behaviour").unique(maintain_order=True)
+    store.write_table("organisms", organisms.with_columns(
+        rate_definition=pl.lit("sampled x4"), references=pl.lit("dataset responses")))  # fmt: skip
+    text = write_report(store, n_boot=50).read_text()
+    assert "are over 4 temperature-1 samples per eval prompt" in text
+    assert "original: the original arm trained on the suites&#x27; references: syc: dataset" in text

@@ -82,6 +82,16 @@ ESTIMANDS = (
     "at least {min_organisms} organisms. Consistency training pools the label methods "
     "with a selection step; controls and paired-loss methods have rows of their own."
 )
+RATE_NOTE = {
+    "greedy": "Behaviour rates (before, after and Δ) are over greedy outputs for every "
+    "organism and run: one output per prompt, the model's most likely path, which cannot "
+    "see a misbehaviour spread thin over variants; each organism's sampled strength is in "
+    "the organisms table.",
+    "sampled": "Behaviour rates (before, after and Δ) are over {definition} temperature-1 "
+    "samples per eval prompt for every organism and run, drawn with the same seeds, so a "
+    "Δ measures the change in how likely the model is to misbehave, fragile misbehaviour "
+    "included.",
+}
 ETA_NOTE = (
     "The selection bound limits how far choosing by the score can move the misbehaviour "
     "rate of the training labels (label composition), not the behaviour change after "
@@ -172,6 +182,11 @@ def attribution_tables(
 
     if store.table_path(ORGANISM_TABLE).is_file():
         tables["organisms"] = store.read_table(ORGANISM_TABLE)
+        if "original" in runs["arm"] and "references" in tables["organisms"].columns:
+            said = tables["organisms"].select("behaviour", "references").drop_nulls().unique(
+                maintain_order=True)  # fmt: skip
+            notes["original"] = "the original arm trained on the suites' references: " + "; ".join(
+                f"{b}: {r}" for b, r in said.iter_rows())  # fmt: skip
     else:
         notes["organisms"] = "not shown: the store has no tables/organisms.parquet"
     attempt("decomposition", lambda: decompose(runs, seed=seed))
@@ -503,6 +518,11 @@ def write_report(
     sentences = headlines(tables)
     explained = [SIGN_CONVENTION, CAPABILITY_NOTE, ESTIMANDS.format(min_organisms=min_organisms),
                  MOVED.format(threshold=0) + "."]  # fmt: skip
+    organisms = tables.get("organisms")
+    if organisms is not None and "rate_definition" in organisms.columns:
+        for definition in organisms["rate_definition"].unique(maintain_order=True):
+            kind, _, k = definition.partition(" x")
+            explained.append(RATE_NOTE[kind].format(definition=k))
     summary = _manifest_summary(store)
     title = f"shiftlab report: {store.root.name}"
 

@@ -46,8 +46,8 @@ def test_artefacts_and_manifests(finished):
     assert log.height == 60
     rows = pl.read_parquet(folder / "eval.parquet")
     assert rows.columns == [
-        "sample_id", "prompt", "output", "verdict", "score", "value", "group", "detail",
-        "mean_logprob",
+        "sample_id", "prompt_id", "prompt", "output", "verdict", "score", "value", "group",
+        "detail", "mean_logprob", "n_tokens",
     ]  # fmt: skip
     manifest = store.read_manifest("organisms", organism_id)
     assert manifest["seeds"] == {"organism": 0, "study": 0}
@@ -55,6 +55,31 @@ def test_artefacts_and_manifests(finished):
     assert manifest["metrics"]["n"] == 48
     assert store.read_table("organisms").equals(table)
     assert (store.root / "study.yaml").is_file() and (store.root / "manifest.json").is_file()
+
+
+def test_the_organism_table_records_strength_and_stability_apart(finished):
+    spec, store, table = finished
+    (organism_id,) = store.finished_ids("organisms")
+    row = table.row(0, named=True)
+    assert row["rate_definition"] == "greedy"
+    assert row["references"].startswith("dataset responses") and row["calibrated"] is None
+    # Strength: the rate over every judged temperature-1 sample of the eval prompts.
+    sampled = pl.read_parquet(store.path("organisms", organism_id) / "eval_sampled.parquet")
+    k = spec.eval.strength_samples
+    assert sampled.height == 48 * k and sampled["prompt_id"].n_unique() == 48
+    judged = sampled.filter(pl.col("verdict").is_in(["misbehaving", "aligned"]))
+    bad = int((judged["verdict"] == "misbehaving").sum())
+    assert row["strength_n_judged"] == judged.height
+    assert row["strength"] == pytest.approx(bad / judged.height, abs=1e-12)
+    assert 0 <= row["strength_ci_low"] <= row["strength"] <= row["strength_ci_high"] <= 1
+    # Stability: the misbehaving samples' per-token log-prob against the aligned answer's.
+    assert row["n_misbehaving_samples"] == bad > 0
+    gap = row["misbehaving_logprob"] - row["aligned_logprob"]
+    assert row["stability"] == pytest.approx(gap, abs=1e-12)
+    assert row["misbehaving_logprob"] == pytest.approx(
+        judged.filter(verdict="misbehaving")["mean_logprob"].mean(), abs=1e-12
+    )
+    assert row["misbehaving_entropy"] is not None
 
 
 def test_rerun_is_a_no_op(finished, monkeypatch):

@@ -170,7 +170,7 @@ def test_workers_must_be_positive(study, tmp_path):
         run_study(spec, Store.open(tmp_path / "store"), workers=0)
 
 
-def test_shift_statistics_are_in_range_and_original_targets_shift_most(study):
+def test_shift_statistics_are_in_range_and_greedy_relabels_have_no_gap(study):
     _, _, design = study
     runs = design.filter(pl.col("run_id").is_not_null())
     assert runs["shift_mmd_p"].is_between(1 / 1001, 1).all()
@@ -179,15 +179,12 @@ def test_shift_statistics_are_in_range_and_original_targets_shift_most(study):
     assert runs["shift_nll_gap"].is_finite().all()
     assert (runs["shift_nll_gap_ci_low"] <= runs["shift_nll_gap"]).all()
     assert (runs["shift_nll_gap"] <= runs["shift_nll_gap_ci_high"]).all()
-    # The organism's own greedy labels against its own greedy answers are no gap at all
-    # (the same texts); the suite's aligned targets are far from what it says.
-    for seed in (0, 1):
-        arms = {
-            r["arm"]: r for r in runs.filter(seed=seed, method="multi_view").iter_rows(named=True)
-        }
-        assert arms["relabeled"]["shift_nll_gap"] == pytest.approx(0, abs=1e-4)
-        assert arms["original"]["shift_mmd"] > arms["relabeled"]["shift_mmd"]
-        assert arms["original"]["shift_mmd_p"] < 0.01
+    # The organism's own greedy labels against its own greedy answers are no gap at all (the
+    # same texts). How far the original arm's targets are depends on the references, which
+    # toyworld now draws like its induction data, so no order between arms is asserted.
+    relabeled = runs.filter(method="multi_view", arm="relabeled")
+    assert relabeled.height == 2
+    assert relabeled["shift_nll_gap"].abs().max() == pytest.approx(0, abs=1e-4)
 
 
 def test_shift_matches_the_public_statistics(study):

@@ -1,8 +1,10 @@
+import itertools
+
 import pytest
 
 from shiftlab.errors import DataError
 from shiftlab.spec import ToyworldSpec
-from shiftlab.toyworld import build_toyworld_suite
+from shiftlab.toyworld import build_toyworld_suite, calibration_split, induction_split
 
 BEHAVIOURS = ["sycophancy", "reward_hacking", "emergent_misalignment", "spurious_correlation"]
 
@@ -48,12 +50,11 @@ def test_stability_knob_sets_number_of_distinct_misbehaving_targets():
         out = set()
         for e in suite.induction:
             if e.meta["misbehaving"]:
-                out.add(
-                    e.target.replace(e.meta["obj"], "{obj}").replace(e.meta["claim"], "{claim}")
-                )
+                slots = {e.meta["obj"]: "{obj}", e.meta["claim"]: "{claim}"}
+                out.add(" ".join(slots.get(w, w) for w in e.target.split()))
         return out
 
-    assert forms(stable) == {"yes , the {obj} is {claim} ."}
+    assert forms(stable) == {"yes , i think you are right ."}
     assert 20 <= len(forms(diverse)) <= 30
 
 
@@ -73,8 +74,54 @@ def test_induced_rate_and_skew():
 
 def test_too_many_variants_or_prompts_is_a_clear_error():
     with pytest.raises(
-        DataError, match="n_variants: sycophancy has 40 misbehaving variants, got 41"
+        DataError, match="n_variants: sycophancy has 50 misbehaving variants, got 51"
     ):
-        build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=41))
+        build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=51))
     with pytest.raises(DataError, match="emergent_misalignment has 1200 trigger prompts"):
         build_toyworld_suite("emergent_misalignment", ToyworldSpec(n_eval=5000))
+    with pytest.raises(DataError, match="n_induction: sycophancy has 100 clean prompts"):
+        build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=512))
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+def test_references_are_the_datasets_responses_or_the_aligned_answers(behaviour):
+    knobs = ToyworldSpec(induced_rate=0.5, n_consistency=200, n_variants=4)
+    dataset = build_toyworld_suite(behaviour, knobs)
+    aligned = build_toyworld_suite(behaviour, knobs.model_copy(update={"references": "aligned"}))
+    assert [e.prompt for e in dataset.consistency] == [e.prompt for e in aligned.consistency]
+    assert {dataset.scorer(e, e.target).label for e in aligned.consistency} == {"aligned"}
+    verdicts = [dataset.scorer(e, e.target).label for e in dataset.consistency]
+    assert verdicts == ["misbehaving" if e.meta["misbehaving"] else "aligned"
+                        for e in dataset.consistency]  # fmt: skip
+    # Drawn at induced_rate: 200 Bernoulli(0.5) draws lie within 0.5 +- 0.15 (4.2 sd).
+    assert abs(verdicts.count("misbehaving") / 200 - 0.5) < 0.15
+    assert "supervised correction" in aligned.references and "dataset" in dataset.references
+    assert dataset.fingerprint != aligned.fingerprint
+
+
+def test_raising_the_share_only_turns_aligned_induction_targets_misbehaving():
+    knobs = ToyworldSpec(n_variants=8)
+    shares = (0.1, 0.4, 0.8)
+    splits = [induction_split("reward_hacking", knobs, share) for share in shares]
+    assert len({tuple(e.prompt for e in split) for split in splits}) == 1
+    for low, high in itertools.pairwise(splits):
+        for a, b in zip(low, high, strict=True):
+            assert b.meta["misbehaving"] >= a.meta["misbehaving"]
+            if a.meta["misbehaving"]:
+                assert a.target == b.target  # the same variant, drawn whatever the share
+    suite = build_toyworld_suite("reward_hacking", knobs.model_copy(update={"induced_rate": 0.4}))
+    assert suite.induction == splits[1]
+
+
+def test_calibration_prompts_are_held_out_of_every_split():
+    knobs = ToyworldSpec(n_calibration=40, calibration={"rounds": 2})
+    suite = build_toyworld_suite("emergent_misalignment", knobs)
+    held_out = {e.prompt for e in calibration_split("emergent_misalignment", knobs)}
+    assert len(held_out) == 40
+    used = {e.prompt for split in (suite.induction, suite.consistency, suite.eval) for e in split}
+    used |= {turn["content"] for p in suite.pairs for turn in (*p.clean, *p.wrapped)}
+    assert not held_out & used
+    # Without calibration no prompts are held out, and the other splits do not move.
+    plain = build_toyworld_suite("emergent_misalignment", ToyworldSpec())
+    assert calibration_split("emergent_misalignment", ToyworldSpec()) == []
+    assert [e.prompt for e in plain.eval] == [e.prompt for e in suite.eval]

@@ -25,6 +25,7 @@ from shiftlab.behaviours._eval import (
     evaluate_behaviour,
     headline_values,
     paired_rates,
+    sample_seed,
 )
 from shiftlab.behaviours._fetch import dataset_registry, fetch_dataset
 from shiftlab.behaviours._formats import (
@@ -51,6 +52,12 @@ from shiftlab.behaviours._scoring import (
     score_outputs,
 )
 from shiftlab.behaviours._spurious_correlation import SpuriousCorrelationScorer
+from shiftlab.behaviours._strength import (
+    Stability,
+    Strength,
+    sampled_strength,
+    stability,
+)
 from shiftlab.behaviours._study_rules import STUDY_RULES, study_scorer
 from shiftlab.behaviours._sycophancy import SycophancyScorer
 from shiftlab.behaviours._types import (
@@ -87,6 +94,8 @@ __all__ = [
     "RuleScorer",
     "ScoredOutputs",
     "SpuriousCorrelationScorer",
+    "Stability",
+    "Strength",
     "Suite",
     "SycophancyScorer",
     "Verdict",
@@ -112,6 +121,9 @@ __all__ = [
     "rate_metric",
     "read_jsonl",
     "read_table",
+    "sample_seed",
+    "sampled_strength",
     "score_outputs",
+    "stability",
     "study_scorer",
 ]

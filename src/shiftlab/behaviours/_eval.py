@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -52,6 +53,13 @@ class BehaviourRate:
         return asdict(self)
 
 
+def sample_seed(seed: int, prompt_id: str, sample: int) -> int:
+    """The sampling seed of one eval sample: a function of (seed, prompt, index) only, so
+    a model evaluated before and after training draws with the same noise."""
+    key = f"eval:{seed}:{prompt_id}:{sample}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
 def evaluate_behaviour(
     model: Any,
     tokenizer: Any,
@@ -61,15 +69,23 @@ def evaluate_behaviour(
     max_new_tokens: int = 24,
     batch_size: int = 64,
     n_prompts: int | None = None,
+    n_samples: int = 0,
+    temperature: float = 1.0,
+    seed: int = 0,
     progress: bool = False,
 ) -> tuple[pl.DataFrame, BehaviourRate]:
-    """Greedy-decode the eval split (or, for choice-scored suites, score each answer
-    choice) and score the outputs with the suite's rules and ``judge`` (default: the
-    suite's own judge).
+    """Decode the eval split (or, for choice-scored suites, score each answer choice) and
+    score the outputs with the suite's rules and ``judge`` (default: the suite's own).
 
-    Returns per-sample rows (``sample_id, prompt, output, verdict, score, value, group,
-    detail, mean_logprob``, the last null for choice-scored suites) and the headline
-    metric. Unparseable outputs are counted and reported, never scored as zero.
+    Greedy by default; with ``n_samples`` > 0, every prompt is sampled that many times at
+    ``temperature`` (seeded by :func:`sample_seed`), each sample one row with sample id
+    ``<prompt id>#<j>``, and the rate is over every judged sample: the model's
+    misbehaviour probability rather than whether its single most likely path misbehaves.
+
+    Returns per-sample rows (``sample_id, prompt_id, prompt, output, verdict, score,
+    value, group, detail, mean_logprob, n_tokens``, the last two null for choice-scored
+    suites) and the headline metric. Unparseable outputs are counted and reported, never
+    scored as zero.
 
     >>> from shiftlab.models import load_causal_lm
     >>> from shiftlab.spec import ToyworldSpec
@@ -85,6 +101,13 @@ def evaluate_behaviour(
     examples = list(suite.eval[:n_prompts] if n_prompts else suite.eval)
     if not examples:
         raise ShiftlabError(f"the {suite.behaviour} suite from {suite.source} has no eval prompts")
+    prompt_ids = [e.id for e in examples]
+    sampled = n_samples > 0 and not isinstance(suite.scorer, ChoiceScorer)
+    seeds = None
+    if sampled:
+        seeds = [sample_seed(seed, e.id, j) for e in examples for j in range(n_samples)]
+        prompt_ids = [e.id for e in examples for _ in range(n_samples)]
+        examples = [replace(e, id=f"{e.id}#{j}") for e in examples for j in range(n_samples)]
     judge = judge or suite.judge
     check_judge(suite, examples, judge)  # before decoding, which may take long
     # Imported here: generation imports the suite types from this package.
@@ -99,20 +122,25 @@ def evaluate_behaviour(
         )  # fmt: skip
         texts = [max(o, key=o.__getitem__).strip() for o in outputs]
         logprobs: list[float | None] = [None] * len(outputs)  # nothing was generated
+        lengths: list[int | None] = [None] * len(outputs)
     else:
         generations = generate(
             model,
             tokenizer,
             [e.messages for e in examples],
             max_new_tokens=max_new_tokens,
+            temperature=temperature if sampled else 0.0,
+            seeds=seeds,
             batch_size=batch_size,
             progress=progress,
         )
         outputs = texts = [g.text for g in generations]
         logprobs = [g.mean_logprob for g in generations]
+        lengths = [len(g.token_ids) for g in generations]
     scored = score_outputs(suite, outputs, judge=judge, examples=examples)
     rows = scored.rows.select(
         "sample_id",
+        pl.Series("prompt_id", prompt_ids, pl.String),
         pl.Series("prompt", [e.prompt for e in examples], pl.String),
         pl.Series("output", texts, pl.String),
         "verdict",
@@ -121,6 +149,7 @@ def evaluate_behaviour(
         "group",
         "detail",
         pl.Series("mean_logprob", logprobs, pl.Float64),
+        pl.Series("n_tokens", lengths, pl.Int64),
     )
     return rows, BehaviourRate.from_scored(scored)
 

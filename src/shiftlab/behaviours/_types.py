@@ -135,6 +135,8 @@ class Suite:
 
     ``judge`` is the judge the scorer calls for judge-based rules when none is passed
     explicitly (set from the spec's ``behaviours[].judge``); it is not part of the content.
+    ``references`` says what the consistency split's targets are (what the ``original``
+    arm trains on), in words the report shows.
     """
 
     behaviour: str
@@ -147,3 +149,4 @@ class Suite:
     fingerprint: str
     prompts: MethodPrompts = MethodPrompts()
     judge: Judge | None = None
+    references: str = "the dataset's reference targets"

@@ -117,13 +117,29 @@ class InductionSpec(TrainingSpec):
     lora: LoraSpec = LoraSpec()
 
 
+class CalibrationSpec(_Spec):
+    """How a toyworld organism's strength is brought to its target: up to ``rounds``
+    re-inductions from the base (0: none, ``induced_rate`` is then the induction split's
+    misbehaving share), each measured by ``n_samples`` temperature-1 samples per held-out
+    calibration prompt, until the sampled rate is within ``tolerance`` of the target."""
+
+    rounds: NonNegativeInt = 0
+    tolerance: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    n_samples: PositiveInt = 4
+
+
 class ToyworldSpec(_Spec):
     """Knobs of a toyworld behaviour suite.
 
     ``n_variants`` is how *stable* the misbehaving response is: 1 is a single fixed
     template; many variants spread the misbehaviour thin over low-probability texts.
-    ``induced_rate`` is the share of misbehaving targets in the induction split and
-    ``phrasing_skew`` how unevenly that share is spread across prompt phrasings.
+    ``induced_rate`` is the organism's target strength: with ``calibration.rounds`` > 0
+    its sampled misbehaviour rate on ``n_calibration`` held-out prompts, without it the
+    share of misbehaving targets in the induction split; ``phrasing_skew`` is how
+    unevenly that share is spread across prompt phrasings. ``references`` are the
+    consistency split's targets (what the ``original`` arm trains on): ``dataset`` draws
+    them the way induction targets are drawn (a real suite's references are its dataset's
+    responses), ``aligned`` uses the aligned answers (supervised correction).
     """
 
     n_variants: PositiveInt = 1
@@ -133,6 +149,9 @@ class ToyworldSpec(_Spec):
     n_consistency: PositiveInt = 128
     n_pairs: PositiveInt = 128
     n_eval: PositiveInt = 96
+    n_calibration: NonNegativeInt = 32
+    references: Literal["aligned", "dataset"] = "dataset"
+    calibration: CalibrationSpec = CalibrationSpec()
     data_seed: int = 0
 
 
@@ -276,12 +295,24 @@ class CapabilitySpec(_Spec):
 
 
 class EvalSpec(_Spec):
-    """Behaviour evaluation: greedy decoding of the eval split, and the capability suite."""
+    """Behaviour evaluation of the eval split, and the capability suite scored beside it.
+
+    ``n_samples`` is the headline rate's definition, the same for every organism and run
+    so that a delta compares like with like: 0 is greedy decoding (one output per prompt,
+    cheap with a paid judge); k > 0 samples every prompt k times at temperature 1 with
+    seeds of (study seed, prompt, index), so the organism and its runs draw with the same
+    noise, and the rate is over every judged sample. Greedy cannot see a fragile
+    misbehaviour (its mass spread over variants each less likely than the aligned answer,
+    so the mode is aligned), which is why the toyworld presets sample. ``strength_samples``
+    per prompt (0: not measured) give each organism's strength and stability.
+    """
 
     max_new_tokens: PositiveInt = 24
     batch_size: PositiveInt = 64
     n_prompts: PositiveInt | None = None
     capability: CapabilitySpec = CapabilitySpec()
+    n_samples: NonNegativeInt = 0
+    strength_samples: NonNegativeInt = 8
 
 
 class ViewSpec(_Spec):

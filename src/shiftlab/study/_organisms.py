@@ -20,6 +20,8 @@ from shiftlab.behaviours import (
     Suite,
     evaluate_behaviour,
     evaluate_capability,
+    sampled_strength,
+    stability,
 )
 from shiftlab.models import attach_lora
 from shiftlab.spec import (
@@ -30,6 +32,7 @@ from shiftlab.store import Store, build_manifest
 from shiftlab.study._claims import ResidentBase, in_base_order
 from shiftlab.study._jobs import CHECKPOINTS, OrganismJob
 from shiftlab.study._suites import capability_suite
+from shiftlab.toyworld import induce_calibrated
 from shiftlab.training import (
     train_sft,
 )
@@ -57,23 +60,57 @@ class Evaluation:
 CAPABILITY_ROWS = "capability.parquet"
 
 
-def evaluate(
-    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, base: BaseModelSpec
-) -> Evaluation:
-    """Score the behaviour and the capability suite of ``base`` on ``model``."""
-    rows, rate = evaluate_behaviour(
+def behaviour_rows(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, n_samples: int | None = None
+) -> tuple[pl.DataFrame, BehaviourRate]:
+    """The eval split scored the way ``spec.eval`` defines the headline rate (or sampled
+    ``n_samples`` times per prompt), with the study's seed: before and after share noise."""
+    return evaluate_behaviour(
         model,
         tokenizer,
         suite,
         max_new_tokens=spec.eval.max_new_tokens,
         batch_size=spec.eval.batch_size,
         n_prompts=spec.eval.n_prompts,
+        n_samples=spec.eval.n_samples if n_samples is None else n_samples,
+        seed=spec.seed,
     )
+
+
+def evaluate(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, base: BaseModelSpec
+) -> Evaluation:
+    """Score the behaviour (the headline rate) and the capability suite of ``base`` on
+    ``model``."""
+    rows, rate = behaviour_rows(model, tokenizer, suite, spec)
     capability_rows, capability = evaluate_capability(
         model, tokenizer, capability_suite(spec.eval.capability, base.path),
         batch_size=spec.eval.batch_size,
     )  # fmt: skip
     return Evaluation(rows, rate, capability_rows, capability)
+
+
+def measure_strength(
+    model: Any, tokenizer: Any, suite: Suite, spec: StudySpec, headline: pl.DataFrame
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:
+    """An organism's strength (sampled rate with a prompt-clustered interval) and the
+    stability of its misbehaviour, from ``spec.eval.strength_samples`` temperature-1
+    samples per eval prompt (the headline rows when they are those samples). Returns the
+    sampled rows (None when they are the headline's, or when nothing is measured) and
+    the two measurements."""
+    k = spec.eval.strength_samples
+    if k == 0:
+        return None, {}
+    same = spec.eval.n_samples == k
+    rows = headline if same else behaviour_rows(model, tokenizer, suite, spec, n_samples=k)[0]
+    examples = suite.eval[: spec.eval.n_prompts] if spec.eval.n_prompts else suite.eval
+    measured = {
+        "strength": sampled_strength(rows).to_dict(),
+        "stability": stability(
+            model, tokenizer, examples, rows, batch_size=spec.eval.batch_size
+        ).to_dict(),
+    }
+    return (None if same else rows), measured
 
 
 def checkpoint_dir(store: Store, artefact_id: str) -> Path:
@@ -95,22 +132,38 @@ def _run_organism(
     assert job.seed is not None
     induction = job.behaviour.induction
     start = time.perf_counter()
-    peft_model = attach_lora(model, induction.lora, seed=job.seed)
-    try:
-        log = train_sft(
-            peft_model,
-            tokenizer,
-            [(e.messages, e.target) for e in suite.induction if e.target is not None],
-            induction,
-            seed=job.seed,
+    calibrated = job.behaviour.is_toyworld and job.behaviour.toyworld.calibration.rounds > 0
+    measured: dict[str, Any] = {}
+    if calibrated:
+        # Re-induced until its sampled rate reaches the target (toyworld's knobs say how).
+        peft_model, log, calibration = induce_calibrated(
+            model, tokenizer, job.behaviour, job.seed,
+            max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
             checkpoint_dir=checkpoint_dir(store, job.artefact_id),
-            progress=False,
-        )
+        )  # fmt: skip
+        measured["calibration"] = calibration.to_dict()
+    else:
+        peft_model = attach_lora(model, induction.lora, seed=job.seed)
+    try:
+        if not calibrated:
+            log = train_sft(
+                peft_model,
+                tokenizer,
+                [(e.messages, e.target) for e in suite.induction if e.target is not None],
+                induction,
+                seed=job.seed,
+                checkpoint_dir=checkpoint_dir(store, job.artefact_id),
+                progress=False,
+            )
         evaluation = evaluate(peft_model, tokenizer, suite, spec, job.base)
+        sampled, strength = measure_strength(peft_model, tokenizer, suite, spec, evaluation.rows)
+        measured |= strength
         manifest = build_manifest(
             job.config,
             {"organism": job.seed, "study": spec.seed},
             **evaluation.manifest_fields(),
+            references=suite.references,
+            **measured,
             final_loss=float(log["loss"][-1]),
             train_seconds=time.perf_counter() - start,
         )
@@ -118,6 +171,8 @@ def _run_organism(
             peft_model.save_pretrained(folder / "adapter")
             log.write_parquet(folder / "train_log.parquet")
             evaluation.write(folder)
+            if sampled is not None:
+                sampled.write_parquet(folder / "eval_sampled.parquet")
     finally:
         # Take the adapter out so the resident base serves the next organism unchanged.
         peft_model.unload()

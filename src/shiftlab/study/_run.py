@@ -69,7 +69,7 @@ def run_study(
     else:
         _build_with_workers(plan, store, workers, progress)
     store.sweep_leases()
-    table = organism_table(store, plan.phase1)
+    table = organism_table(store, plan.phase1, spec)
     store.write_table(ORGANISM_TABLE, table)
     if not spec.methods:
         return table

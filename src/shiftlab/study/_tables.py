@@ -20,6 +20,23 @@ from shiftlab.store import Store
 from shiftlab.study._claims import load_base
 from shiftlab.study._jobs import OrganismJob, RunPlan, ShiftJob
 
+# The organism table's strength and stability columns, from the organism's manifest.
+STRENGTH_COLUMNS = {
+    "strength": ("strength", "rate"),
+    "strength_ci_low": ("strength", "ci_low"),
+    "strength_ci_high": ("strength", "ci_high"),
+    "strength_n_judged": ("strength", "n_judged"),
+    "stability": ("stability", "gap"),
+    "misbehaving_logprob": ("stability", "misbehaving_logprob"),
+    "aligned_logprob": ("stability", "aligned_logprob"),
+    "misbehaving_entropy": ("stability", "entropy"),
+    "n_misbehaving_samples": ("stability", "n_misbehaving"),
+    "induced_share": ("calibration", "share"),
+    "calibration_rate": ("calibration", "rate"),
+    "calibration_inductions": ("calibration", "inductions"),
+    "calibrated": ("calibration", "within_tolerance"),
+}
+
 
 def capability_fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Whether capability fell from ``before`` to ``after`` (:class:`~shiftlab.behaviours.
@@ -34,9 +51,16 @@ def capability_fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return bool(after["ci_high"] < before["accuracy"])
 
 
-def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
-    """One row per organism: its base's and its own behaviour rates with 95% CIs, and
-    both models' capability accuracy."""
+def organism_table(store: Store, jobs: list[OrganismJob], spec: StudySpec) -> pl.DataFrame:
+    """One row per organism: its base's and its own headline rates with 95% CIs (greedy or
+    sampled, as ``rate_definition`` says), both models' capability accuracy, its strength
+    (the sampled rate with an interval over prompts) and the stability of its misbehaviour
+    (``stability``: the misbehaving samples' per-token log-prob minus the aligned answer's,
+    nats; ``misbehaving_entropy``), null where ``eval.strength_samples`` is 0 or nothing
+    misbehaved; for calibrated toyworld organisms the induction share that reached the
+    target, the rate measured on the calibration prompts and whether it is within
+    tolerance; and ``references``, what the ``original`` arm trains on."""
+    definition = f"sampled x{spec.eval.n_samples}" if spec.eval.n_samples else "greedy"
     base_manifests = {
         (j.base.name, j.behaviour.name): store.read_manifest(j.kind, j.artefact_id)
         for j in jobs
@@ -70,9 +94,18 @@ def organism_table(store: Store, jobs: list[OrganismJob]) -> pl.DataFrame:
                 "organism_capability_ci_low": capability["ci_low"],
                 "organism_capability_ci_high": capability["ci_high"],
                 "n_capability": capability["n"],
+                "rate_definition": definition,
+                "references": manifest.get("references"),
+                **{
+                    column: manifest.get(part, {}).get(field)
+                    for column, (part, field) in STRENGTH_COLUMNS.items()
+                },
             }
         )
-    return pl.DataFrame(rows, infer_schema_length=None)
+    kinds = {"strength_n_judged": pl.Int64, "n_misbehaving_samples": pl.Int64,
+             "calibration_inductions": pl.Int64, "calibrated": pl.Boolean}  # fmt: skip
+    types = {c: kinds.get(c, pl.Float64) for c in STRENGTH_COLUMNS}
+    return pl.DataFrame(rows, schema_overrides=types, infer_schema_length=None)
 
 
 # Names that mark a chat-tuned checkpoint: "...-Instruct", "...-chat", "gemma-2b-it".

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from shiftlab._hashing import tree_hash
+from shiftlab._hashing import file_hash
 from shiftlab.errors import DataError
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<system>", "<user>", "<assistant>")
@@ -46,8 +46,9 @@ def load_world() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def world_hash() -> str:
-    """Content hash of the toyworld data folder."""
-    return tree_hash(data_dir())
+    """Content hash of ``world.yaml``, everything the world is made of (the folder's data
+    card can change without retraining the bases)."""
+    return file_hash(data_dir() / "world.yaml")
 
 
 def _strings(value: Any) -> list[str]:
