@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shiftlab.errors import StoreError
+from shiftlab.errors import DamagedFile, StoreError
 from shiftlab.store import (
     MANIFEST,
     STORE_FORMAT,
@@ -42,7 +43,11 @@ def test_artefact_commits_manifest_last(tmp_path: Path):
         assert not store.is_finished("organisms", "a1")
     assert store.is_finished("organisms", "a1")
     assert (store.path("organisms", "a1") / "data.txt").read_text() == "hi"
-    assert store.read_manifest("organisms", "a1") == {"x": 1, "files": ["data.txt"]}
+    sha = hashlib.sha256(b"hi").hexdigest()
+    assert store.read_manifest("organisms", "a1") == {
+        "x": 1,
+        "files": {"data.txt": {"bytes": 2, "sha256": sha}},
+    }
     assert store.finished_ids("organisms") == ["a1"]
     with pytest.raises(StoreError, match="already finished"), store.artefact("organisms", "a1", {}):
         pass
@@ -80,7 +85,7 @@ def test_write_killed_half_way_leaves_no_finished_artefact(tmp_path: Path):
     with store.artefact("organisms", "victim", {"a": 2}) as folder:
         (folder / "adapter.bin").write_bytes(b"whole")
     assert not list((tmp_path / "organisms").glob(".tmp-victim-*"))
-    assert store.read_manifest("organisms", "victim") == {"a": 2, "files": ["adapter.bin"]}
+    assert list(store.read_manifest("organisms", "victim")["files"]) == ["adapter.bin"]
 
 
 def test_atomic_file_write_keeps_old_content_on_failure(tmp_path: Path):
@@ -225,7 +230,7 @@ def test_a_listed_file_that_went_missing_is_named(tmp_path: Path):
     assert [p.name for p in store.data_files("runs", "r1")] == ["weights.bin", "log.parquet"]
     (store.path("runs", "r1") / "adapter" / "weights.bin").unlink()
     with pytest.raises(
-        StoreError, match=r"r1/manifest.json lists adapter/weights.bin but .* is missing"
+        DamagedFile, match=r"r1/adapter/weights.bin: damaged: missing; delete .*/runs/r1 to rebuild"
     ):
         store.data_files("runs", "r1")
 

@@ -17,6 +17,14 @@ class StoreError(ShiftlabError):
     """A store that cannot be used (unwritable, corrupt, bad artefact id)."""
 
 
+class DamagedFile(StoreError):
+    """A file in a store that is not what was written: truncated, overwritten or unreadable."""
+
+
+class OutOfSpace(StoreError):
+    """A write that failed because the file system holding it is full."""
+
+
 class DataError(ShiftlabError):
     """A data file that cannot be read (names the file and line)."""
 

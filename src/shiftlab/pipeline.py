@@ -726,7 +726,7 @@ def _run_phase2(
 
     def build(organism_id: str, pool_jobs: list[PoolJob]) -> None:
         model, tokenizer = resident.get(pool_jobs[0].organism.base)
-        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        organism = load_lora(model, str(store.verified("organisms", organism_id, "adapter")))
         try:
             # The organism's claim keeps other workers out; a pool finished before it
             # was claimed (a resumed study) needs no scorer and no generation.
@@ -780,7 +780,7 @@ def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
     """A finished pool from the store."""
     if not store.is_finished("pools", pool_id):
         raise StoreError(f"pool {pool_id} is not finished in {store.root}")
-    return pl.read_parquet(store.path("pools", pool_id))
+    return store.read_parquet("pools", pool_id)
 
 
 # -- phase 3: arms and runs -------------------------------------------------------------
@@ -928,7 +928,7 @@ def _run_phase3(
             store,
             suites[run_jobs[0].organism.behaviour.name],
             resident.get(run_jobs[0].organism.base),
-            store.path("organisms", organism_id) / "adapter",
+            store.verified("organisms", organism_id, "adapter"),
             run_jobs,
             bar,
         )
@@ -1132,7 +1132,7 @@ def _organism_samples(
         manifest = build_manifest(config, {"study": spec.seed})
         with store.artefact("samples", samples_id, manifest) as path:
             frame.write_parquet(path)
-    frame = pl.read_parquet(store.path("samples", samples_id))
+    frame = store.read_parquet("samples", samples_id)
     return {
         key: (text, nll, n_tokens)
         for key, text, nll, n_tokens in frame.select("prompt_key", "text", "nll", "n_tokens").rows()
@@ -1192,8 +1192,8 @@ class _ShiftMeter:
             items = _training_items(job.run)
             texts.update(t for _, t in items)
             texts.update(samples[_prompt_key(m)][0] for m, _ in items)
-            after = self.store.path("runs", job.run.run_id) / "eval.parquet"
-            texts.update(pl.read_parquet(after, columns=["output"])["output"].to_list())
+            after = self.store.read_parquet("runs", job.run.run_id, "eval.parquet", ["output"])
+            texts.update(after["output"].to_list())
         self._embed(sorted(texts))
 
     def measure(
@@ -1215,7 +1215,7 @@ class _ShiftMeter:
             n_folds=settings.classifier_folds,
             seed=self.spec.seed,
         )
-        after = pl.read_parquet(self.store.path("runs", job.run.run_id) / "eval.parquet")
+        after = self.store.read_parquet("runs", job.run.run_id, "eval.parquet")
         outputs = before.select("sample_id", "output").join(
             after.select("sample_id", "output"),
             on="sample_id",
@@ -1282,10 +1282,10 @@ def _run_phase4(
         if not encoders:
             encoders.append(TextEncoder(spec.encoder.path, batch_size=spec.encoder.batch_size))
         model, tokenizer = resident.get(shift_jobs[0].run.organism.base)
-        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        organism = load_lora(model, str(store.verified("organisms", organism_id, "adapter")))
         try:
             samples = _organism_samples(spec, store, shift_jobs, organism, tokenizer)
-            before = pl.read_parquet(store.path("organisms", organism_id) / "eval.parquet")
+            before = store.read_parquet("organisms", organism_id, "eval.parquet")
             meter = _ShiftMeter(spec, store, organism, tokenizer, encoders[0], organism_id)
             meter.embed_all(shift_jobs, samples, before)
             todo = [j for j in shift_jobs if not store.is_finished("shift", j.artefact_id)]
@@ -1310,7 +1310,7 @@ def _run_phase4(
 
 def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:
     """Every run's shift measurements (``shift/`` artefacts), one row per run."""
-    frames = [pl.read_parquet(store.path("shift", j.artefact_id)) for j in jobs]
+    frames = [store.read_parquet("shift", j.artefact_id) for j in jobs]
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
