@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     run.add_argument("--executor", choices=EXECUTORS, help=EXECUTOR_HELP)
+    run.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="check every file's sha256 first and delete what is damaged, so it is built again",
+    )
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
@@ -135,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
+    status.add_argument(
+        "--verify", action="store_true", help="check every file's sha256, not only its size"
+    )
 
     data = add("data", "public behaviour datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -196,6 +204,7 @@ def _run(
     *,
     executor: str | None = None,
     demo: str | None = None,
+    rebuild: bool = False,
 ) -> int:
     import yaml
 
@@ -216,6 +225,7 @@ def _run(
     if store_path is None:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
+    _check_store(store, rebuild=rebuild)
     table = run_study(spec, store, progress=progress, workers=workers, executor=executor)
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
@@ -241,17 +251,41 @@ def _validate(spec_path: str) -> int:
     return 0
 
 
-def _status(store_path: str) -> int:
+def _check_store(store: Any, *, rebuild: bool = False) -> None:
+    """Refuse a store with damaged files (by their sizes, manifests and caches), naming
+    the first; with ``rebuild``, check every sha256 and delete what is damaged instead."""
+    from shiftlab._integrity import clear_damage, inspect_store
+
+    found = inspect_store(store, hashes=rebuild)
+    if found.note():
+        print(found.note(), file=sys.stderr)
+    if rebuild:
+        for removed in clear_damage(store, found.damage):
+            print(f"damaged, deleted to be built again: {removed}")
+        return
+    found.refuse(store)
+
+
+def _status(store_path: str, verify: bool) -> int:
+    from shiftlab._integrity import inspect_store
     from shiftlab.pipeline import study_status
     from shiftlab.spec import load_spec
 
     store = _open_existing(store_path)
-    status = study_status(store, load_spec(store.root / "study.yaml"))
-    for (stage,), group in status.group_by("stage", maintain_order=True):
-        done = int(group["finished"].sum())
-        print(f"{stage}: {done}/{group.height} finished")
-        for artefact_id in group.filter(~group["finished"])["artefact_id"]:
-            print(f"  left: {artefact_id}")
+    found = inspect_store(store, hashes=verify)
+    damaged = {d.artefact for d in found.damage if d.artefact is not None}
+    if all(d.path != store.root / "study.yaml" for d in found.damage):
+        status = study_status(store, load_spec(store.root / "study.yaml"), damaged=damaged)
+        for (stage,), group in status.group_by("stage", maintain_order=True):
+            done = int(group["finished"].sum())
+            print(f"{stage}: {done}/{group.height} finished")
+            for artefact_id in group.filter(~group["finished"])["artefact_id"]:
+                print(f"  left: {artefact_id}")
+    for damage in found.damage:
+        print(damage.line)
+    if found.note():
+        print(found.note())
+    found.refuse(store)
     return 0
 
 
@@ -262,7 +296,11 @@ def _report(store_path: str, n_boot: int) -> int:
     root = Path(store_path)
     if not (root / "study.yaml").is_file() and not (root / "tables").is_dir():
         raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
-    print(f"report: {write_report(Store.open(root), n_boot=n_boot)}")
+    store = Store.open(root)
+    _check_store(store)
+    for pool_id in store.finished_ids("pools"):  # the report reads every pool
+        store.verified("pools", pool_id)
+    print(f"report: {write_report(store, n_boot=n_boot)}")
     return 0
 
 
@@ -350,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShiftlabError as error:
         if args.debug:
             raise
-        print(f"shiftlab: error: {error}", file=sys.stderr)
+        # One line, whatever the message quotes (a library's multi-line error text).
+        print(f"shiftlab: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shiftlab: interrupted; finished artefacts are kept", file=sys.stderr)
@@ -367,7 +406,7 @@ def _command(args: argparse.Namespace) -> int:
                     executor=args.executor, demo=args.scale)  # fmt: skip
     if args.command == "run":
         return _run(args.spec, args.store, not args.no_progress, args.workers,
-                    executor=args.executor)  # fmt: skip
+                    executor=args.executor, rebuild=args.rebuild)  # fmt: skip
     if args.command == "validate":
         return _validate(args.spec)
     if args.command == "data":
@@ -378,7 +417,7 @@ def _command(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "notebook":
         return _notebook(args)
-    return _status(args.store)
+    return _status(args.store, args.verify)
 
 
 if __name__ == "__main__":

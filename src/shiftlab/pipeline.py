@@ -24,7 +24,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -597,8 +597,11 @@ def load_suites(spec: StudySpec, store: Store | None = None) -> dict[str, Suite]
     return suites
 
 
-def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
-    """One row per planned artefact: ``stage, artefact_id, finished``.
+def study_status(
+    store: Store, spec: StudySpec, damaged: Collection[tuple[str, str]] = ()
+) -> pl.DataFrame:
+    """One row per planned artefact: ``stage, artefact_id, finished``; an artefact in
+    ``damaged`` (kind, id) counts as not finished.
 
     Runs can only be listed once every pool is finished (their data come from the pools).
     """
@@ -608,7 +611,11 @@ def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
     organisms = [j for j in jobs if j.kind == "organisms"]
     pools = plan_pools(spec, organisms) if spec.methods else []
     stages += [("pools", p.artefact_id) for p in pools]
-    if pools and all(store.is_finished("pools", p.artefact_id) for p in pools):
+
+    def finished(kind: str, artefact_id: str) -> bool:
+        return (kind, artefact_id) not in damaged and store.is_finished(kind, artefact_id)
+
+    if pools and all(finished("pools", p.artefact_id) for p in pools):
         plan = plan_runs(spec, store, suites, organisms, pools)
         stages += [("runs", run_id) for run_id in plan.jobs]
         stages += [("shift", j.artefact_id) for j in plan_shift(spec, plan)]
@@ -616,7 +623,7 @@ def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
         {
             "stage": [kind for kind, _ in stages],
             "artefact_id": [artefact_id for _, artefact_id in stages],
-            "finished": [store.is_finished(kind, artefact_id) for kind, artefact_id in stages],
+            "finished": [finished(kind, artefact_id) for kind, artefact_id in stages],
         }
     )
 

@@ -207,10 +207,11 @@ class Store:
         except (OSError, ValueError) as error:
             raise DamagedFile(
                 f"{path}: damaged: not a readable store manifest ({error}); delete it and "
-                "rerun the study, which writes it again"
+                "rerun the study, which writes it again",
+                path,
             ) from None
         if not isinstance(manifest, dict):
-            raise DamagedFile(f"{path}: damaged: not a store manifest (not a JSON object)")
+            raise DamagedFile(f"{path}: damaged: not a store manifest (not a JSON object)", path)
         return manifest
 
     def study_problem(self) -> str | None:
@@ -288,7 +289,8 @@ class Store:
         where = " and ".join(str(p) for p in self.artefact_paths(kind, artefact_id))
         return DamagedFile(
             f"{path}: damaged: {problem}; delete {where} to rebuild it, or run the study "
-            "with --rebuild"
+            "with --rebuild",
+            path,
         )
 
     def artefact_paths(self, kind: str, artefact_id: str) -> tuple[Path, ...]:
@@ -515,7 +517,7 @@ class Store:
                 return pl.read_parquet(path)
         except (pl.exceptions.PolarsError, OSError) as error:
             problem = _unreadable_parquet(error)
-        raise DamagedFile(f"{path}: damaged: {problem}; {TABLE_REMEDY}")
+        raise DamagedFile(f"{path}: damaged: {problem}; {TABLE_REMEDY}", path)
 
     def write_study(self, spec_yaml: str, seeds: dict[str, int]) -> None:
         """Record the resolved spec and the store manifest.
@@ -528,7 +530,7 @@ class Store:
         if current.is_file() and current.read_bytes() != spec_yaml.encode():
             problem = self.study_problem()
             if problem is not None:
-                raise DamagedFile(f"{current}: damaged: {problem}; {STUDY_REMEDY}")
+                raise DamagedFile(f"{current}: damaged: {problem}; {STUDY_REMEDY}", current)
             recorded = "a different study"
         if recorded is not None and recorded != content_hash(spec_yaml):
             raise StoreError(

@@ -139,7 +139,8 @@ def test_the_cache_answers_repeat_requests_without_calls(openai_server, tmp_path
     longer = JudgeRequest(ASK.messages, max_tokens=3)
     judge.complete([longer])  # other decoding settings: another key
     assert len(openai_server.seen) == 2
-    with sqlite3.connect(path) as db:
+    (written,) = tmp_path.glob("judge@*.sqlite")  # this host's file of the cache
+    with sqlite3.connect(written) as db:
         rows = db.execute("SELECT judge, request, reply FROM replies").fetchall()
     assert {r[0] for r in rows} == {f"http:{openai_server.url}#m"}
     assert json.loads(rows[0][2])["text"] == "YES"  # the raw reply is kept
