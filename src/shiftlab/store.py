@@ -53,7 +53,9 @@ from shiftlab._files import (
     file_problem,
     file_record,
     fsync_path,
+    is_out_of_space,
     naming_full_disk,
+    out_of_space,
     publish_dir,
     remove_path,
     temporaries_of,
@@ -192,6 +194,8 @@ class Store:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as error:
+            if is_out_of_space(error):
+                raise out_of_space(path) from None
             raise StoreError(f"store {path} is not writable: {error.strerror or error}") from None
         store = cls(path)
         store._check_format()
