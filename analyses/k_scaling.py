@@ -1,5 +1,6 @@
 """k-scaling curves: the mean change in behaviour rate of the full arm against the number
-of candidates per prompt k, per behaviour x method, with organism-clustered 95% CIs.
+of candidates per prompt k, per behaviour x method, as means over organisms with sign-flip
+95% CIs (k = 1 selects nothing: has_selection false).
 
     python analyses/k_scaling.py runs/demo out/
 

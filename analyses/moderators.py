@@ -18,9 +18,9 @@ from _common import arguments, design_table, outputs, run, save_figure, shown, w
 
 from shiftlab.attribution import moderator_table
 from shiftlab.errors import ShiftlabError
-from shiftlab.pipeline import base_model_facts
 from shiftlab.plots import ForestDisplay
 from shiftlab.spec import load_spec
+from shiftlab.study import base_model_facts
 
 
 def _options(parser) -> None:

@@ -31,23 +31,36 @@ def test_sign_tests(demo_store, demo_design, tmp_path):
     out = _ran(_script("sign_tests", str(demo_store), str(tmp_path)))
     table = pl.read_csv(tmp_path / "sign_tests.csv").filter(analysis="sign_test")
     assert (tmp_path / "sign_tests.png").stat().st_size > 10_000
-    full = demo_design.filter(pl.col("arm") == "full", pl.col("delta") != 0)
+    consistency = pl.col("method").is_in(["self_confidence", "multi_view"])
+    full = demo_design.filter(pl.col("arm") == "full", pl.col("delta").is_not_null(), consistency)
     full = full.filter(pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method")))
     for row in table.iter_rows(named=True):
-        moved = full.filter(behaviour=row["behaviour"])
-        assert row["n"] == moved.height
-        assert row["estimate"] == pytest.approx((moved["delta"] < 0).mean())
-        assert f"{row['behaviour']}: {row['estimate']:.0%} of N={row['n']} runs suppressed" in out
+        # Organisms, not runs: each organism's mean delta over the consistency methods.
+        means = full.filter(behaviour=row["behaviour"]).group_by("organism_id").agg(
+            pl.col("delta").mean())["delta"]  # fmt: skip
+        assert (row["n_down"], row["n_up"]) == ((means < -1e-12).sum(), (means > 1e-12).sum())
+        assert row["n_clusters"] == means.len() == row["n_down"] + row["n_unmoved"] + row["n_up"]
+        assert row["p_min"] == 2 / 2 ** row["n"] if row["n"] else row["p_min"] is None
+        assert (f"{row['behaviour']}: {row['n_down']} down, {row['n_unmoved']} unmoved, "
+                f"{row['n_up']} up of {row['n_clusters']} organisms") in out  # fmt: skip
 
 
 def test_method_table(demo_store, demo_design, tmp_path):
     out = _ran(_script("method_table", str(demo_store), str(tmp_path)))
     wide = pl.read_csv(tmp_path / "method_table_wide.csv")
+    # Every pair is there, whatever this machine's training did; one without a delta says
+    # why, and only such a pair carries a note.
     assert wide.height == demo_design.select("behaviour", "method").n_unique()
+    assert (wide["mean_delta"].is_null() == wide["note"].is_not_null()).all()
+    for row in wide.filter(pl.col("note").is_not_null()).iter_rows(named=True):
+        assert f"note: {row['behaviour']} · {row['method']}: no delta" in out
     row = wide.filter(behaviour="sycophancy", method="bct").row(0, named=True)
     runs = demo_design.filter(behaviour="sycophancy", method="bct", arm="full")
-    assert row["mean_delta"] == pytest.approx(runs["delta"].mean())
-    assert row["n_runs"] == runs.height
+    per_organism = runs.group_by("organism_id").agg(pl.col("delta").mean())["delta"]
+    assert row["mean_delta"] == pytest.approx(per_organism.mean())
+    assert (row["n_runs"], row["n_organisms"], row["role"]) == (
+        runs.height, per_organism.len(), "paired_loss")  # fmt: skip
+    assert -1 <= row["mean_delta_ci_low"] <= row["mean_delta_ci_high"] <= 1
     assert "sign consistency" in out and (tmp_path / "method_table.png").is_file()
 
 
@@ -57,18 +70,31 @@ def test_k_scaling(demo_store, demo_design, tmp_path):
     assert table.filter(method="self_confidence")["k"].unique().sort().to_list() == [1, 2, 4]
     point = table.filter(method="self_confidence", behaviour="sycophancy", k=2)
     runs = demo_design.filter(method="self_confidence", behaviour="sycophancy", arm="full", k=2)
-    assert point["mean_delta"].item() == pytest.approx(runs["delta"].mean())
+    per_organism = runs.group_by("organism_id").agg(pl.col("delta").mean())["delta"]
+    assert point["mean_delta"].item() == pytest.approx(per_organism.mean())
+    assert (
+        table.filter(k=1)["has_selection"].not_().all() and table.filter(k=4)["has_selection"].all()
+    )
     assert "sycophancy · self_confidence: k=1:" in out and (tmp_path / "k_scaling.png").is_file()
 
 
 def test_decomposition(demo_store, tmp_path):
-    result = _script("decomposition", str(demo_store), str(tmp_path), "--n-boot", "200")
+    result = _script("decomposition", str(demo_store), str(tmp_path))
     out = _ran(result)
-    pooled = pl.read_parquet(tmp_path / "decomposition.parquet").filter(pl.col("method").is_null())
-    assert set(pooled["term"]) == {"selection", "labelling_shift"}
+    table = pl.read_parquet(tmp_path / "decomposition.parquet")
+    pooled = table.filter(pl.col("method").is_null())
+    assert set(pooled["term"]) == {"total", "selection", "label_shift", "relabeling", "reference"}
     assert pooled["behaviour"].n_unique() == 4
+    for (behaviour,), rows in pooled.group_by("behaviour"):
+        terms = dict(zip(rows["term"], rows["estimate"], strict=True))
+        assert terms["selection"] + terms["label_shift"] == terms["total"], behaviour
+    assert table["ci_low"].min() >= -1 and table["ci_high"].max() <= 1
+    verdicts = pl.read_parquet(tmp_path / "verdicts.parquet")
+    assert verdicts["attributed_to"].is_null().all()  # 2 organisms per behaviour
+    assert "sycophancy: no attribution (G = 2 organisms; at least 6 are needed)" in out
     assert "sycophancy · selection:" in out and (tmp_path / "decomposition.png").is_file()
-    assert "note: decompose: left out" in result.stderr  # a warning becomes a one-line note
+    # A warning becomes a one-line note: greedy self-training has no selection step.
+    assert "greedy_self_training: no selection" in result.stderr
 
 
 def test_moderators_with_facts_from_the_models_and_a_csv(demo_store, tmp_path):

@@ -108,8 +108,8 @@ def test_the_paper_scale_grid_is_paper_sized():
     import yaml
 
     from shiftlab.cli import _demo_spec_text
-    from shiftlab.pipeline import load_suites, plan_phase1, plan_pools
     from shiftlab.spec import METHODS, parse_spec
+    from shiftlab.study import load_suites, plan_phase1, plan_pools
 
     spec = parse_spec(yaml.safe_load(_demo_spec_text("paper")), "paper.yaml")
     organisms = [j for j in plan_phase1(spec, load_suites(spec)) if j.kind == "organisms"]

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from shiftlab._sqlite_cache import cache_files
-from shiftlab.pipeline import JUDGE_CACHE, run_study
 from shiftlab.spec import load_spec, parse_spec
 from shiftlab.store import Store
+from shiftlab.study import JUDGE_CACHE, run_study
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")

@@ -15,9 +15,9 @@ import yaml
 
 from shiftlab.errors import SpecError
 from shiftlab.executors import ExecutorError, check_executor, slurm_nodes
-from shiftlab.pipeline import load_suites, run_on_executor, run_study
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
+from shiftlab.study import StudyPlan, load_suites, run_on_executor, run_study
 from spec_helpers import TINY_STUDY, changed
 
 SPEC = changed(TINY_STUDY, ["organisms", "seeds"], [0, 1])
@@ -153,7 +153,7 @@ def test_an_unsatisfiable_slurm_request_fails_before_submission(fake_slurm, tmp_
     spec = _spec(kind="submitit", **executor)
     store = Store.open(tmp_path / "store")
     with pytest.raises(SpecError, match=message):
-        run_on_executor(spec, store, load_suites(spec), "submitit", progress=False)
+        run_on_executor(StudyPlan(spec, load_suites(spec)), store, "submitit", progress=False)
     assert not (fake_slurm / "sbatch.calls").exists()
 
 
@@ -161,7 +161,7 @@ def test_a_store_only_this_machine_sees_is_refused_for_slurm(fake_slurm, tmp_pat
     spec = _spec(kind="submitit", slurm_partition="gpu", gpus_per_job=1)
     store = Store.open(tmp_path / "store")
     with pytest.raises(ExecutorError, match="SLURM jobs on other nodes cannot see it"):
-        run_on_executor(spec, store, load_suites(spec), "submitit", progress=False)
+        run_on_executor(StudyPlan(spec, load_suites(spec)), store, "submitit", progress=False)
     assert not (fake_slurm / "sbatch.calls").exists()
 
 
@@ -169,7 +169,7 @@ def test_without_slurm_tools_the_message_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     spec = _spec(kind="submitit")
     with pytest.raises(ExecutorError, match="needs sbatch and sinfo on PATH"):
-        run_on_executor(spec, Store.open(tmp_path / "s"), load_suites(spec), "submitit", False)
+        run_on_executor(StudyPlan(spec, load_suites(spec)), Store.open(tmp_path / "s"), "submitit")
 
 
 def _run_cli(spec_file: Path, *extra: str) -> subprocess.Popen:

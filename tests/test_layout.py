@@ -70,3 +70,15 @@ def test_no_module_is_over_600_lines():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_the_old_documented_import_path_warns_and_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("shiftlab.pipeline", None)
+    with pytest.warns(DeprecationWarning, match="moved to shiftlab.study"):
+        pipeline = importlib.import_module("shiftlab.pipeline")
+    from shiftlab.study import base_model_facts
+
+    assert pipeline.base_model_facts is base_model_facts

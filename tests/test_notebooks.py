@@ -64,17 +64,24 @@ def test_the_ablation_notebook_runs_a_study_and_draws_eta(tmp_path):
 
 
 def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
+    report_dir = tmp_path / "report"
+    stores_own = (demo_store / "report.html").stat().st_mtime_ns
     executed = execute_notebook(
-        NOTEBOOKS / "02_attribution.ipynb", parameters={"store": str(demo_store), "n_boot": 200}
+        NOTEBOOKS / "02_attribution.ipynb",
+        parameters={"store": str(demo_store), "n_boot": 200, "report_dir": str(report_dir)},
     )
     assert len(_outputs(executed, "image/png")) == 7
     text = _text(executed)
     for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment",
                       "spurious_correlation"):  # fmt: skip
-        assert f"{behaviour}: full consistency training lowered" in text
-    for table in ("sign_tests", "decomposition", "method_table", "k_scaling", "moderators"):
+        assert f"{behaviour}: consistency training (" in text
+    for table in ("sign_tests", "decomposition", "verdicts", "method_table", "k_scaling",
+                  "moderators"):  # fmt: skip
         assert f"{table}: " in text
-    assert (demo_store / "report.html").is_file()
+    # Its report goes to its own folder; the store's own report is left as it was.
+    assert (report_dir / "report.html").is_file()
+    assert (report_dir / "attribution" / "decomposition.parquet").is_file()
+    assert (demo_store / "report.html").stat().st_mtime_ns == stores_own
 
 
 def test_bad_parameters_are_clear_errors_before_any_cell_runs(tmp_path, capsys):

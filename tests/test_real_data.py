@@ -9,9 +9,9 @@ import pytest
 from shiftlab._sqlite_cache import cache_files
 from shiftlab.behaviours import score_outputs
 from shiftlab.errors import ShiftlabError
-from shiftlab.pipeline import JUDGE_CACHE, load_suites, run_study
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
+from shiftlab.study import JUDGE_CACHE, load_suites, run_study
 
 FILES = ("induction", "consistency", "act_bct_clean", "act_bct_wrapped", "eval")
 

@@ -1,5 +1,7 @@
 """The study report from a store's design table."""
 
+import re
+
 import polars as pl
 import pytest
 
@@ -12,7 +14,9 @@ from shiftlab.store import Store
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     store = Store.open(tmp_path_factory.mktemp("store"))
-    runs = simulate_runs(selection_effect=-0.2, shift_effect=0.0, behaviours=("syc", "rh"), seed=0)
+    runs = simulate_runs(selection_effect=-0.2, reference_effect=-0.3, behaviours=("syc", "rh"),
+                         methods=("self_confidence", "multi_view", "greedy_self_training",
+                                  "bct"), seed=0)  # fmt: skip
     store.write_table("runs", runs)
     return store, write_report(store, n_boot=300)
 
@@ -21,29 +25,93 @@ def test_report_files_tables_and_figures(reported):
     store, page = reported
     text = page.read_text()
     assert page == store.root / "report.html" and (store.root / "report.md").is_file()
-    assert text.count("data:image/png;base64,") >= 4  # self-contained
-    for name in ("sign_tests", "decomposition", "mediation", "arm_effects"):
+    assert text.count("data:image/png;base64,") >= 5  # self-contained
+    for name in ("sign_tests", "decomposition", "verdicts", "method_table", "mediation",
+                 "arm_effects"):  # fmt: skip
         frame = pl.read_parquet(store.root / "attribution" / f"{name}.parquet")
-        assert frame.height > 0 and "estimate" in frame.columns
-    for name in ("decomposition", "forest", "delta_heatmap", "shift_vs_delta"):
+        assert frame.height > 0, name
+    for name in ("decomposition", "forest", "delta_heatmap", "shift_vs_delta", "sign_tests"):
         assert (store.root / "figures" / f"{name}.svg").stat().st_size > 1000
     assert "eta: not computed: no pool carries selection scores" in text
+    assert "organisms: not shown: the store has no tables/organisms.parquet" in text
+    assert "greedy_self_training: no selection (full and shuffled train on the same labels)" in text
+    assert "Sign convention: Δ is a run&#x27;s behaviour rate minus its organism&#x27;s" in text
 
 
-def test_headlines_come_from_the_numbers(reported):
+def test_no_interval_leaves_the_range_and_no_p_is_zero(reported):
+    store, _ = reported
+    for path in (store.root / "attribution").glob("*.parquet"):
+        frame = pl.read_parquet(path)
+        if "ci_low" in frame.columns and path.stem != "mediation":
+            assert frame["ci_low"].min() >= -1 and frame["ci_high"].max() <= 1, path.stem
+        for column in ("p_value", "p_adjusted"):
+            if column in frame.columns:
+                assert (frame[column].drop_nulls() > 0).all(), path.stem
+    text = (store.root / "report.md").read_text()
+    assert not re.search(r"p = 0(\.0*)?[;)\s]", text)
+
+
+def test_headlines_follow_the_numbers(reported):
     store, _ = reported
     tables = {n: pl.read_parquet(store.root / "attribution" / f"{n}.parquet")
-              for n in ("sign_tests", "decomposition")}  # fmt: skip
+              for n in ("sign_tests", "decomposition", "verdicts")}  # fmt: skip
     sentences = headlines(tables)
     assert set(sentences) == {"syc", "rh"}
-    share = tables["sign_tests"].filter(analysis="sign_test", behaviour="syc")["estimate"].item()
-    assert f"in {share:.0%} of the runs that moved" in sentences["syc"]
-    assert "attributable to selection, not to the labelling shift" in sentences["syc"]
+    pooled = (
+        tables["verdicts"].filter(pl.col("method").is_null(), behaviour="syc").row(0, named=True)
+    )
+    assert sentences["syc"].startswith(
+        f"consistency training (multi_view, self_confidence; G = 27 organisms): of the "
+        f"{pooled['total']:+.2f} [{pooled['total_ci_low']:+.2f}, {pooled['total_ci_high']:+.2f}] "
+        "change, selection"
+    )
+    assert "the change is attributable to selection" in sentences["syc"]
+    signs = tables["sign_tests"].filter(analysis="sign_test", behaviour="syc").row(0, named=True)
+    assert f"went down in {signs['n_down']}, stayed in {signs['n_unmoved']}" in sentences["syc"]
+
+
+def test_few_organisms_give_no_verdict_and_say_why(tmp_path):
+    store = Store.open(tmp_path / "store")
+    store.write_table("runs", simulate_runs(selection_effect=-0.3, n_bases=1,
+                                            organisms_per_base=2, seed=1))  # fmt: skip
+    page = write_report(store, out=tmp_path / "elsewhere", n_boot=200)
+    assert page == tmp_path / "elsewhere" / "report.html"
+    assert not (store.root / "report.html").exists()  # the store is only read
+    text = page.read_text()
+    assert "no attribution: G = 2 organisms; at least 6 are needed" in text
+    assert "the smallest p 2 organisms allow is 0.5" in text
+    assert "no behaviour could be estimated (sycophancy: G = 2 organisms; at least 6 are" in text
 
 
 def test_report_command(reported, tmp_path, capsys):
     store, _ = reported
-    assert main(["report", str(store.root), "--n-boot", "200"]) == 0
-    assert capsys.readouterr().out.strip().endswith("report.html")
+    out = tmp_path / "out"
+    assert main(["report", str(store.root), "--n-boot", "200", "--out", str(out),
+                 "--min-organisms", "30"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip().endswith(str(out / "report.html"))
+    assert "no attribution: G = 27 organisms; at least 30 are needed" in (
+        out / "report.html").read_text()  # fmt: skip
     assert main(["report", str(tmp_path)]) == 2
     assert "not a shiftlab store" in capsys.readouterr().err
+
+
+def test_the_demo_report_follows_the_rules(demo_store):
+    """`shiftlab demo` writes the report: headlines that attribute nothing from the demo's
+    two organisms per behaviour and say so, no p of 0, no interval outside [-1, 1]."""
+    text = (demo_store / "report.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("- **")]
+    assert len(lines) == 4
+    for line in lines:
+        assert "of the " in line and "selection " in line and "label shift " in line
+        assert "no attribution: G = 2 organisms; at least 6 are needed" in line
+    assert not re.search(r"p = 0(\.0*)?[;)\s]", text)
+    for path in (demo_store / "attribution").glob("*.parquet"):
+        frame = pl.read_parquet(path)
+        for column in ("p_value", "p_adjusted", "p_min"):
+            if column in frame.columns:
+                assert (frame[column].drop_nulls() > 0).all(), (path.stem, column)
+        if "ci_low" in frame.columns:
+            assert frame["ci_low"].drop_nulls().min() >= -1, path.stem
+            assert frame["ci_high"].drop_nulls().max() <= 1, path.stem
+    verdicts = pl.read_parquet(demo_store / "attribution" / "verdicts.parquet")
+    assert verdicts["attributed_to"].is_null().all()

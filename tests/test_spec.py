@@ -130,3 +130,17 @@ def test_methods_take_a_bare_name_or_their_knobs():
     assert spec.methods[1].n_candidates == 6 and spec.methods[0].n_candidates == 4
     with pytest.raises(SpecError, match="k_values must not exceed n_candidates"):
         parse_spec(with_change(["methods"], [{"name": "self_confidence", "k_values": [9]}]))
+
+
+def test_one_catalogue_of_methods_covers_every_name_and_every_pool_builder():
+    from typing import get_args
+
+    from shiftlab.consistency._methods import _GENERATORS
+    from shiftlab.spec import LABEL_METHODS, METHOD_FACTS, MethodName, MethodSpec
+
+    assert set(get_args(MethodName)) == set(METHOD_FACTS)
+    assert set(_GENERATORS) == set(LABEL_METHODS)  # every label method builds a pool
+    assert not MethodSpec(name="greedy_self_training").has_selection
+    assert not MethodSpec(name="self_confidence", n_candidates=1).has_selection
+    assert MethodSpec(name="self_confidence", n_candidates=2).has_selection
+    assert MethodSpec(name="multi_view").has_selection and not MethodSpec(name="bct").has_selection

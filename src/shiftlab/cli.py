@@ -95,8 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     report = add("report", "run every attribution analysis and write report.html")
     report.add_argument("store", help="store folder of a finished study")
     report.add_argument(
-        "--n-boot", type=int, default=2000, help="cluster-bootstrap draws (default 2000)"
-    )
+        "--n-boot", type=int, default=2000,
+        help="cluster-bootstrap draws for mediation (default 2000)",
+    )  # fmt: skip
+    report.add_argument("--out", help="folder for the report (default: the store itself)")
+    report.add_argument(
+        "--min-organisms", type=int,
+        help="organisms a verdict needs (default 6: the fewest at which a sign-flip test "
+        "can reach p < 0.05)",
+    )  # fmt: skip
 
     repro = add("repro", "record a store's fingerprints, or check that it reproduces")
     repro_commands = repro.add_subparsers(dest="repro_command", required=True)
@@ -184,14 +191,14 @@ def _print_organisms(table: object) -> None:
 def _print_deltas(design: Any) -> None:
     import polars as pl
 
-    from shiftlab.pipeline import summarise_deltas
     from shiftlab.spec import ARMS
+    from shiftlab.study import summarise_deltas
 
     wide = summarise_deltas(design).pivot(
         on="arm", index=["behaviour", "method"], values="mean_delta"
     )
     arms = [a for a in ARMS if a in wide.columns]
-    print("mean delta (behaviour rate after phase 3 minus the organism's):")
+    print("mean delta (behaviour rate after training minus the organism's):")
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(wide.select("behaviour", "method", *[pl.col(a).round(3) for a in arms]))
 
@@ -208,9 +215,9 @@ def _run(
 ) -> int:
     import yaml
 
-    from shiftlab.pipeline import run_study
     from shiftlab.spec import load_spec, parse_spec
     from shiftlab.store import ORGANISM_TABLE, Store
+    from shiftlab.study import run_study
 
     start = time.perf_counter()
     if demo:
@@ -239,8 +246,8 @@ def _run(
 
 
 def _validate(spec_path: str) -> int:
-    from shiftlab.pipeline import load_suites
     from shiftlab.spec import load_spec
+    from shiftlab.study import load_suites
 
     spec = load_spec(spec_path)
     load_suites(spec)
@@ -268,8 +275,8 @@ def _check_store(store: Any, *, rebuild: bool = False) -> None:
 
 def _status(store_path: str, verify: bool) -> int:
     from shiftlab._integrity import inspect_store
-    from shiftlab.pipeline import study_status
     from shiftlab.spec import load_spec
+    from shiftlab.study import study_status
 
     store = _open_existing(store_path)
     found = inspect_store(store, hashes=verify)
@@ -289,7 +296,7 @@ def _status(store_path: str, verify: bool) -> int:
     return 0
 
 
-def _report(store_path: str, n_boot: int) -> int:
+def _report(store_path: str, n_boot: int, out: str | None, min_organisms: int | None) -> int:
     from shiftlab.report import write_report
     from shiftlab.store import Store
 
@@ -298,9 +305,9 @@ def _report(store_path: str, n_boot: int) -> int:
         raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
     store = Store.open(root)
     _check_store(store)
-    for pool_id in store.finished_ids("pools"):  # the report reads every pool
-        store.verified("pools", pool_id)
-    print(f"report: {write_report(store, n_boot=n_boot)}")
+    verdicts = {} if min_organisms is None else {"min_organisms": min_organisms}
+    page = write_report(store, out=out, n_boot=n_boot, **verdicts)
+    print(f"report: {page}")
     return 0
 
 
@@ -361,8 +368,7 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from shiftlab.behaviours import fetch_dataset
-    from shiftlab.behaviours._fetch import dataset_registry
+    from shiftlab.behaviours import dataset_registry, fetch_dataset
 
     if args.data_command == "list":
         for name, entry in sorted(dataset_registry().items()):
@@ -412,7 +418,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data(args)
     if args.command == "report":
-        return _report(args.store, args.n_boot)
+        return _report(args.store, args.n_boot, args.out, args.min_organisms)
     if args.command == "repro":
         return _repro(args)
     if args.command == "notebook":

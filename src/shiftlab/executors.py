@@ -1,6 +1,6 @@
 """Scale-out: run a study's stage graph on SLURM (submitit) or Ray.
 
-The submitting process walks the stage graph (:func:`shiftlab.pipeline.stage_graph`):
+The submitting process walks the stage graph (:func:`shiftlab.study.stage_graph`):
 each unit — a phase-1 artefact, or one organism's pools, runs or shift — is submitted as
 soon as the units it waits for are finished, as a SLURM job array (``submitit``: every
 unit ready at that moment in one array) or as Ray tasks (``ray``). A job carries the spec

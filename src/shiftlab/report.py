@@ -2,7 +2,8 @@
 page with the headline finding per behaviour.
 
 ``write_report(store)`` writes ``attribution/<analysis>.parquet``, ``figures/<name>.png``
-and ``.svg``, ``report.html`` (self-contained: figures embedded) and ``report.md``.
+and ``.svg``, ``report.html`` (self-contained: figures embedded) and ``report.md`` into
+the store, or into ``out`` when given (the store is then only read).
 
 >>> import tempfile
 >>> from shiftlab.attribution import simulate_runs
@@ -19,6 +20,7 @@ import functools
 import html
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,95 +28,179 @@ import polars as pl
 
 from shiftlab._version import __version__
 from shiftlab.attribution import (
+    MIN_ORGANISMS,
+    MOVED,
+    attribute,
     decompose,
     eta_curve,
     fit_fixed_effects,
     fit_mixed,
     headline_runs,
+    k_scaling,
     mediation,
+    method_table,
     sign_tests,
+    within,
 )
 from shiftlab.errors import ShiftlabError, StoreError
-from shiftlab.spec import PAIRED_METHODS
-from shiftlab.store import MANIFEST, RUNS_TABLE, Store, atomic_write, atomic_write_bytes
+from shiftlab.spec import METHOD_FACTS
+from shiftlab.store import (
+    MANIFEST,
+    ORGANISM_TABLE,
+    RUNS_TABLE,
+    Store,
+    atomic_write,
+    atomic_write_bytes,
+)
+
+MEDIATOR = "shift_mmd"
+# Arm effects compare SFT arms: paired losses have none, and a one-candidate method's arms
+# are the relabeled run itself.
+WITHOUT_SFT_ARMS = [
+    name
+    for name, facts in METHOD_FACTS.items()
+    if facts.role == "paired_loss" or facts.one_candidate
+]
+SIGN_CONVENTION = (
+    "Sign convention: Δ is a run's behaviour rate minus its organism's on the same eval "
+    "prompts, so a negative Δ means training lowered the misbehaviour and a positive one "
+    "that it raised it; a part with the total's sign pushes the same way as the change."
+)
+ESTIMANDS = (
+    "The total change (full − none) splits exactly into selection (full − shuffled) and "
+    "label shift (shuffled − none: training on the method's own candidates with the "
+    "score→choice link broken); relabeling (relabeled − none) and reference (original − "
+    "none) are comparators. Each is a mean over organisms with a 95% sign-flip interval, "
+    "inside [−1, 1]. A change is attributed to a part only when the total's interval "
+    "excludes 0, the part has the total's sign and its interval excludes 0, and there are "
+    "at least {min_organisms} organisms. Consistency training pools the label methods "
+    "with a selection step; controls and paired-loss methods have rows of their own."
+)
+ETA_NOTE = (
+    "The selection bound limits how far choosing by the score can move the misbehaviour "
+    "rate of the training labels (label composition), not the behaviour change after "
+    "training, as long as misbehaviour depends on a candidate only through its score bin; "
+    "label_selection is that move as observed in the pools, and one beyond the bound says "
+    "misbehaviour varies within the bins."
+)
 
 
-def _pools(store: Store, runs: pl.DataFrame) -> pl.DataFrame | None:
-    """Every score-based pool's candidates with behaviour and method columns."""
+def _pools(store: Store, runs: pl.DataFrame) -> tuple[pl.DataFrame | None, list[str]]:
+    """Every score-based pool's candidates with behaviour and method columns, and the
+    methods whose pools carry no selection score."""
     behaviour = dict(zip(runs["organism_id"], runs["behaviour"], strict=True))
-    frames = []
+    frames, unscored = [], set()
+    columns = ["prompt_id", "candidate", "score", "misbehaving", "chosen", "selection"]
     for pool_id in store.finished_ids("pools"):
         manifest = store.read_manifest("pools", pool_id)
         organism = manifest["config"]["organism"]
         if organism not in behaviour:
             continue
-        pool = pl.read_parquet(store.path("pools", pool_id), columns=["score", "misbehaving",
-                                                                       "chosen"])  # fmt: skip
+        pool = store.read_parquet("pools", pool_id, columns=columns)
         if pool["score"].null_count() == pool.height:
+            unscored.add(manifest["method"])
             continue
         frames.append(pool.with_columns(pl.lit(behaviour[organism]).alias("behaviour"),
                                         pl.lit(manifest["method"]).alias("method")))  # fmt: skip
-    return pl.concat(frames) if frames else None
+    return (pl.concat(frames) if frames else None), sorted(unscored)
+
+
+def _design_notes(runs: pl.DataFrame) -> dict[str, str]:
+    """Runs the design table flags: deltas on fewer than half the eval prompts, arms
+    whose training set was empty (delta 0, kept in every table)."""
+    notes = {}
+    for column, what in (
+        ("few_judged", "rest on fewer than half of the eval prompts (n_judged < n_eval / 2)"),
+        ("empty_training_set", "had no training rows, so the organism is its own result "
+                               "(delta 0, kept)"),
+    ):  # fmt: skip
+        if column not in runs.columns:
+            continue
+        flagged = runs.filter(pl.col(column).fill_null(False))
+        if flagged.height:
+            cells = flagged.select(pl.format("{}/{}/{}", "organism_id", "method", "arm"))
+            shown = ", ".join(cells.to_series().unique(maintain_order=True).head(6))
+            notes[column] = f"{flagged.height} design-table row(s) {what}: {shown}" + (
+                ", ..." if flagged.height > 6 else "")  # fmt: skip
+    return notes
 
 
 def attribution_tables(
-    store: Store, *, n_boot: int = 2000, seed: int = 0
+    store: Store, *, n_boot: int = 2000, seed: int = 0, min_organisms: int = MIN_ORGANISMS
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
     """Every analysis that the store's design table supports, and notes: why an analysis
-    is missing, or what it warned about (analysis -> note)."""
+    or a pair is left out, or what it warned about (name -> note)."""
     if not store.table_path(RUNS_TABLE).is_file():
         raise StoreError(f"{store.root}: no tables/runs.parquet; run the study's methods first")
     runs = store.read_table(RUNS_TABLE)
     tables: dict[str, pl.DataFrame] = {}
-    skipped: dict[str, str] = {}
+    notes: dict[str, str] = _design_notes(runs)
 
-    def attempt(name: str, compute: Any) -> None:
+    def attempt(name: str, compute: Callable[[], pl.DataFrame]) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             try:
                 tables[name] = compute()
             except ShiftlabError as error:
-                skipped[name] = f"not computed: {error}"
+                notes[name] = f"not computed: {error}"
         said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-        if said and name not in skipped:
-            skipped[name] = "; ".join(said)
+        if said and name not in notes:
+            notes[name] = "; ".join(said)
 
-    attempt("sign_tests", lambda: sign_tests(runs))
-    attempt("decomposition", lambda: decompose(runs, n_boot=n_boot, seed=seed))
-    if "shift_kl" in runs.columns and runs["shift_kl"].drop_nulls().len():
-        attempt("mediation", lambda: mediation(runs, "shift_kl", n_boot=n_boot, seed=seed))
+    if store.table_path(ORGANISM_TABLE).is_file():
+        tables["organisms"] = store.read_table(ORGANISM_TABLE)
     else:
-        skipped["mediation"] = "not computed: the design table has no shift_kl values"
+        notes["organisms"] = "not shown: the store has no tables/organisms.parquet"
+    attempt("decomposition", lambda: decompose(runs, seed=seed))
+    if "decomposition" in tables:
+        attempt("verdicts", lambda: attribute(tables["decomposition"],
+                                              min_organisms=min_organisms))  # fmt: skip
+    attempt("sign_tests", lambda: sign_tests(runs))
+    attempt("method_table", lambda: method_table(runs))
+    attempt("k_scaling", lambda: k_scaling(runs))
+    if MEDIATOR in runs.columns and runs[MEDIATOR].drop_nulls().len():
+        attempt("mediation", lambda: mediation(runs, MEDIATOR, n_boot=n_boot, seed=seed,
+                                               min_organisms=min_organisms))  # fmt: skip
+    else:
+        notes["mediation"] = f"not computed: the design table has no {MEDIATOR} values"
 
-    # Arm effects compare SFT arms: paired losses have no such arms, and greedy self-
-    # training's arms are the relabeled run itself. Each run counts once per arm.
+    # Each run counts once per arm.
     distinct = (
         headline_runs(runs)
-        .filter(~pl.col("method").is_in([*PAIRED_METHODS, "greedy_self_training"]))
-        .drop_nulls("run_id")
+        .filter(~pl.col("method").is_in(WITHOUT_SFT_ARMS))
+        .drop_nulls(["run_id", "delta"])
         .unique(["run_id", "arm"], keep="first", maintain_order=True)
     )
 
     def per_behaviour(fit: Any) -> pl.DataFrame:
-        """Arm effects against ``original`` for each behaviour, by ``fit``."""
+        """Arm effects against ``original`` for each behaviour, by ``fit``; differences
+        of rates, so their intervals are kept inside [-1, 1]."""
         parts = []
         for (behaviour,), part in distinct.group_by("behaviour", maintain_order=True):
             table = fit(part, "delta ~ C(arm, Treatment('original'))")
             parts.append(table.with_columns(pl.lit(str(behaviour)).alias("behaviour")))
-        return pl.concat(parts)
+        return within(pl.concat(parts))
 
     attempt("arm_effects", lambda: per_behaviour(fit_fixed_effects))
     attempt("arm_effects_mixed", lambda: per_behaviour(fit_mixed))
-    pools = _pools(store, runs)
+    pools, unscored = _pools(store, runs)
+    if unscored:
+        notes["eta (unscored pools)"] = (
+            f"left out {', '.join(unscored)}: its pools carry no selection score "
+            "(one candidate per prompt, nothing selected), so there is no η(s) to draw"
+        )
     if pools is None:
-        skipped["eta"] = "not computed: no pool carries selection scores"
+        notes["eta"] = "not computed: no pool carries selection scores"
     else:
         attempt("eta", lambda: eta_curve(pools))
-    return tables, skipped
+    return tables, notes
 
 
-def _figures(store: Store, tables: dict[str, pl.DataFrame]) -> dict[str, Path]:
-    """Draw every figure the tables support; PNG and SVG under ``figures/``."""
+def _figures(
+    runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every figure the tables support, PNG and SVG under ``folder``; and why any
+    other was not drawn (a table whose estimates are all null has nothing to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,83 +211,142 @@ def _figures(store: Store, tables: dict[str, pl.DataFrame]) -> dict[str, Path]:
         DeltaHeatmapDisplay,
         EtaDisplay,
         ForestDisplay,
+        KScalingDisplay,
         ShiftDeltaDisplay,
     )
 
-    runs = store.read_table(RUNS_TABLE)
     drawings: dict[str, Any] = {"delta_heatmap": lambda: DeltaHeatmapDisplay.from_frame(runs)}
     if "decomposition" in tables:
-        drawings["decomposition"] = lambda: DecompositionDisplay.from_frame(tables["decomposition"])
+        pooled = tables["decomposition"].filter(pl.col("method").is_null())
+        drawings["decomposition"] = lambda: DecompositionDisplay.from_frame(pooled)
         drawings["forest"] = lambda: ForestDisplay.from_frame(
-            tables["decomposition"].filter(pl.col("method").is_null())
+            pooled, xlabel="Δ behaviour rate (difference of rates, 95% CI)"
         )
+    if "sign_tests" in tables:
+        drawings["sign_tests"] = lambda: ForestDisplay.from_frame(
+            tables["sign_tests"], reference=0.5,
+            xlabel="share of moved organisms that went down (95% CI)")  # fmt: skip
     if "mediation" in tables:
-        drawings["shift_vs_delta"] = lambda: ShiftDeltaDisplay.from_frame(runs, "shift_kl")
+        drawings["shift_vs_delta"] = lambda: ShiftDeltaDisplay.from_frame(runs, MEDIATOR)
     if "eta" in tables:
         drawings["eta"] = lambda: EtaDisplay.from_frame(tables["eta"])
-    paths = {}
+    if "k_scaling" in tables and _several_k(tables["k_scaling"]):
+        drawings["k_scaling"] = lambda: KScalingDisplay.from_frame(tables["k_scaling"])
+    paths, skipped = {}, {}
     for name, make in drawings.items():
-        display = make().plot()
+        try:
+            display = make().plot()
+        except ShiftlabError as error:
+            skipped[f"figure {name}"] = f"not drawn: {error}"
+            continue
         for suffix in ("png", "svg"):
-            path = store.root / "figures" / f"{name}.{suffix}"
+            path = folder / f"{name}.{suffix}"
             atomic_write(path, functools.partial(_save_figure, display.figure_, suffix))
-        paths[name] = store.root / "figures" / f"{name}.png"
+        paths[name] = folder / f"{name}.png"
         plt.close(display.figure_)
-    return paths
+    return paths, skipped
+
+
+def _several_k(table: pl.DataFrame) -> bool:
+    """Whether some behaviour x method ran at more than one candidate count."""
+    counts = table.group_by("behaviour", "method").agg(pl.col("k").n_unique())
+    return bool((counts["k"] > 1).any())
 
 
 def _save_figure(figure: Any, suffix: str, path: Path) -> None:
     figure.savefig(path, dpi=150, format=suffix)
 
 
-def _interval(row: dict[str, Any]) -> str:
-    return f"{row['estimate']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+def format_p(p: float) -> str:
+    """A p-value as text, never as 0: below float resolution it is a bound.
+
+    >>> format_p(0.031), format_p(2.4e-7), format_p(0.0)
+    ('0.031', '2.4e-07', '< 1e-16')
+    """
+    return "< 1e-16" if p < 1e-16 else f"{p:.2g}"
+
+
+def _signed(value: float) -> str:
+    return f"{round(value, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
+
+
+def _interval(estimate: float, low: float, high: float) -> str:
+    return f"{_signed(estimate)} [{_signed(low)}, {_signed(high)}]"
+
+
+def _share(part: float, total: float) -> str:
+    # A total within rounding of 0 has no shares to speak of.
+    return f"{part / total:.0%} of the change" if abs(total) > 1e-12 else "no change to share"
+
+
+def _split(row: dict[str, Any], methods: list[str]) -> str:
+    """The decomposition clause of a headline: the total, both parts with their share,
+    and the verdict or why there is none."""
+    total = row["total"]
+    parts = [
+        f"{name} {_interval(row[t], row[f'{t}_ci_low'], row[f'{t}_ci_high'])} "
+        f"({_share(row[t], total)})"
+        for t, name in (("selection", "selection"), ("label_shift", "label shift"))
+    ]
+    said = (f"consistency training ({', '.join(methods)}; G = {row['n_organisms']} "
+            f"organisms): of the {_interval(total, row['total_ci_low'], row['total_ci_high'])} "
+            f"change, {parts[0]}, {parts[1]}")  # fmt: skip
+    attributed = row["attributed_to"]
+    if attributed is None:
+        return f"{said}; no attribution: {row['reason']}"
+    part = {"selection": "selection", "label_shift": "label shift",
+            "both": "both selection and label shift"}[attributed]  # fmt: skip
+    return f"{said}; the change is attributable to {part} ({row['reason']})"
+
+
+def _signs(row: dict[str, Any]) -> str:
+    moved = row["n"]
+    counts = (f"the behaviour went down in {row['n_down']}, stayed in {row['n_unmoved']} and "
+              f"went up in {row['n_up']} of {row['n_clusters']} organisms")  # fmt: skip
+    if not moved:
+        return f"{counts}; none moved, so there is no sign test"
+    return (f"{counts} (exact sign test over the {moved} that moved: p = "
+            f"{format_p(row['p_value'])}; the smallest p {moved} organisms allow is "
+            f"{format_p(row['p_min'])})")  # fmt: skip
 
 
 def headlines(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
-    """One sentence per behaviour, generated from the sign test and the decomposition."""
+    """One sentence per behaviour from the pooled decomposition, its verdict and the
+    organisms' sign test."""
     sentences: dict[str, list[str]] = {}
+    parts = tables.get("decomposition")
+    verdicts = tables.get("verdicts")
+    if parts is not None and verdicts is not None:
+        pooled_methods = parts.filter(
+            pl.col("role") == "consistency_training",
+            pl.col("has_selection"),
+            pl.col("method").is_not_null(),
+        )
+        for behaviour in parts["behaviour"].unique(maintain_order=True).to_list():
+            pooled = verdicts.filter(pl.col("method").is_null(), behaviour=behaviour)
+            methods = pooled_methods.filter(behaviour=behaviour)["method"].unique().sort()
+            sentences[behaviour] = [
+                _split(pooled.row(0, named=True), methods.to_list()) if pooled.height
+                else "no consistency-training method with a selection step to split"
+            ]  # fmt: skip
     signs = tables.get("sign_tests")
     if signs is not None:
         for row in signs.filter(analysis="sign_test").iter_rows(named=True):
-            if row["estimate"] is None:
-                continue
-            sentences.setdefault(row["behaviour"], []).append(
-                f"full consistency training lowered the behaviour rate in "
-                f"{row['estimate']:.0%} of the runs that moved (N = {row['n']}, "
-                f"exact sign test p = {row['p_value']:.2g})"
-            )
-    parts = tables.get("decomposition")
-    if parts is not None:
-        for (behaviour,), rows in parts.filter(pl.col("method").is_null()).group_by(
-            "behaviour", maintain_order=True
-        ):
-            effect = {r["term"]: r for r in rows.iter_rows(named=True)}
-            said = []
-            for term, name in (("selection", "selection"), ("labelling_shift", "labelling shift")):
-                if term in effect:
-                    said.append(f"{name} {_interval(effect[term])}")
-            sentences.setdefault(str(behaviour), []).append("; ".join(said))
-            verdict = _verdict(effect)
-            if verdict:
-                sentences[str(behaviour)].append(verdict)
+            sentences.setdefault(row["behaviour"], []).append(_signs(row))
     return {b: "; ".join(s) + "." for b, s in sentences.items()}
 
 
-def _verdict(effect: dict[str, dict[str, Any]]) -> str:
-    def clear(term: str) -> bool:
-        row = effect.get(term)
-        return row is not None and (row["ci_low"] > 0 or row["ci_high"] < 0)
-
-    selection, shift = clear("selection"), clear("labelling_shift")
-    if selection and shift:
-        larger = max(("selection", "labelling_shift"), key=lambda t: abs(effect[t]["estimate"]))
-        return f"both effects are clear of zero; {larger.replace('_', ' ')} is the larger"
-    if shift:
-        return "the change is attributable to the labelling shift, not to selection"
-    if selection:
-        return "the change is attributable to selection, not to the labelling shift"
-    return "neither effect is distinguishable from zero at this sample size"
+def _eta_beside_observed(tables: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
+    """The η bound beside the selection effect observed on the training labels, per
+    behaviour x method."""
+    eta = tables.get("eta")
+    if eta is None:
+        return None
+    return (
+        eta.filter(pl.col("term").is_in(["label_selection", "selection_bound"]))
+        .pivot(on="term", index=["behaviour", "method"], values="estimate")
+        .sort("behaviour", "method")
+    )
 
 
 def _manifest_summary(store: Store) -> dict[str, Any]:
@@ -217,22 +362,35 @@ def _manifest_summary(store: Store) -> dict[str, Any]:
     }
 
 
+P_COLUMNS = ("p_value", "p_adjusted", "p_min")
+
+
+def _cell(column: str, value: Any) -> str:
+    """A table cell: p-values with significant digits (never 0), other numbers to 4
+    decimals unless that would round a nonzero value to 0."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if column in P_COLUMNS or column.endswith("_p_value"):
+            return format_p(value)
+        return f"{value:.2g}" if value and abs(value) < 5e-5 else f"{round(value, 4):g}"
+    return str(value)
+
+
 def _table_html(frame: pl.DataFrame) -> str:
-    shown = frame.with_columns(pl.col(pl.Float64).round(4))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row)
-        + "</tr>"
-        for row in shown.iter_rows()
+        "<tr>" + "".join(f"<td>{html.escape(_cell(c, v))}</td>"
+                         for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
+        for row in frame.iter_rows()
     )  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _table_md(frame: pl.DataFrame) -> str:
-    shown = frame.with_columns(pl.col(pl.Float64).round(4))
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |"
-              for row in shown.iter_rows()]  # fmt: skip
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(_cell(c, v) for c, v in zip(frame.columns, row, strict=True))
+              + " |" for row in frame.iter_rows()]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -242,27 +400,46 @@ td,th{border:1px solid #ccc;padding:.2rem .4rem;text-align:right}th{background:#
 img{max-width:100%;border:1px solid #eee}code{background:#f3f3f3}"""
 
 
-def write_report(store: Store, *, n_boot: int = 2000, seed: int = 0) -> Path:
-    """Run every attribution analysis on ``store``'s design table and write the report;
-    return the path of ``report.html``."""
-    tables, skipped = attribution_tables(store, n_boot=n_boot, seed=seed)
-    folder = store.root / "attribution"
-    folder.mkdir(exist_ok=True)
+def write_report(
+    store: Store,
+    *,
+    out: str | Path | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    min_organisms: int = MIN_ORGANISMS,
+) -> Path:
+    """Run every attribution analysis on ``store``'s design table and write the report
+    into ``out`` (default: the store's own folder); return the path of ``report.html``.
+    ``n_boot`` bootstrap draws for mediation; ``min_organisms`` for a verdict."""
+    tables, notes = attribution_tables(store, n_boot=n_boot, seed=seed,
+                                       min_organisms=min_organisms)  # fmt: skip
+    folder = Path(out) if out is not None else store.root
+    (folder / "attribution").mkdir(parents=True, exist_ok=True)
+    (folder / "figures").mkdir(exist_ok=True)
+    beside = _eta_beside_observed(tables)
+    if beside is not None:
+        tables["eta_bound_beside_observed"] = beside
     for name, frame in tables.items():
-        atomic_write(folder / f"{name}.parquet", frame.write_parquet)
+        if name != "organisms":  # a study table, shown, not an analysis
+            atomic_write(folder / "attribution" / f"{name}.parquet", frame.write_parquet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # matplotlib's layout notes
-        figures = _figures(store, tables)
+        figures, skipped = _figures(store.read_table(RUNS_TABLE), tables, folder / "figures")
+    notes.update(skipped)
     sentences = headlines(tables)
+    explained = [SIGN_CONVENTION, ESTIMANDS.format(min_organisms=min_organisms),
+                 MOVED.format(threshold=0) + "."]  # fmt: skip
     summary = _manifest_summary(store)
     title = f"shiftlab report: {store.root.name}"
 
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-            "<h2>Headline findings</h2><ul>"]  # fmt: skip
+            "<h2>Headline findings</h2>"]  # fmt: skip
+    page += [f"<p>{html.escape(line)}</p>" for line in explained] + ["<ul>"]
     page += [f"<li><b>{html.escape(b)}</b>: {html.escape(s)}</li>" for b, s in sentences.items()]
     page.append("</ul><h2>Figures</h2>")
     markdown = [f"# {title}", "", "## Headline findings", ""]
+    markdown += [line for said in explained for line in (said, "")]
     markdown += [f"- **{b}**: {s}" for b, s in sentences.items()]
     markdown += ["", "## Figures", ""]
     for name, path in figures.items():
@@ -273,19 +450,22 @@ def write_report(store: Store, *, n_boot: int = 2000, seed: int = 0) -> Path:
     page.append("<h2>Tables</h2>")
     markdown += ["", "## Tables", ""]
     for name, frame in tables.items():
-        page.append(f"<h3>{name.replace('_', ' ')}</h3>{_table_html(frame)}")
-        markdown += [f"### {name.replace('_', ' ')}", "", _table_md(frame), ""]
-    if skipped:
+        said = f"<p>{html.escape(ETA_NOTE)}</p>" if name == "eta_bound_beside_observed" else ""
+        page.append(f"<h3>{name.replace('_', ' ')}</h3>{said}{_table_html(frame)}")
+        markdown += [f"### {name.replace('_', ' ')}", ""]
+        markdown += [ETA_NOTE, ""] if said else []
+        markdown += [_table_md(frame), ""]
+    if notes:
         page.append("<h2>Notes</h2><ul>")
-        page += [f"<li>{html.escape(n)}: {html.escape(r)}</li>" for n, r in skipped.items()]
+        page += [f"<li>{html.escape(n)}: {html.escape(r)}</li>" for n, r in notes.items()]
         page.append("</ul>")
-        markdown += ["## Notes", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [""]
+        markdown += ["## Notes", ""] + [f"- {n}: {r}" for n, r in notes.items()] + [""]
     page.append("<h2>Manifest</h2><ul>")
     page += [f"<li>{html.escape(k)}: <code>{html.escape(json.dumps(v))}</code></li>"
              for k, v in summary.items()]  # fmt: skip
     page.append("</ul></body></html>")
     markdown += ["## Manifest", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in summary.items()]
-    atomic_write_bytes(store.root / "report.md", ("\n".join(markdown) + "\n").encode())
-    target = store.root / "report.html"
+    atomic_write_bytes(folder / "report.md", ("\n".join(markdown) + "\n").encode())
+    target = folder / "report.html"
     atomic_write_bytes(target, "\n".join(page).encode())
     return target

@@ -3,7 +3,14 @@
 import polars as pl
 import pytest
 
-from shiftlab.attribution import ESTIMATE_SCHEMA, adjust_p_values, headline_runs, sign_tests
+from shiftlab.attribution import (
+    ESTIMATE_SCHEMA,
+    adjust_p_values,
+    full_k_runs,
+    headline_runs,
+    sign_tests,
+    within,
+)
 from shiftlab.attribution._frame import estimates, require_columns
 from shiftlab.errors import ShiftlabError
 
@@ -41,3 +48,11 @@ def test_headline_runs_keep_the_full_candidate_count_and_drop_none():
          "k": [1, 4, None, None], "delta": [0.1, 0.2, 0.0, 0.3]}
     )  # fmt: skip
     assert headline_runs(runs)["delta"].to_list() == [0.2, 0.3]
+    assert full_k_runs(runs)["delta"].to_list() == [0.2, 0.0, 0.3]
+
+
+def test_intervals_are_clipped_to_the_parameters_range():
+    frame = estimates([{"estimate": 0.5, "ci_low": -1.4, "ci_high": 1.2},
+                       {"estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])  # fmt: skip
+    clipped = within(frame)
+    assert clipped["ci_low"].to_list() == [-1.0, 0.0] and clipped["ci_high"].to_list() == [1.0, 0.2]

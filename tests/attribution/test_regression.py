@@ -17,9 +17,9 @@ def _runs(seed=0, **effects):
 def test_cluster_robust_errors_agree_with_pyfixest_crv1():
     pyfixest = pytest.importorskip("pyfixest")
     runs = _runs(selection_effect=-0.2, shift_effect=0.1)
-    ours = fit_cluster_ols(runs, "delta ~ C(arm) + shift_kl", "organism_id")
+    ours = fit_cluster_ols(runs, "delta ~ C(arm) + shift_mmd", "organism_id")
     data = runs.to_pandas()
-    theirs = pyfixest.feols("delta ~ C(arm) + shift_kl", data=data, vcov={"CRV1": "organism_id"})
+    theirs = pyfixest.feols("delta ~ C(arm) + shift_mmd", data=data, vcov={"CRV1": "organism_id"})
     tidy = theirs.tidy()
     assert len(tidy) == ours.height == 5
     for term in tidy.index:
@@ -63,7 +63,7 @@ def test_coefficients_the_clusters_cannot_identify_are_an_error():
 
 
 def test_fixed_effects_recover_the_arm_effect_without_listing_the_dummies():
-    runs = _runs(selection_effect=-0.3, organism_sd=0.5).filter(
+    runs = _runs(selection_effect=-0.3, base_sd=0.5).filter(
         pl.col("arm").is_in(["full", "shuffled"])
     )
     fit = fit_fixed_effects(runs, "delta ~ C(arm)")

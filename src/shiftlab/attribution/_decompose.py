@@ -1,209 +1,219 @@
-"""Selection vs labelling shift from the arm contrasts, and mediation through shift, with
-cluster-bootstrap intervals (organisms resampled with replacement)."""
+"""The behaviour change split into a selection part and a label-shift part that add up,
+with the comparators beside them, each tested over organisms by sign flips."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+import zlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from shiftlab.attribution._frame import estimates, headline_runs, require_columns, with_adjusted
+from shiftlab.attribution._frame import (
+    ESTIMATE_SCHEMA,
+    full_k_runs,
+    method_role,
+    require_columns,
+    with_adjusted,
+)
+from shiftlab.attribution._inference import N_RESAMPLES, SignFlip, sign_flip
 from shiftlab.errors import ShiftlabError
+from shiftlab.spec import METHOD_FACTS
 
-# effect name: (arm, arm it is compared with), paired within organism
-CONTRASTS = {"selection": ("full", "shuffled"), "labelling_shift": ("relabeled", "original")}
-
-
-def _bootstrap(
-    estimate: float, draws: np.ndarray, analysis: str, term: str, n: int, clusters: int
-) -> dict[str, Any]:
-    """An estimate with its cluster-bootstrap standard error, a 95% interval and a
-    two-sided p-value from a t distribution with G - 1 degrees of freedom (G clusters).
-
-    The bootstrap se is scaled by sqrt(G / (G - 1)): resampling G clusters understates the
-    variance by that factor. Percentile intervals covered the truth in only 91% of
-    simulated studies with 27 organisms; this interval covers it in 92-98%.
-    """
-    from scipy import stats
-
-    draws = draws[np.isfinite(draws)]
-    base = {"analysis": analysis, "term": term, "n": n, "n_clusters": clusters}
-    if not np.isfinite(estimate):
-        return base  # e.g. a proportion mediated of a zero total: null, not NaN
-    if len(draws) < 2:
-        return base | {"estimate": estimate}
-    se = float(draws.std(ddof=1)) * np.sqrt(clusters / (clusters - 1))
-    quantile = stats.t.ppf(0.975, clusters - 1)
-    p_value = float(2 * stats.t.sf(abs(estimate) / se, clusters - 1)) if se > 0 else None
-    return base | {
-        "estimate": estimate,
-        "se": se,
-        "ci_low": estimate - quantile * se,
-        "ci_high": estimate + quantile * se,
-        "p_value": p_value,
-    }
+# term: (arm, arm it is compared with), paired within organism. total = selection +
+# label_shift exactly; relabeling and reference are comparators, not parts of the change.
+CONTRASTS = {
+    "total": ("full", "none"),
+    "selection": ("full", "shuffled"),
+    "label_shift": ("shuffled", "none"),
+    "relabeling": ("relabeled", "none"),
+    "reference": ("original", "none"),
+}
+PARTS = ("total", "selection", "label_shift")
+DECOMPOSITION_SCHEMA: dict[str, Any] = {
+    **ESTIMATE_SCHEMA,
+    "role": pl.String,
+    "has_selection": pl.Boolean,
+}
 
 
-def _paired_differences(part: pl.DataFrame, arm: str, other: str) -> np.ndarray:
-    """Per organism: the mean over its methods of (mean delta on ``arm`` - mean delta on
-    ``other``), counting only methods that have both arms for that organism."""
+def _organism_arms(runs: pl.DataFrame) -> pl.DataFrame:
+    """One row per (behaviour, method, organism): each arm's mean delta over seeds."""
     means = (
-        part.filter(pl.col("arm").is_in([arm, other]), pl.col("delta").is_not_null())
-        .group_by("organism_id", "method", "arm")
+        full_k_runs(runs)
+        .filter(pl.col("delta").is_not_null())
+        .group_by("behaviour", "method", "organism_id", "arm")
         .agg(pl.col("delta").mean())
-        .pivot(on="arm", index=["organism_id", "method"], values="delta")
+        .pivot(on="arm", index=["behaviour", "method", "organism_id"], values="delta")
     )
-    if arm not in means.columns or other not in means.columns:
-        return np.empty(0)
-    paired = (
-        means.drop_nulls([arm, other])
-        .group_by("organism_id")
-        .agg((pl.col(arm) - pl.col(other)).mean().alias("difference"))
-        .sort("organism_id")
-    )
-    return paired["difference"].to_numpy()
+    missing = [arm for arm in ("full", "shuffled", "relabeled", "original", "none")
+               if arm not in means.columns]  # fmt: skip
+    return means.with_columns(pl.lit(None, pl.Float64).alias(arm) for arm in missing)
+
+
+def _without_selection(runs: pl.DataFrame) -> set[tuple[str, str]]:
+    """(behaviour, method) pairs whose full and shuffled arms train on the same labels:
+    greedy self-training, one candidate per prompt, or the same run in every cell."""
+    chosen = full_k_runs(runs).filter(pl.col("arm").is_in(["full", "shuffled"]))
+    found = set()
+    for (behaviour, method), part in chosen.group_by("behaviour", "method"):
+        cells = part.pivot(on="arm", index=["organism_id", "seed"], values="run_id",
+                           aggregate_function="first")  # fmt: skip
+        same = (
+            {"full", "shuffled"} <= set(cells.columns)
+            and cells.height > 0
+            and bool((cells["full"] == cells["shuffled"]).all())
+        )
+        facts = METHOD_FACTS.get(str(method))
+        if (facts is not None and facts.one_candidate) or (part["k"] == 1).any() or same:
+            found.add((str(behaviour), str(method)))
+    return found
+
+
+def _group_seed(seed: int, *labels: str | None) -> int:
+    """A Monte Carlo seed of its own for each behaviour x method, so separate behaviours
+    (separate studies, in a simulation) draw independent sign patterns."""
+    return zlib.crc32(":".join([str(seed), *map(str, labels)]).encode())
+
+
+def _row(test: SignFlip, term: str, **labels: Any) -> dict[str, Any]:
+    return {"analysis": "decomposition", "term": term, **test.as_row(), **labels}
+
+
+def _parts(
+    differences: dict[str, np.ndarray], seed: int, n_resamples: int, **labels: Any
+) -> list[dict[str, Any]]:
+    """Rows for the total and its two parts over the same organisms; the total's estimate
+    is the sum of the parts' (equal to mean(full - none) up to rounding), so they add up
+    exactly."""
+    tests = {t: sign_flip(differences[t], seed=seed, n_resamples=n_resamples) for t in PARTS}
+    whole = tests["selection"].estimate + tests["label_shift"].estimate
+    tests["total"] = replace(tests["total"], estimate=whole,
+                             ci_low=min(tests["total"].ci_low, whole),
+                             ci_high=max(tests["total"].ci_high, whole))  # fmt: skip
+    return [_row(tests[t], t, **labels) for t in PARTS]
 
 
 def decompose(
-    runs: pl.DataFrame, *, n_boot: int = 2000, seed: int = 0, adjust: str = "holm"
+    runs: pl.DataFrame,
+    *,
+    seed: int = 0,
+    n_resamples: int = N_RESAMPLES,
+    adjust: str = "holm",
 ) -> pl.DataFrame:
-    """The selection effect (``full`` - ``shuffled``) per behaviour and method and over all
-    methods (``method`` null: an organism's mean over the methods that have both arms),
-    and the labelling-shift effect (``relabeled`` - ``original``, whose runs every method
-    shares) per behaviour, each paired within organism with a cluster-bootstrap 95%
-    interval over organisms. ``n`` and ``n_clusters`` count the paired organisms; a
-    contrast with a single paired organism is left out with a warning.
+    """The behaviour change of the ``full`` arm split into parts that add up, per
+    behaviour: ``total`` (full - none) = ``selection`` (full - shuffled) + ``label_shift``
+    (shuffled - none, training on the method's own candidates with the score->choice
+    link broken), and the comparators ``relabeling`` (relabeled - none) and ``reference``
+    (original - none).
+
+    Every term is a mean over organisms of a paired difference (each organism's arms
+    averaged over seeds), with a sign-flip p-value (``p_min`` the smallest it could be)
+    and the interval that inverts it, inside [-1, 1]. Rows per method (``role``
+    consistency_training, control or paired_loss; a paired-loss method has only a
+    total), and pooled rows (``method`` null): each organism's mean over the
+    consistency-training methods that have a selection step (``has_selection``;
+    greedy self-training and one-candidate methods have none and are left out of the
+    pool, with a warning), plus the comparators, whose runs every method shares.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(selection_effect=-0.2, shift_effect=0.1, seed=0)
-    >>> table = decompose(runs, n_boot=500).filter(pl.col("method").is_null())
-    >>> [round(v, 1) for v in table.sort("term")["estimate"]]
-    [0.1, -0.2]
+    >>> pooled = decompose(runs).filter(pl.col("method").is_null())
+    >>> {r["term"]: round(r["estimate"], 1) + 0.0 for r in pooled.iter_rows(named=True)}
+    {'total': -0.1, 'selection': -0.2, 'label_shift': 0.1, 'relabeling': 0.0, 'reference': 0.0}
     """
-    require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id"],
-                    "decompose")  # fmt: skip
-    if n_boot < 100:
-        raise ShiftlabError(f"n_boot: at least 100 bootstrap draws, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    chosen = headline_runs(runs)
-    rows = []
-    lonely: list[str] = []  # contrasts with one paired organism: no interval possible
-    for term, (arm, other) in CONTRASTS.items():
-        found = False
-        for (behaviour,), part in chosen.group_by("behaviour", maintain_order=True):
-            # relabeled and original runs are shared by every method, so the labelling
-            # contrast exists once per behaviour; selection is per method and pooled.
-            groups: list[tuple[str | None, pl.DataFrame]] = []
-            if term == "selection":
-                groups = [(str(m), p) for (m,), p in part.group_by("method", maintain_order=True)]
-            for method, subset in [*groups, (None, part)]:
-                diffs = _paired_differences(subset, arm, other)
-                if len(diffs) < 2:
-                    if len(diffs) == 1:
-                        lonely.append(f"{behaviour}/{method or 'all methods'} {term}")
-                    continue
-                found = True
-                draws = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(1)
-                row = _bootstrap(float(diffs.mean()), draws, "decomposition", term,
-                                 len(diffs), len(diffs))  # fmt: skip
-                rows.append(row | {"behaviour": str(behaviour), "method": method})
-        if not found:
-            raise ShiftlabError(
-                f"decompose: no two organisms have both {arm!r} and {other!r} runs with a "
-                f"delta, so the {term} effect cannot be paired and bootstrapped"
-            )
-    if lonely:
-        warnings.warn(
-            f"decompose: left out {len(lonely)} contrast(s) with a single paired organism "
-            f"(a cluster bootstrap needs 2), e.g. {lonely[0]}",
-            stacklevel=2,
-        )
-    return with_adjusted(estimates(rows), adjust)
-
-
-def _mediation_paths(t: np.ndarray, m: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """(a, b, c'): m = a0 + a t; y = b0 + c' t + b m, by least squares."""
-    ones = np.ones_like(t)
-    a = np.linalg.lstsq(np.column_stack([ones, t]), m, rcond=None)[0][1]
-    _, direct, b = np.linalg.lstsq(np.column_stack([ones, t, m]), y, rcond=None)[0]
-    return float(a), float(b), float(direct)
-
-
-def _mediation_effects(
-    arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], chosen: Iterable[int]
-) -> tuple[float, float, float, float]:
-    """(indirect, direct, total, proportion mediated) over the ``chosen`` organisms'
-    (treatment, mediator, delta) arrays; an organism drawn twice counts twice."""
-    picked = list(chosen)
-    t, m, y = (np.concatenate([arrays[i][j] for i in picked]) for j in range(3))
-    a, b, direct = _mediation_paths(t, m, y)
-    total = direct + a * b
-    return a * b, direct, total, (a * b / total) if total else np.nan
-
-
-def mediation(
-    runs: pl.DataFrame,
-    mediator: str = "shift_kl",
-    *,
-    treated: str = "relabeled",
-    control: str = "original",
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> pl.DataFrame:
-    """Arm -> ``mediator`` -> delta per behaviour, on the ``treated`` and ``control`` runs
-    (each distinct run once): the indirect effect a*b, the direct effect c', the total
-    and the proportion mediated, with cluster-bootstrap 95% intervals over organisms.
-    Both paths are fitted on within-organism deviations (organism fixed effects).
-
-    >>> from shiftlab.attribution import simulate_runs
-    >>> runs = simulate_runs(shift_effect=0.2, seed=0)
-    >>> effects = mediation(runs, n_boot=500)
-    >>> direct = effects.filter(term="direct").row(0, named=True)
-    >>> direct["ci_low"] < 0 < direct["ci_high"]  # all of it goes through shift_kl
-    True
-    """
-    require_columns(runs, ["behaviour", "arm", "delta", "organism_id", "run_id", mediator],
-                    "mediation")  # fmt: skip
-    rng = np.random.default_rng(seed)
-    used = (
-        runs.filter(pl.col("arm").is_in([treated, control]))
-        .drop_nulls(["delta", mediator, "run_id"])
-        .unique("run_id", keep="first", maintain_order=True)
-    )
-    rows = []
-    for (behaviour,), part in used.group_by("behaviour", maintain_order=True):
-        arms = set(part["arm"])
-        if arms != {treated, control}:
-            raise ShiftlabError(
-                f"mediation: behaviour {behaviour!r} needs both {treated!r} and {control!r} "
-                f"runs with {mediator} and delta; it has {sorted(arms)}"
-            )
-        organisms = part.partition_by("organism_id", maintain_order=True)
-        if len(organisms) < 2:
-            raise ShiftlabError(f"mediation: behaviour {behaviour!r} has one organism; "
-                                "the cluster bootstrap needs at least 2")  # fmt: skip
-        # Within-organism deviations: arms are randomised within an organism, shift is
-        # not, so between-organism differences must not leak into the mediator's path.
-        arrays = [
-            tuple(v - v.mean() for v in ((o["arm"] == treated).cast(pl.Float64).to_numpy(),
-                                         o[mediator].to_numpy(), o["delta"].to_numpy()))
-            for o in organisms
-        ]  # fmt: skip
-
-        point = _mediation_effects(arrays, range(len(arrays)))
-        draws = np.array(
-            [_mediation_effects(arrays, rng.integers(0, len(arrays), len(arrays)))
-             for _ in range(n_boot)]
-        )  # fmt: skip
-        for i, term in enumerate(("indirect", "direct", "total", "proportion_mediated")):
-            row = _bootstrap(point[i], draws[:, i], f"mediation_{mediator}", term,
-                             part.height, len(arrays))  # fmt: skip
-            if term == "proportion_mediated":
-                row["p_value"] = None
-            rows.append(row | {"behaviour": str(behaviour)})
+    require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id", "run_id",
+                           "seed"], "decompose")  # fmt: skip
+    arms = _organism_arms(runs)
+    nil = _without_selection(runs)
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for (behaviour,), part in arms.sort("behaviour", "method", "organism_id").group_by(
+        "behaviour", maintain_order=True
+    ):
+        behaviour = str(behaviour)
+        pooled: list[pl.DataFrame] = []
+        for (method,), own in part.group_by("method", maintain_order=True):
+            method = str(method)
+            role, selects = method_role(method), (behaviour, method) not in nil
+            labels = {"behaviour": behaviour, "method": method, "role": role,
+                      "has_selection": selects and role != "paired_loss"}  # fmt: skip
+            if role == "paired_loss":
+                paired = own.drop_nulls(["full", "none"])
+                if paired.height:
+                    total = (paired["full"] - paired["none"]).to_numpy()
+                    test = sign_flip(total, seed=_group_seed(seed, behaviour, method),
+                                     n_resamples=n_resamples)  # fmt: skip
+                    rows.append(_row(test, "total", **labels))
+                continue
+            complete = own.drop_nulls(["full", "shuffled", "none"])
+            if complete.height < own.height:
+                notes.append(f"{behaviour}/{method}: {own.height - complete.height} "
+                             "organism(s) without full, shuffled and none deltas")  # fmt: skip
+            if not complete.height:
+                continue
+            differences = _differences(complete)
+            rows += _parts(differences, _group_seed(seed, behaviour, method), n_resamples,
+                           **labels)  # fmt: skip
+            if role == "consistency_training" and selects:
+                pooled.append(complete.select("organism_id", *[pl.Series(t, differences[t])
+                                                               for t in PARTS]))  # fmt: skip
+            elif not selects:
+                pooled_out = ", left out of the pooled parts" * (role == "consistency_training")
+                notes.append(f"{behaviour}/{method}: no selection (full and shuffled train "
+                             f"on the same labels){pooled_out}")  # fmt: skip
+        labels = {"behaviour": behaviour, "method": None, "role": "consistency_training",
+                  "has_selection": True}  # fmt: skip
+        if pooled:
+            per_organism = (pl.concat(pooled).group_by("organism_id").agg(pl.col(PARTS).mean())
+                            .sort("organism_id"))  # fmt: skip
+            rows += _parts({t: per_organism[t].to_numpy() for t in PARTS},
+                           _group_seed(seed, behaviour, None), n_resamples,
+                           **labels)  # fmt: skip
+        rows += _comparators(runs, behaviour, seed, n_resamples)
     if not rows:
-        raise ShiftlabError(f"mediation: no {treated!r}/{control!r} runs with {mediator}")
-    return with_adjusted(estimates(rows))
+        raise ShiftlabError(
+            "decompose: no organism has both a 'full' and a 'none' row with a delta, so no "
+            "change can be paired within an organism"
+        )
+    if notes:
+        warnings.warn(f"decompose: {'; '.join(notes)}", stacklevel=2)
+    frame = pl.DataFrame(
+        [{c: row.get(c) for c in DECOMPOSITION_SCHEMA} for row in rows],
+        schema=DECOMPOSITION_SCHEMA,
+    )
+    return with_adjusted(frame, adjust)
+
+
+def _differences(arms: pl.DataFrame) -> dict[str, np.ndarray]:
+    return {term: (arms[arm] - arms[other]).to_numpy() for term, (arm, other) in
+            CONTRASTS.items() if term in PARTS}  # fmt: skip
+
+
+def _comparators(
+    runs: pl.DataFrame, behaviour: str, seed: int, n_resamples: int
+) -> list[dict[str, Any]]:
+    """relabeling and reference, once per behaviour: each distinct run counts once, so a
+    run every method shares is not averaged in several times."""
+    own = runs.filter(pl.col("behaviour") == behaviour, pl.col("delta").is_not_null())
+    baseline = (own.filter(arm="none").group_by("organism_id")
+                .agg(pl.col("delta").mean().alias("none")))  # fmt: skip
+    rows = []
+    for term in ("relabeling", "reference"):
+        arm = CONTRASTS[term][0]
+        trained = (
+            own.filter(arm=arm)
+            .unique(["organism_id", "seed", "run_id"], keep="first", maintain_order=True)
+            .group_by("organism_id")
+            .agg(pl.col("delta").mean().alias(arm))
+            .join(baseline, on="organism_id")
+            .sort("organism_id")
+        )
+        if trained.height:
+            test = sign_flip((trained[arm] - trained["none"]).to_numpy(),
+                             seed=_group_seed(seed, behaviour, term),
+                             n_resamples=n_resamples)  # fmt: skip
+            rows.append(_row(test, term, behaviour=behaviour, method=None, role="comparator"))
+    return rows

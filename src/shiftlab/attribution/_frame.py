@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from shiftlab._frames import require_columns
 from shiftlab.errors import ShiftlabError
+from shiftlab.spec import METHOD_FACTS
 
 ESTIMATE_SCHEMA: dict[str, Any] = {
     "analysis": pl.String,
@@ -21,6 +23,7 @@ ESTIMATE_SCHEMA: dict[str, Any] = {
     "ci_high": pl.Float64,
     "p_value": pl.Float64,
     "p_adjusted": pl.Float64,
+    "p_min": pl.Float64,
     "n": pl.Int64,
     "n_clusters": pl.Int64,
 }
@@ -33,16 +36,6 @@ def estimates(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
         [{column: row.get(column) for column in ESTIMATE_SCHEMA} for row in rows],
         schema=ESTIMATE_SCHEMA,
     )
-
-
-def require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    """A clear error naming every column ``what`` needs and ``frame`` lacks."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ShiftlabError(
-            f"{what} needs column(s) {', '.join(missing)}; the table has "
-            f"{', '.join(frame.columns) or 'no columns'}"
-        )
 
 
 def adjust_p_values(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:
@@ -75,9 +68,43 @@ def with_adjusted(frame: pl.DataFrame, method: str = "holm") -> pl.DataFrame:
     return pl.concat(parts) if parts else frame
 
 
+def full_k_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """Design-table rows at each method's full candidate count (k-scaling rows below it
+    left out), ``none`` rows included.
+
+    >>> runs = pl.DataFrame({"method": "m", "arm": ["full", "full", "none"], "k": [1, 4, None],
+    ...                      "delta": [0.1, 0.2, 0.0]})
+    >>> full_k_runs(runs)["delta"].to_list()
+    [0.2, 0.0]
+    """
+    require_columns(runs, ["method", "arm", "k", "delta"], "the design table")
+    full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
+    return runs.filter(full_k)
+
+
 def headline_runs(runs: pl.DataFrame) -> pl.DataFrame:
     """Design-table rows with a run, leaving out k-scaling rows below a method's full
     candidate count (what the paper's tables report)."""
-    require_columns(runs, ["method", "arm", "k", "delta"], "the design table")
-    full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
-    return runs.filter(full_k & (pl.col("arm") != "none"))
+    return full_k_runs(runs).filter(pl.col("arm") != "none")
+
+
+def method_role(method: str) -> str:
+    """``paired_loss`` (BCT, ACT), ``control`` (greedy self-training, rejection sampling)
+    or ``consistency_training`` (the label methods the study is about).
+
+    >>> method_role("self_confidence"), method_role("bct"), method_role("rejection_sampling")
+    ('consistency_training', 'paired_loss', 'control')
+    """
+    facts = METHOD_FACTS.get(method)
+    return facts.role if facts is not None else "consistency_training"
+
+
+def within(frame: pl.DataFrame, low: float = -1.0, high: float = 1.0) -> pl.DataFrame:
+    """``frame`` with its intervals clipped to the parameter's range [low, high] (a
+    difference of rates lies in [-1, 1]); a clipped bound never excludes a possible value.
+
+    >>> clipped = within(estimates([{"estimate": 0.5, "ci_low": -1.4, "ci_high": 1.2}]))
+    >>> clipped.select("ci_low", "ci_high").row(0)
+    (-1.0, 1.0)
+    """
+    return frame.with_columns(pl.col("ci_low").clip(low, high), pl.col("ci_high").clip(low, high))

@@ -1,80 +1,88 @@
 """The paper's descriptive tables: mean Δ and sign consistency per method, moderators,
-and k-scaling, each with organism-clustered uncertainty."""
+and k-scaling, each with inference over organisms."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from shiftlab.attribution._frame import estimates, headline_runs, require_columns, with_adjusted
+from shiftlab.attribution._frame import (
+    estimates,
+    headline_runs,
+    method_role,
+    require_columns,
+    with_adjusted,
+)
+from shiftlab.attribution._inference import sign_flip
 from shiftlab.attribution._regression import fit_cluster_ols
-from shiftlab.attribution._signs import sign_row
+from shiftlab.attribution._signs import SIGN_SCHEMA, organism_deltas, sign_row
 from shiftlab.errors import ShiftlabError
 
 
-def clustered_mean(values: Any, clusters: Any) -> dict[str, Any]:
-    """The mean of ``values`` with a CR1 cluster-robust standard error, a t(G - 1) 95%
-    interval and the two-sided p-value of a zero mean (null without two clusters).
+def organism_mean(runs: pl.DataFrame, *, seed: int = 0) -> dict[str, Any]:
+    """The mean over organisms of each organism's mean ``delta`` in ``runs``, with the
+    sign-flip p-value of a zero mean and its inverted 95% interval inside [-1, 1]
+    (``n`` counts runs, ``n_clusters`` organisms; only counts without a delta).
 
-    >>> row = clustered_mean([1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"])
-    >>> row["estimate"], row["n"], row["n_clusters"], round(row["se"], 3)
-    (2.5, 4, 2, 1.0)
+    >>> runs = pl.DataFrame({"delta": [-0.1, -0.3, -0.2, -0.2], "organism_id": list("aabb")})
+    >>> row = organism_mean(runs)
+    >>> round(row["estimate"], 3), row["n"], row["n_clusters"], row["p_value"], row["se"]
+    (-0.2, 4, 2, 0.5, 0.0)
     """
-    from scipy import stats
-
-    frame = pl.DataFrame({"value": values, "cluster": clusters}, strict=False).drop_nulls()
-    n, groups = frame.height, frame["cluster"].n_unique()
-    row: dict[str, Any] = {"n": n, "n_clusters": groups}
-    if not n:
-        return row
-    mean = float(frame["value"].mean())  # type: ignore[arg-type]
-    row["estimate"] = mean
-    if groups < 2:
-        return row
-    sums = frame.group_by("cluster").agg((pl.col("value") - mean).sum())["value"].to_numpy()
-    se = math.sqrt(groups / (groups - 1) * float(np.sum(sums**2))) / n
-    quantile = float(stats.t.ppf(0.975, groups - 1))
-    row |= {"se": se, "ci_low": mean - quantile * se, "ci_high": mean + quantile * se}
-    if se > 0:
-        row["p_value"] = float(2 * stats.t.sf(abs(mean) / se, groups - 1))
-    return row
+    kept = runs.drop_nulls("delta")
+    deltas = organism_deltas(kept)["delta"].to_numpy()
+    if not len(deltas):
+        return {"n": 0, "n_clusters": 0}
+    return sign_flip(deltas, seed=seed).as_row() | {"n": kept.height}
 
 
 def method_table(runs: pl.DataFrame, *, arm: str = "full", adjust: str = "holm") -> pl.DataFrame:
-    """Per behaviour x method, on the ``arm`` runs: ``mean_delta`` (organism-clustered
-    interval, t-test of zero) and the sign consistency ``share_down``, the share of moved
-    runs in which the behaviour went down (exact interval and the two-sided sign test, as
-    in :func:`sign_tests`; 1 and 0 are both consistent, in opposite directions).
+    """Per behaviour x method, on the ``arm`` runs: ``mean_delta`` (the mean over
+    organisms, sign-flip p and interval) and the sign consistency ``share_down``, the
+    share of moved organisms in which the behaviour went down (exact interval and sign
+    test, as in :func:`sign_tests`; 1 and 0 are both consistent, in opposite
+    directions). Controls and paired-loss methods are rows of their own (``role``). Every
+    behaviour x method with ``arm`` runs has its rows: one none of whose runs has a delta
+    keeps null estimates and says why in ``note``.
 
     >>> from shiftlab.attribution import simulate_runs
     >>> table = method_table(simulate_runs(selection_effect=-0.2, seed=1))
-    >>> sorted(set(table["term"]))
-    ['mean_delta', 'share_down']
+    >>> sorted(set(table["term"])), table["n_clusters"].unique().to_list()
+    (['mean_delta', 'share_down'], [27])
     """
     require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id"],
                     "method_table")  # fmt: skip
-    chosen = headline_runs(runs).filter(pl.col("arm") == arm, pl.col("delta").is_not_null())
-    if chosen.is_empty():
+    chosen = headline_runs(runs).filter(pl.col("arm") == arm)
+    if chosen["delta"].is_null().all():
         raise ShiftlabError(f"method_table: no runs of arm {arm!r} with a delta")
     rows = []
     groups = chosen.sort("behaviour", "method").group_by("behaviour", "method", maintain_order=True)
-    for (behaviour, method), part in groups:
-        key = {"behaviour": behaviour, "method": method}
-        mean = clustered_mean(part["delta"], part["organism_id"])
-        rows.append({"analysis": "method_mean_delta", "term": "mean_delta", **key, **mean})
+    for (behaviour, method), every in groups:
+        key = {"behaviour": behaviour, "method": method, "role": method_role(str(method))}
+        part = every.drop_nulls("delta")
+        if part.is_empty():
+            # Every pair stays in the table: one whose runs have no delta says why.
+            note = (f"no delta: none of its {every.height} {arm} runs had an eval output "
+                    "that could be judged, before and after")  # fmt: skip
+            rows += [{"analysis": a, "term": t, **key, "n": every.height, "note": note}
+                     for a, t in (("method_mean_delta", "mean_delta"),
+                                  ("method_share_down", "share_down"))]  # fmt: skip
+            continue
+        rows.append({"analysis": "method_mean_delta", "term": "mean_delta", **key,
+                     **organism_mean(part)})  # fmt: skip
         rows.append(sign_row("method_share_down", str(behaviour), str(method), part))
-    return with_adjusted(estimates(rows), adjust)
+    frame = pl.DataFrame([{c: r.get(c) for c in SIGN_SCHEMA} for r in rows], schema=SIGN_SCHEMA)
+    return with_adjusted(frame, adjust)
 
 
 def moderator_table(
     runs: pl.DataFrame, moderators: pl.DataFrame, *, arm: str = "full"
 ) -> pl.DataFrame:
-    """Mean Δ of the ``arm`` runs by each moderator's level, per behaviour, and the
-    moderator's slope where it varies (``delta ~ moderator``, CR1 errors by organism).
+    """Mean Δ of the ``arm`` runs by each moderator's level, per behaviour (the mean over
+    the level's organisms, sign-flip p and interval), and the moderator's slope where it
+    varies (``delta ~ moderator``).
 
     ``moderators`` has one row per ``base_model`` and one column per moderator (a bool
     such as ``instruct``, a number such as ``log10_params``, or a category). Moderators
@@ -116,8 +124,7 @@ def moderator_table(
                     else str(level)
                 )
                 rows.append({"analysis": "moderator", "behaviour": behaviour,
-                             "term": f"{name}={shown}",
-                             **clustered_mean(group["delta"], group["organism_id"])})  # fmt: skip
+                             "term": f"{name}={shown}", **organism_mean(group)})  # fmt: skip
             if part[name].drop_nulls().n_unique() > 1:
                 rows += _slope(part, name, str(behaviour))
     return with_adjusted(estimates(rows))
@@ -139,16 +146,24 @@ def _slope(part: pl.DataFrame, name: str, behaviour: str) -> list[dict[str, Any]
     return [{**row, "behaviour": behaviour} for row in rows]
 
 
+K_SCALING_SCHEMA = {
+    "behaviour": pl.String, "method": pl.String, "k": pl.Int64, "has_selection": pl.Boolean,
+    "mean_delta": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+    "p_value": pl.Float64, "p_min": pl.Float64, "n": pl.Int64, "n_clusters": pl.Int64,
+}  # fmt: skip
+
+
 def k_scaling(runs: pl.DataFrame) -> pl.DataFrame:
-    """Mean Δ of the ``full`` arm by candidate count k, per behaviour x method, with
-    organism-clustered 95% intervals: ``behaviour, method, k, mean_delta, se, ci_low,
-    ci_high, n, n_clusters``.
+    """Mean Δ of the ``full`` arm by candidate count k, per behaviour x method, as a mean
+    over organisms with its sign-flip p-value and 95% interval: ``behaviour, method, k,
+    has_selection, mean_delta, se, ci_low, ci_high, p_value, p_min, n, n_clusters``.
+    At k = 1 there is nothing to select among (``has_selection`` false).
 
     >>> runs = pl.DataFrame({"behaviour": "sycophancy", "method": "self_confidence",
     ...     "arm": "full", "k": [1, 1, 4, 4], "delta": [-0.1, -0.2, -0.3, -0.4],
     ...     "organism_id": ["a", "b", "a", "b"]})
-    >>> k_scaling(runs).select("k", pl.col("mean_delta").round(3)).rows()
-    [(1, -0.15), (4, -0.35)]
+    >>> k_scaling(runs).select("k", "has_selection", pl.col("mean_delta").round(3)).rows()
+    [(1, False, -0.15), (4, True, -0.35)]
     """
     require_columns(runs, ["behaviour", "method", "arm", "k", "delta", "organism_id"],
                     "k_scaling")  # fmt: skip
@@ -161,14 +176,8 @@ def k_scaling(runs: pl.DataFrame) -> pl.DataFrame:
     for (behaviour, method, k), part in chosen.sort("behaviour", "method", "k").group_by(
         "behaviour", "method", "k", maintain_order=True
     ):
-        mean = clustered_mean(part["delta"], part["organism_id"])
-        rows.append({"behaviour": behaviour, "method": method, "k": k,
-                     "mean_delta": mean.get("estimate"),
-                     **{c: mean.get(c) for c in ("se", "ci_low", "ci_high", "n",
-                                                 "n_clusters")}})  # fmt: skip
-    return pl.DataFrame(
-        rows,
-        schema={"behaviour": pl.String, "method": pl.String, "k": pl.Int64,
-                "mean_delta": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64,
-                "ci_high": pl.Float64, "n": pl.Int64, "n_clusters": pl.Int64},
-    )  # fmt: skip
+        mean = organism_mean(part)
+        rows.append({"behaviour": behaviour, "method": method, "k": k, "has_selection": k > 1,
+                     "mean_delta": mean.get("estimate"), **mean})  # fmt: skip
+    return pl.DataFrame([{c: r.get(c) for c in K_SCALING_SCHEMA} for r in rows],
+                        schema=K_SCALING_SCHEMA)  # fmt: skip

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from shiftlab.behaviours._chat_jsonl import load_chat_jsonl_suite
 from shiftlab.behaviours._emergent_misalignment import EmergentMisalignmentScorer
-from shiftlab.behaviours._eval import BehaviourRate, evaluate_behaviour
-from shiftlab.behaviours._fetch import fetch_dataset
+from shiftlab.behaviours._eval import (
+    BehaviourRate,
+    PairedRates,
+    evaluate_behaviour,
+    headline_values,
+    paired_rates,
+)
+from shiftlab.behaviours._fetch import dataset_registry, fetch_dataset
 from shiftlab.behaviours._formats import (
     SUITE_SOURCES,
     ChoiceScorer,
@@ -61,6 +67,7 @@ __all__ = [
     "MethodPrompts",
     "Metric",
     "PairExample",
+    "PairedRates",
     "RewardHackingScorer",
     "RuleScorer",
     "ScoredOutputs",
@@ -71,15 +78,18 @@ __all__ = [
     "View",
     "chat_messages",
     "data_home",
+    "dataset_registry",
     "evaluate_behaviour",
     "fetch_dataset",
     "gameable_count",
+    "headline_values",
     "load_chat_jsonl_suite",
     "load_generic",
     "load_model_written_evals",
     "load_suite",
     "make_judge",
     "mean_metric",
+    "paired_rates",
     "rate_metric",
     "read_jsonl",
     "score_outputs",

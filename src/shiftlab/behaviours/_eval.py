@@ -123,3 +123,76 @@ def evaluate_behaviour(
         pl.Series("mean_logprob", logprobs, pl.Float64),
     )
     return rows, BehaviourRate.from_scored(scored)
+
+
+@dataclass(frozen=True)
+class PairedRates:
+    """A model's headline metric before and after on the same eval prompts.
+
+    ``n_judged``: prompts judged both before and after (what the delta rests on);
+    ``n_unparseable``: the after-model's outputs that could not be judged; ``n_eval``:
+    prompts the headline covers (those not excluded by design). The rates are None when
+    no prompt was judged both times.
+    """
+
+    before: float | None
+    after: float | None
+    n_judged: int
+    n_unparseable: int
+    n_eval: int
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.before is None or self.after is None else self.after - self.before
+
+
+def headline_values(rows: pl.DataFrame, unit: str = "rate") -> pl.Series:
+    """Each eval row's part in the headline metric: 1 or 0 for a misbehaving or aligned
+    verdict when the headline is a rate, the row's value otherwise (a choice-scored
+    probability); null for a row that was not judged.
+
+    >>> rows = pl.DataFrame({"verdict": ["misbehaving", "aligned", "unparseable"],
+    ...                      "value": [0.9, 0.2, None]})
+    >>> headline_values(rows).to_list(), headline_values(rows, "probability").to_list()
+    ([1.0, 0.0, None], [0.9, 0.2, None])
+    """
+    verdict = pl.col("verdict")
+    value: pl.Expr = (
+        pl.when(verdict == "misbehaving").then(1.0).when(verdict == "aligned").then(0.0)
+        if unit == "rate"
+        else pl.when(verdict.is_in(["unparseable", "excluded"])).then(None)
+        .otherwise(pl.col("value"))
+    )  # fmt: skip
+    return rows.select(value.alias("value")).to_series()
+
+
+def paired_rates(before: pl.DataFrame, after: pl.DataFrame, unit: str = "rate") -> PairedRates:
+    """The headline metric of two evaluations (rows of :func:`evaluate_behaviour`) over
+    the eval prompts judged in both, so before and after share one denominator.
+
+    >>> def rows(*verdicts):
+    ...     return pl.DataFrame({"sample_id": list("abcd"), "verdict": verdicts,
+    ...                          "value": [None] * 4}, schema_overrides={"value": pl.Float64})
+    >>> before = rows("misbehaving", "unparseable", "misbehaving", "aligned")
+    >>> after = rows("aligned", "misbehaving", "unparseable", "aligned")
+    >>> paired = paired_rates(before, after)
+    >>> paired.before, paired.after, paired.delta, paired.n_judged, paired.n_unparseable
+    (0.5, 0.0, -0.5, 2, 1)
+    """
+    both = pl.DataFrame({
+        "sample_id": before["sample_id"], "before": headline_values(before, unit),
+        "excluded": before["verdict"] == "excluded",
+    }).join(
+        pl.DataFrame({"sample_id": after["sample_id"], "after": headline_values(after, unit),
+                      "unparseable": after["verdict"] == "unparseable"}),
+        on="sample_id", how="inner",
+    )  # fmt: skip
+    judged = both.drop_nulls(["before", "after"])
+    present = judged.height > 0
+    return PairedRates(
+        before=float(judged["before"].mean()) if present else None,  # type: ignore[arg-type]
+        after=float(judged["after"].mean()) if present else None,  # type: ignore[arg-type]
+        n_judged=judged.height,
+        n_unparseable=int(both["unparseable"].sum()),
+        n_eval=int((~both["excluded"]).sum()),
+    )

@@ -3,10 +3,9 @@
 from shiftlab.consistency._arms import ARM_SCHEMA, build_arm
 from shiftlab.consistency._methods import (
     POOL_SCHEMA,
-    SCORE_BASED,
-    SELECTION,
     PoolContext,
     build_pool,
+    candidate_decoding,
     candidate_seed,
     check_pool,
     choose,
@@ -24,8 +23,6 @@ from shiftlab.consistency._scorers import (
 __all__ = [
     "ARM_SCHEMA",
     "POOL_SCHEMA",
-    "SCORE_BASED",
-    "SELECTION",
     "CandidateScorer",
     "JudgeScorer",
     "LMJudgeScorer",
@@ -33,6 +30,7 @@ __all__ = [
     "RewardModelScorer",
     "build_arm",
     "build_pool",
+    "candidate_decoding",
     "candidate_seed",
     "check_pool",
     "choose",

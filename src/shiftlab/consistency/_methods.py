@@ -16,11 +16,13 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from shiftlab.behaviours._types import Example, Message, MethodPrompts, Suite, Verdict, View
+from shiftlab.behaviours import Example, MethodPrompts, Suite, Verdict, View
+from shiftlab.chat import Message
 from shiftlab.consistency._scorers import CandidateScorer, LMJudgeScorer
 from shiftlab.errors import DataError
 from shiftlab.extractors import extract
 from shiftlab.generation import Generation, beam_search, generate
+from shiftlab.shift import Decoding
 from shiftlab.spec import MethodSpec
 
 POOL_SCHEMA: dict[str, Any] = {
@@ -39,17 +41,22 @@ POOL_SCHEMA: dict[str, Any] = {
     "verdict": pl.String,
     "misbehaving": pl.Float64,
 }
-# How each method's operator picks: the best score per prompt, or keep-or-drop a prompt.
-SELECTION = {
-    "self_confidence": "argmax",
-    "diverse_decoding": "argmax",
-    "multi_view": "filter",
-    "self_refinement": "argmax",
-    "self_rewarding": "argmax",
-    "greedy_self_training": "argmax",
-    "rejection_sampling": "argmax",
-}
-SCORE_BASED = ("self_confidence", "self_rewarding", "rejection_sampling")
+
+
+def candidate_decoding(method: MethodSpec) -> Decoding:
+    """How ``method`` decodes its candidates, so the organism's own samples can be drawn
+    the same way: sampled methods at their ``temperature`` and ``top_p``
+    (diverse_decoding: its nucleus candidates' settings; its greedy and beam candidates
+    are near-greedy), the others greedy.
+
+    >>> candidate_decoding(MethodSpec(name="self_confidence", temperature=0.7)).key
+    't0.7_p0.95'
+    >>> candidate_decoding(MethodSpec(name="multi_view")).key
+    'greedy'
+    """
+    if method.facts.sampled:
+        return Decoding(method.temperature, method.top_p)
+    return Decoding(0.0)
 
 
 def candidate_seed(seed: int, prompt_id: str, candidate: int) -> int:
@@ -264,12 +271,12 @@ def iter_pool(
 ) -> Iterator[pl.DataFrame]:
     """The pool of ``method`` on the suite's consistency prompts, one frame per chunk of
     prompts (so a long pool streams to disk with bounded memory)."""
-    if method.name not in _GENERATORS:
+    selection = method.facts.selection
+    if selection is None or method.name not in _GENERATORS:
         raise ValueError(f"{method.name} is a paired-loss method; it has no pool")
     examples = list(ctx.suite.consistency)
     if not examples:
         raise DataError(f"{ctx.suite.behaviour}: the consistency split is empty")
-    selection = SELECTION[method.name]
     starts = range(0, len(examples), chunk_size)
     for start in tqdm(starts, desc=method.name, disable=not progress, leave=False):
         chunk = examples[start : start + chunk_size]

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import torch
 
 from shiftlab._weights import require_safetensors
-from shiftlab.behaviours._types import Message, MethodPrompts
+from shiftlab.behaviours import MethodPrompts
+from shiftlab.chat import Message
 from shiftlab.errors import ShiftlabError
 from shiftlab.generation import expected_score
 from shiftlab.judges import (

@@ -1,16 +1,17 @@
 """Plots of attribution frames: one Display class per figure, matplotlib imported lazily.
 
 >>> from shiftlab.attribution import decompose, simulate_runs
->>> frame = decompose(simulate_runs(selection_effect=-0.2, seed=0), n_boot=200)
+>>> frame = decompose(simulate_runs(selection_effect=-0.2, seed=0))
 >>> display = DecompositionDisplay.from_frame(frame).plot()
 >>> [t.get_text() for t in display.ax_.get_legend().get_texts()]
-['selection', 'labelling shift']
+['total', 'selection', 'label shift', 'relabeling', 'reference']
 """
 
 from __future__ import annotations
 
 from shiftlab.plots._displays import (
     PALETTE,
+    SHIFT_UNITS,
     DecompositionDisplay,
     DeltaHeatmapDisplay,
     EtaDisplay,
@@ -21,6 +22,7 @@ from shiftlab.plots._displays import (
 
 __all__ = [
     "PALETTE",
+    "SHIFT_UNITS",
     "DecompositionDisplay",
     "DeltaHeatmapDisplay",
     "EtaDisplay",

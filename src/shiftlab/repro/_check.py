@@ -16,7 +16,6 @@ from shiftlab._hashing import content_hash
 from shiftlab._integrity import inspect_store
 from shiftlab._sqlite_cache import copy_cache
 from shiftlab.errors import StoreError
-from shiftlab.pipeline import EMBEDDING_CACHE
 from shiftlab.repro._compare import (
     compare_file,
     compare_losses,
@@ -40,6 +39,7 @@ from shiftlab.repro._types import (
     Tolerances,
 )
 from shiftlab.store import MANIFEST, Store
+from shiftlab.study import EMBEDDING_CACHE
 
 
 def _verify(store: Store, record: dict[str, Any], report: ReproReport) -> None:
@@ -168,15 +168,13 @@ def _reexecute(
 ) -> tuple[Store, dict[str, str]]:  # fmt: skip
     """Re-execute ``run_ids`` from their manifests into a scratch store; return it and
     the shift artefact measured for each re-executed run."""
-    from shiftlab import pipeline
+    from shiftlab import study
     from shiftlab._workers import single_thread_on_cpu
     from shiftlab.spec import load_spec
 
     spec = load_spec(store.root / "study.yaml")
-    suites = pipeline.load_suites(spec, store)
-    organisms = [j for j in pipeline.plan_phase1(spec, suites) if j.kind == "organisms"]
-    pools = pipeline.plan_pools(spec, organisms)
-    plan = pipeline.plan_runs(spec, store, suites, organisms, pools)
+    suites = study.load_suites(spec, store)
+    plan = study.StudyPlan(spec, suites).runs(store)
     jobs = []
     for run_id in run_ids:
         if run_id not in plan.jobs:
@@ -193,13 +191,12 @@ def _reexecute(
     # Shift is re-measured only for runs the record holds a shift of.
     shift_jobs = [
         replace(j, run=by_id[j.run.run_id])
-        for j in pipeline.plan_shift(spec, plan)
+        for j in study.plan_shift(spec, plan)
         if j.run.run_id in by_id and record["runs"][j.run.run_id].get("shift")
     ]
     target = _scratch_store(store, scratch, jobs, shift_jobs)
     with single_thread_on_cpu():
-        pipeline._run_phase3(spec, target, suites, pipeline.RunPlan([], by_id), progress)
-        pipeline._run_phase4(spec, target, shift_jobs, progress)
+        study.rebuild_runs(spec, target, suites, list(by_id.values()), shift_jobs, progress)
     report.runs = sorted(by_id)
     return target, {j.run.run_id: j.artefact_id for j in shift_jobs}
 

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shiftlab.study import OUTPUT_SHIFT_COLUMNS, SHIFT_COLUMNS
+
 FINGERPRINTS = "repro/fingerprints.json"
 FINGERPRINT_FORMAT = 1
 # Artefact kinds a study builds; ``attribution`` and the report are analyses of them.
 RECORDED_KINDS = ("organisms", "base_evals", "pools", "runs", "samples", "shift")
-SHIFT_STATISTICS = (
-    "shift_kl",
-    "shift_kl_per_token",
-    "shift_mmd",
-    "shift_mmd_p",
-    "shift_energy",
-    "shift_c2st_auc",
-    "output_shift_mmd",
-    "output_shift_mmd_p",
-    "output_shift_energy",
-)
+# Every statistic a shift artefact holds: compared one by one when a run is re-executed.
+SHIFT_STATISTICS = (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,17 @@ from shiftlab.shift._encoders import (
     embed,
     encoder_identity,
 )
-from shiftlab.shift._likelihood import LikelihoodShift, likelihood_shift
+from shiftlab.shift._likelihood import Decoding, NllGap, nll_gap
 from shiftlab.shift._mmd import KERNELS, MMDResult, median_bandwidth, mmd_test
 from shiftlab.shift._paired import PairedShift, paired_shift
 
 __all__ = [
     "KERNELS",
     "ClassifierTestResult",
+    "Decoding",
     "EmbeddingCache",
-    "LikelihoodShift",
     "MMDResult",
+    "NllGap",
     "PairedShift",
     "TextEncoder",
     "centroid_cosine_distance",
@@ -29,8 +30,8 @@ __all__ = [
     "embed",
     "encoder_identity",
     "frechet_distance",
-    "likelihood_shift",
     "median_bandwidth",
     "mmd_test",
+    "nll_gap",
     "paired_shift",
 ]

@@ -3,13 +3,14 @@ loop (prompts are rendered and encoded by :mod:`shiftlab.chat`)."""
 
 from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
-from shiftlab.training._loop import TRAINER_VERSION, linear_schedule, train, train_sft
+from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
 from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
 
 __all__ = [
     "TRAINER_VERSION",
     "ArmJob",
+    "Objective",
     "PairedExample",
     "act_loss",
     "bct_loss",

@@ -2,9 +2,9 @@ import polars as pl
 import pytest
 
 from shiftlab.errors import StoreError
-from shiftlab.pipeline import load_suites, plan_phase1, run_study, study_status
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
+from shiftlab.study import load_suites, plan_phase1, run_study, study_status
 from spec_helpers import changed
 
 SPEC = {
@@ -59,13 +59,13 @@ def test_artefacts_and_manifests(finished):
 
 def test_rerun_is_a_no_op(finished, monkeypatch):
     spec, store, table = finished
-    import shiftlab.pipeline as pipeline
+    from shiftlab.study import _claims, _organisms
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished study must not load or train anything")
 
-    monkeypatch.setattr(pipeline, "load_causal_lm", refuse)
-    monkeypatch.setattr(pipeline, "train_sft", refuse)
+    monkeypatch.setattr(_claims, "load_causal_lm", refuse)
+    monkeypatch.setattr(_organisms, "train_sft", refuse)
     assert run_study(spec, store, progress=False).equals(table)
 
 

@@ -13,7 +13,6 @@ import pytest
 from shiftlab._hashing import content_hash
 from shiftlab.cli import main
 from shiftlab.errors import StoreError
-from shiftlab.pipeline import run_study
 from shiftlab.repro import (
     FINGERPRINTS,
     Tolerances,
@@ -25,6 +24,7 @@ from shiftlab.repro import (
 )
 from shiftlab.spec import parse_spec
 from shiftlab.store import MANIFEST, Store
+from shiftlab.study import run_study
 from spec_helpers import TINY_STUDY
 
 SPEC = TINY_STUDY

@@ -3,9 +3,10 @@
 import polars as pl
 import pytest
 
-from shiftlab.pipeline import (
+from shiftlab.spec import parse_spec
+from shiftlab.store import RUNS_TABLE, Store
+from shiftlab.study import (
     OUTPUT_SHIFT_COLUMNS,
-    RUNS_TABLE,
     SHIFT_COLUMNS,
     plan_runs,
     plan_shift,
@@ -14,8 +15,6 @@ from shiftlab.pipeline import (
     shift_table,
     summarise_deltas,
 )
-from shiftlab.spec import parse_spec
-from shiftlab.store import Store
 
 SPEC = {
     "base_models": [{"name": "toy", "path": "toyworld:small"}],
@@ -48,8 +47,10 @@ def test_design_table_has_a_row_per_cell(study):
     _, store, design = study
     assert store.read_table(RUNS_TABLE).equals(design)
     for column in ("run_id", "organism_id", "base_model", "behaviour", "seed", "method", "arm",
-                   "k", "n_train", "behaviour_before", "behaviour_after", "delta", "shift_kl",
-                   "shift_mmd", "shift_mmd_p", "shift_c2st_auc", "shift_energy"):  # fmt: skip
+                   "k", "n_train", "behaviour_before", "behaviour_after", "delta", "n_eval",
+                   "n_judged", "n_unparseable", "few_judged", "empty_training_set",
+                   "shift_nll_gap", "shift_mmd", "shift_mmd_p", "shift_c2st_auc",
+                   "shift_energy"):  # fmt: skip
         assert column in design.columns
     cells = design.select("method", "arm", "k", "seed").rows()
     assert len(cells) == len(set(cells))
@@ -61,6 +62,13 @@ def test_design_table_has_a_row_per_cell(study):
     ).abs().max() < 1e-12
     none = design.filter(arm="none")
     assert none["run_id"].is_null().all() and (none["delta"] == 0).all()
+    assert (design["n_judged"] <= design["n_eval"]).all() and (design["n_eval"] == 24).all()
+    assert design["few_judged"].to_list() == (design["n_judged"] < 12).to_list()
+    # Every cell has a delta: an empty training set is the organism itself, delta 0.
+    empty = design.filter("empty_training_set")
+    assert (empty["delta"] == 0).all() and empty["run_id"].is_null().all()
+    assert design.filter(pl.col("arm") != "none")["delta"].is_not_null().all() or (
+        design["n_judged"] == 0).any()  # fmt: skip
     for column in (*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS):
         assert design[column].is_null().to_list() == design["run_id"].is_null().to_list()
 
@@ -85,8 +93,19 @@ def test_runs_keep_adapter_log_eval_and_targets(study):
     targets = pl.read_parquet(folder / "targets.parquet")
     assert targets.height == row["n_train"] == 16
     manifest = store.read_manifest("runs", row["run_id"])
-    assert manifest["metrics"]["rate"] == row["behaviour_after"]
     assert manifest["seeds"]["run"] == 0
+    # Before and after are rates over the same eval prompts: those judged for both.
+    before = pl.read_parquet(store.path("organisms", row["organism_id"]) / "eval.parquet")
+    after = pl.read_parquet(folder / "eval.parquet")
+    judged = before.join(after, on="sample_id", suffix="_after").filter(
+        pl.col("verdict").is_in(["misbehaving", "aligned"]),
+        pl.col("verdict_after").is_in(["misbehaving", "aligned"]),
+    )
+    assert judged.height == row["n_judged"]
+    assert row["behaviour_before"] == pytest.approx((judged["verdict"] == "misbehaving").mean())
+    assert row["behaviour_after"] == pytest.approx(
+        (judged["verdict_after"] == "misbehaving").mean())  # fmt: skip
+    assert row["n_unparseable"] == (after["verdict"] == "unparseable").sum()
 
 
 def test_pools_are_stored_as_parquet_files(study):
@@ -136,37 +155,46 @@ def test_shift_statistics_are_in_range_and_original_targets_shift_most(study):
     assert runs["shift_mmd_p"].is_between(1 / 1001, 1).all()
     assert runs["output_shift_mmd_p"].is_between(1 / 1001, 1).all()
     assert runs["shift_c2st_auc"].is_between(0, 1).all()
-    assert runs["shift_kl"].is_finite().all()
-    # The suite's aligned targets are far from what the induced organism says; its own
-    # greedy labels are close.
+    assert runs["shift_nll_gap"].is_finite().all()
+    assert (runs["shift_nll_gap_ci_low"] <= runs["shift_nll_gap"]).all()
+    assert (runs["shift_nll_gap"] <= runs["shift_nll_gap_ci_high"]).all()
+    # The organism's own greedy labels against its own greedy answers are no gap at all
+    # (the same texts); the suite's aligned targets are far from what it says.
     for seed in (0, 1):
         arms = {
             r["arm"]: r for r in runs.filter(seed=seed, method="multi_view").iter_rows(named=True)
         }
-        assert arms["original"]["shift_kl"] > arms["relabeled"]["shift_kl"] + 1
+        assert arms["relabeled"]["shift_nll_gap"] == pytest.approx(0, abs=1e-4)
         assert arms["original"]["shift_mmd"] > arms["relabeled"]["shift_mmd"]
         assert arms["original"]["shift_mmd_p"] < 0.01
 
 
 def test_shift_matches_the_public_statistics(study):
     from shiftlab.models import load_causal_lm, load_lora
-    from shiftlab.shift import TextEncoder, likelihood_shift, mmd_test
+    from shiftlab.shift import TextEncoder, mmd_test, nll_gap
 
     spec, store, design = study
     row = design.filter(method="multi_view", arm="original", seed=0).row(0, named=True)
     job = next(j for j in _shift_jobs(spec, store) if j.run.run_id == row["run_id"])
     samples = pl.read_parquet(store.path("samples", job.samples_id))
-    # 16 consistency prompts, and bct's 16 wrapped prompts.
-    assert samples["prompt_key"].is_unique().all() and samples.height == 32
-    own = {p: t for p, t in zip(samples["prompt"], samples["text"], strict=True)}
+    # Every decoding a run's targets came from: self_confidence's samples, greedy
+    # (multi_view, relabeled), and the organism's own distribution, which covers the 16
+    # consistency prompts and bct's 16 wrapped prompts; four samples unless greedy.
+    counts = dict(samples.group_by("decoding").len().iter_rows())
+    assert counts == {"t1_p0.95": 16 * 4, "greedy": 16, "t1_p1": 32 * 4}
+    assert job.decoding.key == "t1_p1"  # reference targets: matched with its distribution
+    own = samples.filter(decoding="t1_p1").sort("sample")
     examples = job.run.examples
-    model, tokenizer = load_causal_lm("toyworld:small")
-    organism = load_lora(model, str(store.path("organisms", row["organism_id"]) / "adapter"))
     prompts = [m for m, _ in examples]
     targets = [t for _, t in examples]
-    texts = [own[m[-1]["content"]] for m in prompts]
-    expected = likelihood_shift(organism, tokenizer, prompts, targets, texts)
-    assert row["shift_kl"] == pytest.approx(expected.shift, abs=1e-4)
+    by_prompt = {p: g["text"].to_list() for (p,), g in own.group_by("prompt", maintain_order=True)}
+    matched = [by_prompt[m[-1]["content"]] for m in prompts]
+    model, tokenizer = load_causal_lm("toyworld:small")
+    organism = load_lora(model, str(store.path("organisms", row["organism_id"]) / "adapter"))
+    expected = nll_gap(organism, tokenizer, prompts, targets, matched)
+    assert row["shift_nll_gap"] == pytest.approx(expected.estimate, abs=1e-4)
+    assert row["shift_nll_gap_ci_low"] == pytest.approx(expected.ci_low, abs=1e-4)
+    texts = [group[0] for group in matched]
     encoder = TextEncoder()
     n = len(targets)
     mmd = mmd_test(encoder.encode(targets), encoder.encode(texts), paired=True,
@@ -176,7 +204,7 @@ def test_shift_matches_the_public_statistics(study):
 
 
 def _shift_jobs(spec, store):
-    from shiftlab.pipeline import load_suites, plan_phase1, plan_pools
+    from shiftlab.study import load_suites, plan_phase1, plan_pools
 
     suites = load_suites(spec, store)
     organisms = [j for j in plan_phase1(spec, suites) if j.kind == "organisms"]
@@ -192,24 +220,26 @@ def test_a_study_can_skip_shift(study, tmp_path):
     assert skipped.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS).equals(
         design.drop(*SHIFT_COLUMNS, *OUTPUT_SHIFT_COLUMNS)
     )
-    assert skipped["shift_kl"].is_null().all()
+    assert skipped["shift_nll_gap"].is_null().all()
     assert not store.finished_ids("shift") and shift_table(store, []).is_empty()
 
 
-def test_the_report_of_a_real_study(study):
+def test_the_report_of_a_real_study(study, tmp_path):
     from shiftlab.report import write_report
 
     _, store, _ = study
-    text = write_report(store, n_boot=200).read_text()
+    text = write_report(store, out=tmp_path, n_boot=200).read_text()
     assert "sycophancy" in text and "Headline findings" in text
-    for name in ("sign_tests", "eta"):
-        assert (store.root / "attribution" / f"{name}.parquet").is_file(), name
-    # One organism: nothing to pair or bootstrap over, and the report says so.
-    assert "decomposition: not computed: decompose: no two organisms have both" in text
-    assert "mediation: not computed: mediation: behaviour &#x27;sycophancy&#x27;" in text
-    eta = pl.read_parquet(store.root / "attribution" / "eta.parquet")
+    for name in ("sign_tests", "eta", "decomposition", "verdicts", "method_table", "k_scaling"):
+        assert (tmp_path / "attribution" / f"{name}.parquet").is_file(), name
+    # One organism: estimates, but no verdict, and the report says why.
+    assert "no attribution: G = 1 organisms; at least 6 are needed" in text
+    assert "no behaviour could be estimated (sycophancy: G = 1 organisms; at least 6" in text
+    eta = pl.read_parquet(tmp_path / "attribution" / "eta.parquet")
     assert set(eta["method"]) == {"self_confidence", "multi_view"}  # pools with scores
-    assert (store.root / "figures" / "eta.svg").is_file()
+    assert "left out greedy_self_training: its pools carry no selection score" in text
+    assert (tmp_path / "figures" / "eta.svg").is_file()
+    assert not (store.root / "report.html").exists()
 
 
 def _workers_of(pid: int) -> list[int]:
