@@ -179,6 +179,8 @@ def attribution_tables(
         for (behaviour,), part in distinct.group_by("behaviour", maintain_order=True):
             table = fit(part, "delta ~ C(arm, Treatment('original'))")
             parts.append(table.with_columns(pl.lit(str(behaviour)).alias("behaviour")))
+        if not parts:
+            raise ShiftlabError("no run of an SFT arm has a delta (nothing could be judged)")
         return within(pl.concat(parts))
 
     attempt("arm_effects", lambda: per_behaviour(fit_fixed_effects))
