@@ -19,7 +19,6 @@ from shiftlab.store import Store
 from shiftlab.study._claims import load_base
 from shiftlab.study._jobs import OrganismJob, RunPlan, ShiftJob
 
-
 # Typed, so that a table whose rates are all null (every verdict excluded or
 # unparseable) still has numeric columns to round, print and compare.
 ORGANISM_SCHEMA = {
