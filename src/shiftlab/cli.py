@@ -26,6 +26,7 @@ WORKERS_HELP = (
 )
 
 
+FORCE_HELP = "run a study above the ceiling on training size (a typo in steps, usually)"
 EXECUTOR_HELP = (
     "where jobs run (default: the spec's executor.kind, else local): local worker processes, "
     "SLURM job arrays through submitit, or Ray tasks"
@@ -88,9 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check every file's sha256 first and delete what is damaged, so it is built again",
     )
+    run.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
+    validate.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     report = add("report", "run every attribution analysis and write report.html")
     report.add_argument("store", help="store folder of a finished study")
@@ -212,10 +215,11 @@ def _run(
     executor: str | None = None,
     demo: str | None = None,
     rebuild: bool = False,
+    force: bool = False,
 ) -> int:
     import yaml
 
-    from shiftlab.spec import load_spec, parse_spec
+    from shiftlab.spec import check_size, load_spec, parse_spec
     from shiftlab.store import ORGANISM_TABLE, Store
     from shiftlab.study import run_study
 
@@ -228,6 +232,7 @@ def _run(
     else:
         assert spec_path is not None
         spec = load_spec(spec_path)
+        check_size(spec, spec_path, force=force)
     store_path = store_path or spec.store
     if store_path is None:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
@@ -245,11 +250,12 @@ def _run(
     return 0
 
 
-def _validate(spec_path: str) -> int:
-    from shiftlab.spec import load_spec
+def _validate(spec_path: str, force: bool) -> int:
+    from shiftlab.spec import check_size, load_spec
     from shiftlab.study import load_suites
 
     spec = load_spec(spec_path)
+    check_size(spec, spec_path, force=force)
     load_suites(spec)
     print(
         f"{spec_path}: ok ({len(spec.base_models)} base models, {len(spec.behaviours)} behaviours, "
@@ -412,9 +418,9 @@ def _command(args: argparse.Namespace) -> int:
                     executor=args.executor, demo=args.scale)  # fmt: skip
     if args.command == "run":
         return _run(args.spec, args.store, not args.no_progress, args.workers,
-                    executor=args.executor, rebuild=args.rebuild)  # fmt: skip
+                    executor=args.executor, rebuild=args.rebuild, force=args.force)  # fmt: skip
     if args.command == "validate":
-        return _validate(args.spec)
+        return _validate(args.spec, args.force)
     if args.command == "data":
         return _data(args)
     if args.command == "report":

@@ -242,8 +242,9 @@ class BaseModelSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be letters, digits, '_', '-' or '.' (at most 64)")
+        # The name becomes part of artefact ids, which must not hold "..".
+        if not _NAME.match(value) or ".." in value:
+            raise ValueError("must be letters, digits, '_', '-' or '.' (at most 64, no '..')")
         return value
 
 
