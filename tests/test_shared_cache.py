@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shiftlab._sqlite_cache import SharedCache, cache_files, cache_problem
-from shiftlab.errors import DamagedFile
+from shiftlab.errors import DamagedFile, OutOfSpace
 
 WRITER = textwrap.dedent(
     """
@@ -123,3 +123,27 @@ def test_a_file_that_is_not_a_database_is_named(tmp_path):
     (tmp_path / "rows@me.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(DamagedFile, match=r"rows@me.sqlite: damaged: not a readable SQLite"):
         SharedCache(tmp_path / "rows.sqlite", "rows", ("value",), host="me")
+
+
+def test_a_full_disk_while_caching_is_named_and_writes_no_row(tmp_path, monkeypatch):
+    cache = SharedCache(tmp_path / "rows.sqlite", "rows", ("value",), host="here")
+    cache.put({"kept": ("written before the disk filled",)})
+    connect = sqlite3.connect
+
+    def full(*args, **kwargs):
+        """A connection to a database that may not grow: SQLite's own SQLITE_FULL."""
+        db = connect(*args, **kwargs)
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", full)
+    rows = {f"k{i}": ("x" * 4096,) for i in range(50)}
+    with pytest.raises(OutOfSpace) as caught:
+        cache.put(rows)
+    message = str(caught.value)
+    assert message.startswith(f"{cache.writer}: no space left on the device (")
+    assert "free on /" in message and "\n" not in message
+    monkeypatch.undo()
+    assert cache.get(["kept", *rows]) == {"kept": ("written before the disk filled",)}
+    assert cache_problem(cache.writer, rows=True) is None

@@ -1,6 +1,8 @@
+import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shiftlab.errors import DamagedFile, StoreError
+from shiftlab.errors import DamagedFile, OutOfSpace, StoreError
 from shiftlab.store import (
     MANIFEST,
     STORE_FORMAT,
@@ -258,3 +260,61 @@ def test_the_cli_refuses_the_file_system_root_as_a_store(tmp_path: Path):
     assert result.stderr.strip() == (
         "shiftlab: error: store / is the root of a file system; use a new folder inside it"
     )
+
+
+# -- a full disk, and what killed writers leave --------------------------------------------
+
+
+def _full_disk(*_: object, **__: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _one_line_naming(error: BaseException, path: Path) -> None:
+    message = str(error)
+    assert message.startswith(f"{path}: no space left on the device (") and "\n" not in message
+    assert re.search(r"\(\d+(\.\d)? (B|KiB|MiB|GiB) free on /", message), message
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        # How safetensors and polars (Rust's io::Error) report it, with no errno.
+        RuntimeError("Error while serializing: IoError(No space left on device (os error 28))"),
+    ],
+)
+def test_a_full_disk_while_building_leaves_no_artefact(tmp_path: Path, failure):
+    store = Store.open(tmp_path)
+    with pytest.raises(OutOfSpace) as caught, store.artefact("runs", "r1", {"seed": 0}) as folder:
+        (folder / "adapter.safetensors").write_bytes(b"half")
+        raise failure
+    _one_line_naming(caught.value, store.path("runs", "r1"))
+    assert not store.is_finished("runs", "r1")
+    assert list((tmp_path / "runs").iterdir()) == []  # no temporary, no lease
+
+
+def test_a_full_disk_while_writing_a_table_keeps_the_old_one(tmp_path: Path, monkeypatch):
+    store = Store.open(tmp_path)
+    store.write_table("runs", pl.DataFrame({"a": [1]}))
+    before = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _full_disk)
+    with pytest.raises(OutOfSpace) as caught:
+        store.write_table("runs", pl.DataFrame({"a": [2]}))
+    _one_line_naming(caught.value, store.table_path("runs"))
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == before
+    assert store.read_table("runs")["a"].to_list() == [1]
+
+
+def test_writing_a_table_sweeps_what_killed_writers_left(tmp_path: Path):
+    store = Store.open(tmp_path)
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    left = [temporary_sibling(store.table_path("runs")),
+            temporary_sibling(store.table_manifest_path("organisms"))]  # fmt: skip
+    for path in left:
+        path.write_bytes(b"half a parquet file")
+    (tables / ".tmp-notes").write_text("not a temporary shiftlab made")
+    store.write_table("runs", pl.DataFrame({"a": [1]}))
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in tables.iterdir()) == [
+        ".tmp-notes", "runs.manifest.json", "runs.parquet"]  # fmt: skip

@@ -200,6 +200,21 @@ def temporaries_of(final: Path) -> list[Path]:
     return [p for p in final.parent.glob(f".tmp-{final.name}-*") if pattern.match(p.name)]
 
 
+_TEMPORARY = re.compile(r"^\.tmp-.+-[0-9a-f]{8}$")
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Remove every temporary :func:`temporary_sibling` made in ``folder`` (what killed
+    writers left); returns how many went. Call it only while no one else writes there
+    (under the folder's lease)."""
+    found = (
+        [p for p in folder.glob(".tmp-*") if _TEMPORARY.match(p.name)] if folder.is_dir() else []
+    )
+    for path in found:
+        remove_path(path)
+    return len(found)
+
+
 def remove_path(path: Path) -> None:
     """Remove a file or a folder, if it is there."""
     if path.is_dir():

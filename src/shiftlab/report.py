@@ -26,6 +26,8 @@ from typing import Any
 
 import polars as pl
 
+from shiftlab._files import naming_full_disk, sweep_temporaries, temporaries_of
+from shiftlab._lease import Lease
 from shiftlab._version import __version__
 from shiftlab.attribution import (
     MIN_ORGANISMS,
@@ -54,6 +56,9 @@ from shiftlab.store import (
 )
 
 MEDIATOR = "shift_mmd"
+REPORT_PAGE, REPORT_MARKDOWN = "report.html", "report.md"
+# Held while a report is written into a folder (see write_report).
+REPORT_LEASE = ".report.lease"
 # Arm effects compare SFT arms: paired losses have none, and a one-candidate method's arms
 # are the relabeled run itself.
 WITHOUT_SFT_ARMS = [
@@ -416,8 +421,28 @@ def write_report(
     tables, notes = attribution_tables(store, n_boot=n_boot, seed=seed,
                                        min_organisms=min_organisms)  # fmt: skip
     folder = Path(out) if out is not None else store.root
-    (folder / "attribution").mkdir(parents=True, exist_ok=True)
-    (folder / "figures").mkdir(exist_ok=True)
+    with naming_full_disk(folder):
+        (folder / "attribution").mkdir(parents=True, exist_ok=True)
+        (folder / "figures").mkdir(exist_ok=True)
+    # One report is written into a folder at a time, so what is left there now was left
+    # by a killed one.
+    with Lease(folder / REPORT_LEASE):
+        for leftover in (folder / "attribution", folder / "figures"):
+            sweep_temporaries(leftover)
+        for page in (REPORT_PAGE, REPORT_MARKDOWN):
+            for stale in temporaries_of(folder / page):
+                stale.unlink(missing_ok=True)
+        return _write_report(store, folder, tables, notes, min_organisms)
+
+
+def _write_report(
+    store: Store,
+    folder: Path,
+    tables: dict[str, pl.DataFrame],
+    notes: dict[str, str],
+    min_organisms: int,
+) -> Path:
+    """Write the analyses' ``tables``, their figures and the page into ``folder``."""
     beside = _eta_beside_observed(tables)
     if beside is not None:
         tables["eta_bound_beside_observed"] = beside
@@ -467,7 +492,7 @@ def write_report(
              for k, v in summary.items()]  # fmt: skip
     page.append("</ul></body></html>")
     markdown += ["## Manifest", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in summary.items()]
-    atomic_write_bytes(folder / "report.md", ("\n".join(markdown) + "\n").encode())
-    target = folder / "report.html"
+    atomic_write_bytes(folder / REPORT_MARKDOWN, ("\n".join(markdown) + "\n").encode())
+    target = folder / REPORT_PAGE
     atomic_write_bytes(target, "\n".join(page).encode())
     return target

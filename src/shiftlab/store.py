@@ -58,6 +58,7 @@ from shiftlab._files import (
     out_of_space,
     publish_dir,
     remove_path,
+    sweep_temporaries,
     temporaries_of,
     temporary_sibling,
 )
@@ -68,6 +69,8 @@ from shiftlab.errors import DamagedFile, StoreError
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
 BUILD_LOG = "builds.jsonl"
+# Held while a table is written: one writer at a time in tables/, so it may sweep there.
+TABLES_LEASE = ".tables.lease"
 KINDS = (
     "organisms",
     "base_evals",
@@ -485,7 +488,8 @@ class Store:
         return self.root / "tables" / f"{validate_id(name)}.{MANIFEST}"
 
     def write_table(self, name: str, frame: pl.DataFrame) -> Path:
-        """Write ``tables/<name>.parquet`` atomically, its record first, and return its path."""
+        """Write ``tables/<name>.parquet`` atomically, its record first, and return its
+        path; under the tables' lease, which lets it sweep what killed writers left there."""
         path = self.table_path(name)
 
         def write(tmp: Path) -> None:
@@ -493,7 +497,12 @@ class Store:
             record = json.dumps({"files": {path.name: file_record(tmp)}}, indent=2)
             atomic_write_bytes(self.table_manifest_path(name), record.encode())
 
-        atomic_write(path, write)
+        with naming_full_disk(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        lease_path = str(path.parent / TABLES_LEASE)
+        with self._locks.setdefault(lease_path, Lease(lease_path)):
+            sweep_temporaries(path.parent)
+            atomic_write(path, write)
         return path
 
     def table_problem(self, name: str) -> str | None:
