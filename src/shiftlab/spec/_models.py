@@ -151,7 +151,9 @@ class _ModelAccess(_Spec):
 class JudgeSpec(_ModelAccess):
     """The judge that scores a behaviour's judge-based rules: ``http`` (an OpenAI-compatible
     endpoint: ``base_url``, ``model``, key from ``api_key_env``) or ``local`` (a
-    ``transformers`` causal LM at ``path``). Replies are cached in the store."""
+    ``transformers`` causal LM at ``path``). Replies are cached in the store.
+    ``timeout_s`` bounds each attempt at a request as a whole (a server that trickles its
+    answer included); ``retries`` more attempts follow a failed one."""
 
     kind: Literal["http", "local"]
     timeout_s: PositiveFloat = 60.0
