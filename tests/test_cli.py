@@ -31,6 +31,11 @@ def run_cli(args, capsys):
             GOOD.replace("steps: 2", "steps: -3"),
             "behaviours[0].induction.steps: must be a positive integer, got -3",
         ),
+        (GOOD.replace("name: toy", "name: a..b"), "base_models[0].name: must be letters"),
+        (
+            GOOD.replace("steps: 2", "steps: 1000000000000"),
+            "spec.yaml: the study would train on about 3.2e+13 sequences",
+        ),
     ],
 )
 def test_bad_specs_exit_2_with_one_line(tmp_path, capsys, spec_text, expected):
@@ -58,6 +63,40 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, capsys):
     assert code == 2
     assert f"{suite / 'consistency.jsonl'}:2: malformed JSON" in err
     assert not list((tmp_path / "store").glob("organisms/*"))
+
+
+def test_a_study_above_the_size_ceiling_passes_with_force(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.replace("steps: 2", "steps: 1000000000000"))
+    code, out, err = run_cli(["validate", str(spec), "--force"], capsys)
+    assert code == 0 and "ok (" in out, err
+
+
+def _chat_suite(folder: Path, eval_text: str) -> None:
+    row = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+    folder.mkdir()
+    for name in ("induction", "consistency", "act_bct_clean", "act_bct_wrapped"):
+        (folder / f"{name}.jsonl").write_text(row + "\n")
+    (folder / "eval.jsonl").write_text(eval_text, encoding="utf-8")
+
+
+def test_an_empty_eval_file_is_refused_by_validate(tmp_path, capsys):
+    _chat_suite(tmp_path / "sycophancy", "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.replace("toyworld: {n_eval: 8, n_induction: 32}", "source: sycophancy"))
+    code, _, err = run_cli(["validate", str(spec)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'sycophancy' / 'eval.jsonl'}: no rows" in err
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path, capsys):
+    row = '{"messages": [{"role": "user", "content": "q"}], "answer": "A"}'
+    _chat_suite(tmp_path / "sycophancy", "\ufeff" + row + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.replace("toyworld: {n_eval: 8, n_induction: 32}", "source: sycophancy"))
+    code, _, err = run_cli(["validate", str(spec)], capsys)
+    assert "malformed" not in err and "UTF-8" not in err
+    assert code == 0, err
 
 
 def test_unwritable_store(tmp_path, capsys):

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import yaml
 
+from shiftlab._sqlite_cache import cache_files
 from shiftlab.cli import main
 from shiftlab.spec import load_spec, parse_spec
 from shiftlab.store import Store
@@ -68,7 +69,7 @@ def test_smollm2_sycophancy_example_cut_down(tmp_path, shared_data):
     assert design["behaviour_after"].null_count() == 0
     for column in ("capability_before", "capability_after", "capability_delta"):
         assert design[column].null_count() == 0, column  # SmolLM2 read the sample's letters
-    assert (store.root / JUDGE_CACHE).is_file()  # 2 of the 6 eval rows are judged claims
+    assert cache_files(store.root / JUDGE_CACHE)  # 2 of the 6 eval rows are judged claims
     pool = next(store.root.joinpath("pools").glob("*self_rewarding*.parquet"))
     scores = pl.read_parquet(pool)["score"]
     assert scores.min() >= 1.0 and scores.max() <= 5.0  # the rubric's 1-5 scale

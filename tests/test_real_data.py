@@ -6,6 +6,7 @@ import json
 import polars as pl
 import pytest
 
+from shiftlab._sqlite_cache import cache_files
 from shiftlab.behaviours import score_outputs
 from shiftlab.errors import ShiftlabError
 from shiftlab.spec import parse_spec
@@ -74,7 +75,7 @@ def test_a_judged_real_behaviour_runs_end_to_end(tmp_path, shared_data, smollm2,
             rows = pl.read_parquet(store.path(kind, artefact) / "eval.parquet")
             judged |= set(zip(rows["sample_id"], rows["output"], strict=True))
     assert calls == len(judged) >= 6
-    assert (store.root / JUDGE_CACHE).is_file()
+    assert cache_files(store.root / JUDGE_CACHE)
     # Rescoring what the store holds reuses the cached replies: no new calls.
     suites = load_suites(parse_spec(spec), store)
     (organism,) = store.finished_ids("organisms")

@@ -1,5 +1,6 @@
 """The study report from a store's design table."""
 
+import errno
 import re
 
 import polars as pl
@@ -93,6 +94,39 @@ def test_report_command(reported, tmp_path, capsys):
         out / "report.html").read_text()  # fmt: skip
     assert main(["report", str(tmp_path)]) == 2
     assert "not a shiftlab store" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_drawing_is_one_line_and_leaves_no_temporary(
+    reported, tmp_path, capsys, monkeypatch
+):
+    store, _ = reported
+    out = tmp_path / "out"
+
+    def full_disk(figure, suffix, path):
+        path.write_bytes(b"half a figure")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("shiftlab.report._save_figure", full_disk)
+    code = main(["report", str(store.root), "--n-boot", "50", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert re.match(rf"shiftlab: error: {re.escape(str(out / 'figures'))}/\w+\.png: no space "
+                    r"left on the device \(.+ free on /", err), err  # fmt: skip
+    assert list((out / "figures").iterdir()) == [] and not (out / "report.html").exists()
+
+
+def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
+    store, _ = reported
+    out = tmp_path / "out"
+    left = [out / "figures" / ".tmp-forest.png-0123abcd",
+            out / "attribution" / ".tmp-verdicts.parquet-89abcdef",
+            out / ".tmp-report.html-00ff00ff"]  # fmt: skip
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    write_report(store, out=out, n_boot=50)
+    assert not any(path.exists() for path in left)
+    assert not list(out.rglob(".tmp-*")) and not list(out.glob(".*.lease"))
 
 
 def test_the_demo_report_follows_the_rules(demo_store):

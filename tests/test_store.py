@@ -1,5 +1,8 @@
+import errno
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shiftlab.errors import StoreError
+from shiftlab.errors import DamagedFile, OutOfSpace, StoreError
 from shiftlab.store import (
     MANIFEST,
     STORE_FORMAT,
@@ -42,7 +45,11 @@ def test_artefact_commits_manifest_last(tmp_path: Path):
         assert not store.is_finished("organisms", "a1")
     assert store.is_finished("organisms", "a1")
     assert (store.path("organisms", "a1") / "data.txt").read_text() == "hi"
-    assert store.read_manifest("organisms", "a1") == {"x": 1, "files": ["data.txt"]}
+    sha = hashlib.sha256(b"hi").hexdigest()
+    assert store.read_manifest("organisms", "a1") == {
+        "x": 1,
+        "files": {"data.txt": {"bytes": 2, "sha256": sha}},
+    }
     assert store.finished_ids("organisms") == ["a1"]
     with pytest.raises(StoreError, match="already finished"), store.artefact("organisms", "a1", {}):
         pass
@@ -80,7 +87,7 @@ def test_write_killed_half_way_leaves_no_finished_artefact(tmp_path: Path):
     with store.artefact("organisms", "victim", {"a": 2}) as folder:
         (folder / "adapter.bin").write_bytes(b"whole")
     assert not list((tmp_path / "organisms").glob(".tmp-victim-*"))
-    assert store.read_manifest("organisms", "victim") == {"a": 2, "files": ["adapter.bin"]}
+    assert list(store.read_manifest("organisms", "victim")["files"]) == ["adapter.bin"]
 
 
 def test_atomic_file_write_keeps_old_content_on_failure(tmp_path: Path):
@@ -231,7 +238,7 @@ def test_a_listed_file_that_went_missing_is_named(tmp_path: Path):
     assert [p.name for p in store.data_files("runs", "r1")] == ["weights.bin", "log.parquet"]
     (store.path("runs", "r1") / "adapter" / "weights.bin").unlink()
     with pytest.raises(
-        StoreError, match=r"r1/manifest.json lists adapter/weights.bin but .* is missing"
+        DamagedFile, match=r"r1/adapter/weights.bin: damaged: missing; delete .*/runs/r1 to rebuild"
     ):
         store.data_files("runs", "r1")
 
@@ -259,3 +266,61 @@ def test_the_cli_refuses_the_file_system_root_as_a_store(tmp_path: Path):
     assert result.stderr.strip() == (
         "shiftlab: error: store / is the root of a file system; use a new folder inside it"
     )
+
+
+# -- a full disk, and what killed writers leave --------------------------------------------
+
+
+def _full_disk(*_: object, **__: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _one_line_naming(error: BaseException, path: Path) -> None:
+    message = str(error)
+    assert message.startswith(f"{path}: no space left on the device (") and "\n" not in message
+    assert re.search(r"\(\d+(\.\d)? (B|KiB|MiB|GiB) free on /", message), message
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        # How safetensors and polars (Rust's io::Error) report it, with no errno.
+        RuntimeError("Error while serializing: IoError(No space left on device (os error 28))"),
+    ],
+)
+def test_a_full_disk_while_building_leaves_no_artefact(tmp_path: Path, failure):
+    store = Store.open(tmp_path)
+    with pytest.raises(OutOfSpace) as caught, store.artefact("runs", "r1", {"seed": 0}) as folder:
+        (folder / "adapter.safetensors").write_bytes(b"half")
+        raise failure
+    _one_line_naming(caught.value, store.path("runs", "r1"))
+    assert not store.is_finished("runs", "r1")
+    assert list((tmp_path / "runs").iterdir()) == []  # no temporary, no lease
+
+
+def test_a_full_disk_while_writing_a_table_keeps_the_old_one(tmp_path: Path, monkeypatch):
+    store = Store.open(tmp_path)
+    store.write_table("runs", pl.DataFrame({"a": [1]}))
+    before = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _full_disk)
+    with pytest.raises(OutOfSpace) as caught:
+        store.write_table("runs", pl.DataFrame({"a": [2]}))
+    _one_line_naming(caught.value, store.table_path("runs"))
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == before
+    assert store.read_table("runs")["a"].to_list() == [1]
+
+
+def test_writing_a_table_sweeps_what_killed_writers_left(tmp_path: Path):
+    store = Store.open(tmp_path)
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    left = [temporary_sibling(store.table_path("runs")),
+            temporary_sibling(store.table_manifest_path("organisms"))]  # fmt: skip
+    for path in left:
+        path.write_bytes(b"half a parquet file")
+    (tables / ".tmp-notes").write_text("not a temporary shiftlab made")
+    store.write_table("runs", pl.DataFrame({"a": [1]}))
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in tables.iterdir()) == [
+        ".tmp-notes", "runs.manifest.json", "runs.parquet"]  # fmt: skip

@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from shiftlab._files import naming_full_disk
 from shiftlab.errors import StoreError
 
 # How long a lease lives without renewal; renewed every third of it.
@@ -145,11 +146,16 @@ class Lease:
 
     def _write_private(self) -> Path:
         tmp = self.path.with_name(f"{self.path.name}.{self.token}.tmp")
-        tmp.write_text(json.dumps(self._record()))
+        try:
+            tmp.write_text(json.dumps(self._record()))
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk may leave it empty
+            raise
         return tmp
 
     def _create(self) -> bool:
-        tmp = self._write_private()
+        with naming_full_disk(self.path):
+            tmp = self._write_private()
         try:
             os.link(tmp, self.path)  # fails if the lease exists: atomic, also over NFS
             return True

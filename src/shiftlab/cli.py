@@ -26,6 +26,7 @@ WORKERS_HELP = (
 )
 
 
+FORCE_HELP = "run a study above the ceiling on training size (a typo in steps, usually)"
 EXECUTOR_HELP = (
     "where jobs run (default: the spec's executor.kind, else local): local worker processes, "
     "SLURM job arrays through submitit, or Ray tasks"
@@ -83,9 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     run.add_argument("--executor", choices=EXECUTORS, help=EXECUTOR_HELP)
+    run.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="check every file's sha256 first and delete what is damaged, so it is built again",
+    )
+    run.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
+    validate.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     report = add("report", "run every attribution analysis and write report.html")
     report.add_argument("store", help="store folder of a finished study")
@@ -142,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = add("status", "what is finished and what is left in a store")
     status.add_argument("store", help="store folder")
+    status.add_argument(
+        "--verify", action="store_true", help="check every file's sha256, not only its size"
+    )
 
     data = add("data", "public behaviour datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -217,10 +228,12 @@ def _run(
     *,
     executor: str | None = None,
     demo: str | None = None,
+    rebuild: bool = False,
+    force: bool = False,
 ) -> int:
     import yaml
 
-    from shiftlab.spec import load_spec, parse_spec
+    from shiftlab.spec import check_size, load_spec, parse_spec
     from shiftlab.store import ORGANISM_TABLE, Store
     from shiftlab.study import run_study
 
@@ -233,10 +246,12 @@ def _run(
     else:
         assert spec_path is not None
         spec = load_spec(spec_path)
+        check_size(spec, spec_path, force=force)
     store_path = store_path or spec.store
     if store_path is None:
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
+    _check_store(store, rebuild=rebuild)
     table = run_study(spec, store, progress=progress, workers=workers, executor=executor)
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
@@ -249,11 +264,12 @@ def _run(
     return 0
 
 
-def _validate(spec_path: str) -> int:
-    from shiftlab.spec import load_spec
+def _validate(spec_path: str, force: bool) -> int:
+    from shiftlab.spec import check_size, load_spec
     from shiftlab.study import load_suites
 
     spec = load_spec(spec_path)
+    check_size(spec, spec_path, force=force)
     load_suites(spec)
     print(
         f"{spec_path}: ok ({len(spec.base_models)} base models, {len(spec.behaviours)} behaviours, "
@@ -262,17 +278,41 @@ def _validate(spec_path: str) -> int:
     return 0
 
 
-def _status(store_path: str) -> int:
+def _check_store(store: Any, *, rebuild: bool = False) -> None:
+    """Refuse a store with damaged files (by their sizes, manifests and caches), naming
+    the first; with ``rebuild``, check every sha256 and delete what is damaged instead."""
+    from shiftlab._integrity import clear_damage, inspect_store
+
+    found = inspect_store(store, hashes=rebuild)
+    if found.note():
+        print(found.note(), file=sys.stderr)
+    if rebuild:
+        for removed in clear_damage(store, found.damage):
+            print(f"damaged, deleted to be built again: {removed}")
+        return
+    found.refuse(store)
+
+
+def _status(store_path: str, verify: bool) -> int:
+    from shiftlab._integrity import inspect_store
     from shiftlab.spec import load_spec
     from shiftlab.study import study_status
 
     store = _open_existing(store_path)
-    status = study_status(store, load_spec(store.root / "study.yaml"))
-    for (stage,), group in status.group_by("stage", maintain_order=True):
-        done = int(group["finished"].sum())
-        print(f"{stage}: {done}/{group.height} finished")
-        for artefact_id in group.filter(~group["finished"])["artefact_id"]:
-            print(f"  left: {artefact_id}")
+    found = inspect_store(store, hashes=verify)
+    damaged = {d.artefact for d in found.damage if d.artefact is not None}
+    if all(d.path != store.root / "study.yaml" for d in found.damage):
+        status = study_status(store, load_spec(store.root / "study.yaml"), damaged=damaged)
+        for (stage,), group in status.group_by("stage", maintain_order=True):
+            done = int(group["finished"].sum())
+            print(f"{stage}: {done}/{group.height} finished")
+            for artefact_id in group.filter(~group["finished"])["artefact_id"]:
+                print(f"  left: {artefact_id}")
+    for damage in found.damage:
+        print(damage.line)
+    if found.note():
+        print(found.note())
+    found.refuse(store)
     return 0
 
 
@@ -283,8 +323,10 @@ def _report(store_path: str, n_boot: int, out: str | None, min_organisms: int | 
     root = Path(store_path)
     if not (root / "study.yaml").is_file() and not (root / "tables").is_dir():
         raise ShiftlabError(f"{root}: not a shiftlab store (no study.yaml)")
+    store = Store.open(root)
+    _check_store(store)
     verdicts = {} if min_organisms is None else {"min_organisms": min_organisms}
-    page = write_report(Store.open(root), out=out, n_boot=n_boot, **verdicts)
+    page = write_report(store, out=out, n_boot=n_boot, **verdicts)
     print(f"report: {page}")
     return 0
 
@@ -373,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShiftlabError as error:
         if args.debug:
             raise
-        print(f"shiftlab: error: {error}", file=sys.stderr)
+        # One line, whatever the message quotes (a library's multi-line error text).
+        print(f"shiftlab: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shiftlab: interrupted; finished artefacts are kept", file=sys.stderr)
@@ -390,9 +433,9 @@ def _command(args: argparse.Namespace) -> int:
                     executor=args.executor, demo=args.scale)  # fmt: skip
     if args.command == "run":
         return _run(args.spec, args.store, not args.no_progress, args.workers,
-                    executor=args.executor)  # fmt: skip
+                    executor=args.executor, rebuild=args.rebuild, force=args.force)  # fmt: skip
     if args.command == "validate":
-        return _validate(args.spec)
+        return _validate(args.spec, args.force)
     if args.command == "data":
         return _data(args)
     if args.command == "report":
@@ -401,7 +444,7 @@ def _command(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "notebook":
         return _notebook(args)
-    return _status(args.store)
+    return _status(args.store, args.verify)
 
 
 if __name__ == "__main__":

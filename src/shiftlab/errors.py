@@ -4,6 +4,8 @@ Every error a user can cause is a :class:`ShiftlabError`; the CLI prints its mes
 one line and exits with status 2. Anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
 
 class ShiftlabError(Exception):
     """Bad input or an unusable environment, described in one line."""
@@ -15,6 +17,25 @@ class SpecError(ShiftlabError):
 
 class StoreError(ShiftlabError):
     """A store that cannot be used (unwritable, corrupt, bad artefact id)."""
+
+
+class DamagedFile(StoreError):
+    """A file in a store that is not what was written: truncated, overwritten or unreadable.
+
+    ``path`` is the damaged file.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[type[DamagedFile], tuple[str, object]]:
+        # Workers send their errors back pickled; keep the path.
+        return (type(self), (str(self), self.path))
+
+
+class OutOfSpace(StoreError):
+    """A write that failed because the file system holding it is full."""
 
 
 class DataError(ShiftlabError):

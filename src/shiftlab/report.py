@@ -26,6 +26,8 @@ from typing import Any
 
 import polars as pl
 
+from shiftlab._files import naming_full_disk, sweep_temporaries, temporaries_of
+from shiftlab._lease import Lease
 from shiftlab._version import __version__
 from shiftlab.attribution import (
     MIN_ORGANISMS,
@@ -54,6 +56,9 @@ from shiftlab.store import (
 )
 
 MEDIATOR = "shift_mmd"
+REPORT_PAGE, REPORT_MARKDOWN = "report.html", "report.md"
+# Held while a report is written into a folder (see write_report).
+REPORT_LEASE = ".report.lease"
 # Arm effects compare SFT arms: paired losses have none, and a one-candidate method's arms
 # are the relabeled run itself.
 WITHOUT_SFT_ARMS = [
@@ -112,7 +117,7 @@ def _pools(store: Store, runs: pl.DataFrame) -> tuple[pl.DataFrame | None, list[
         organism = manifest["config"]["organism"]
         if organism not in behaviour:
             continue
-        pool = pl.read_parquet(store.path("pools", pool_id), columns=columns)
+        pool = store.read_parquet("pools", pool_id, columns=columns)
         if pool["score"].null_count() == pool.height:
             unscored.add(manifest["method"])
             continue
@@ -225,6 +230,8 @@ def attribution_tables(
         for (behaviour,), part in distinct.group_by("behaviour", maintain_order=True):
             table = fit(part, "delta ~ C(arm, Treatment('original'))")
             parts.append(table.with_columns(pl.lit(str(behaviour)).alias("behaviour")))
+        if not parts:
+            raise ShiftlabError("no run of an SFT arm has a delta (nothing could be judged)")
         return within(pl.concat(parts))
 
     attempt("arm_effects", lambda: per_behaviour(fit_fixed_effects))
@@ -242,8 +249,11 @@ def attribution_tables(
     return tables, notes
 
 
-def _figures(runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path) -> dict[str, Path]:
-    """Draw every figure the tables support; PNG and SVG under ``folder``."""
+def _figures(
+    runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every figure the tables support, PNG and SVG under ``folder``; and why any
+    other was not drawn (a table whose estimates are all null has nothing to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,15 +285,19 @@ def _figures(runs: pl.DataFrame, tables: dict[str, pl.DataFrame], folder: Path) 
         drawings["eta"] = lambda: EtaDisplay.from_frame(tables["eta"])
     if "k_scaling" in tables and _several_k(tables["k_scaling"]):
         drawings["k_scaling"] = lambda: KScalingDisplay.from_frame(tables["k_scaling"])
-    paths = {}
+    paths, skipped = {}, {}
     for name, make in drawings.items():
-        display = make().plot()
+        try:
+            display = make().plot()
+        except ShiftlabError as error:
+            skipped[f"figure {name}"] = f"not drawn: {error}"
+            continue
         for suffix in ("png", "svg"):
             path = folder / f"{name}.{suffix}"
             atomic_write(path, functools.partial(_save_figure, display.figure_, suffix))
         paths[name] = folder / f"{name}.png"
         plt.close(display.figure_)
-    return paths
+    return paths, skipped
 
 
 def _several_k(table: pl.DataFrame) -> bool:
@@ -494,8 +508,28 @@ def write_report(
     tables, notes = attribution_tables(store, n_boot=n_boot, seed=seed,
                                        min_organisms=min_organisms)  # fmt: skip
     folder = Path(out) if out is not None else store.root
-    (folder / "attribution").mkdir(parents=True, exist_ok=True)
-    (folder / "figures").mkdir(exist_ok=True)
+    with naming_full_disk(folder):
+        (folder / "attribution").mkdir(parents=True, exist_ok=True)
+        (folder / "figures").mkdir(exist_ok=True)
+    # One report is written into a folder at a time, so what is left there now was left
+    # by a killed one.
+    with Lease(folder / REPORT_LEASE):
+        for leftover in (folder / "attribution", folder / "figures"):
+            sweep_temporaries(leftover)
+        for page in (REPORT_PAGE, REPORT_MARKDOWN):
+            for stale in temporaries_of(folder / page):
+                stale.unlink(missing_ok=True)
+        return _write_report(store, folder, tables, notes, min_organisms)
+
+
+def _write_report(
+    store: Store,
+    folder: Path,
+    tables: dict[str, pl.DataFrame],
+    notes: dict[str, str],
+    min_organisms: int,
+) -> Path:
+    """Write the analyses' ``tables``, their figures and the page into ``folder``."""
     beside = _eta_beside_observed(tables)
     if beside is not None:
         tables["eta_bound_beside_observed"] = beside
@@ -514,7 +548,8 @@ def write_report(
             atomic_write(folder / "attribution" / f"{name}.parquet", frame.write_parquet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # matplotlib's layout notes
-        figures = _figures(runs, tables, folder / "figures")
+        figures, skipped = _figures(runs, tables, folder / "figures")
+    notes.update(skipped)
     sentences = headlines(tables)
     explained = [SIGN_CONVENTION, CAPABILITY_NOTE, ESTIMANDS.format(min_organisms=min_organisms),
                  MOVED.format(threshold=0) + "."]  # fmt: skip
@@ -559,7 +594,7 @@ def write_report(
              for k, v in summary.items()]  # fmt: skip
     page.append("</ul></body></html>")
     markdown += ["## Manifest", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in summary.items()]
-    atomic_write_bytes(folder / "report.md", ("\n".join(markdown) + "\n").encode())
-    target = folder / "report.html"
+    atomic_write_bytes(folder / REPORT_MARKDOWN, ("\n".join(markdown) + "\n").encode())
+    target = folder / REPORT_PAGE
     atomic_write_bytes(target, "\n".join(page).encode())
     return target

@@ -3,6 +3,7 @@
 import json
 import math
 import sqlite3
+import time
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_a_server_that_refuses_logprobs_is_asked_again_without(openai_server):
     assert not openai_server.seen[-1][1].get("logprobs")
 
 
-@pytest.mark.parametrize("fault", ["429", "503", "malformed", "bad-shape"])
+@pytest.mark.parametrize("fault", ["408", "429", "503", "drop", "malformed", "bad-shape"])
 def test_transient_faults_are_retried(openai_server, fault):
     openai_server.reply = _yes
     openai_server.script = [fault, fault]
@@ -62,6 +63,54 @@ def test_a_slow_server_times_out_and_is_retried(openai_server):
     judge = HTTPJudge(openai_server.url, "m", backoff=0.01, timeout=0.3)
     assert judge.complete([ASK])[0].text == "YES"
     assert len(openai_server.seen) == 2
+
+
+@pytest.mark.parametrize("fault", ["trickle", "stall"])
+def test_timeout_bounds_the_whole_request(openai_server, fault):
+    """A server sending one byte a second (each read well inside any per-read timeout)
+    or nothing at all is given up on at the deadline, not after its whole answer."""
+    openai_server.script = [fault, fault]
+    openai_server.delay = 1.0  # the answer is ~100 bytes: ~100 s if read to the end
+    judge = HTTPJudge(openai_server.url, "m", backoff=0.01, retries=1, timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(ShiftlabError, match=r"after 2 tries: no whole answer within timeout_s=1"):
+        judge.complete([ASK])
+    assert time.monotonic() - start < 2 * 1.0 + 3.0  # two deadlines, and slack for a busy CPU
+
+
+def test_retry_after_is_honoured(openai_server):
+    openai_server.reply = _yes
+    openai_server.script = ["retry-after"]
+    openai_server.retry_after = 1
+    judge = HTTPJudge(openai_server.url, "m", backoff=0.01)
+    start = time.monotonic()
+    assert judge.complete([ASK])[0].text == "YES"
+    assert time.monotonic() - start >= 1.0  # not the 0.01 s backoff
+    assert len(openai_server.seen) == 2
+
+
+def test_connections_are_reused(openai_server):
+    openai_server.reply = _yes
+    judge = HTTPJudge(openai_server.url, "m", max_concurrency=1)
+    judge.complete([ASK] * 3)
+    judge.complete([ASK] * 2)
+    assert len(openai_server.seen) == 5 and openai_server.connections == 1
+
+
+def test_a_refused_key_names_the_variable_it_is_read_from(openai_server, monkeypatch):
+    monkeypatch.delenv("SHIFTLAB_TEST_JUDGE_KEY", raising=False)
+    openai_server.script = ["401"]
+    judge = HTTPJudge(openai_server.url, "m", api_key_env="SHIFTLAB_TEST_JUDGE_KEY")
+    with pytest.raises(
+        ShiftlabError, match=r"HTTP 401.*\$SHIFTLAB_TEST_JUDGE_KEY, which is not set"
+    ):
+        judge.complete([ASK])
+    monkeypatch.setenv("SHIFTLAB_TEST_JUDGE_KEY", "wrong")
+    openai_server.script = ["401"]
+    judge = HTTPJudge(openai_server.url, "m", api_key_env="SHIFTLAB_TEST_JUDGE_KEY")
+    with pytest.raises(ShiftlabError, match=r"\$SHIFTLAB_TEST_JUDGE_KEY: check that it is valid"):
+        judge.complete([ASK])
+    assert openai_server.seen[-1][0] == "Bearer wrong"
 
 
 def test_a_body_that_stays_malformed_is_a_clear_error(openai_server):
@@ -139,7 +188,8 @@ def test_the_cache_answers_repeat_requests_without_calls(openai_server, tmp_path
     longer = JudgeRequest(ASK.messages, max_tokens=3)
     judge.complete([longer])  # other decoding settings: another key
     assert len(openai_server.seen) == 2
-    with sqlite3.connect(path) as db:
+    (written,) = tmp_path.glob("judge@*.sqlite")  # this host's file of the cache
+    with sqlite3.connect(written) as db:
         rows = db.execute("SELECT judge, request, reply FROM replies").fetchall()
     assert {r[0] for r in rows} == {f"http:{openai_server.url}#m"}
     assert json.loads(rows[0][2])["text"] == "YES"  # the raw reply is kept

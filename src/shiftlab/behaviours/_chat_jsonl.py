@@ -85,6 +85,9 @@ def load_chat_jsonl_suite(folder: str | Path, behaviour: str) -> Suite:
         for i, (c, w) in enumerate(zip(clean, wrapped, strict=True))
     ]
     evaluation = _read_examples(folder / "eval.jsonl", need_target=False)
+    if not evaluation:
+        raise DataError(f"{folder / 'eval.jsonl'}: no rows; the eval split needs at least one "
+                        "prompt to score every model on")  # fmt: skip
     scorer = study_scorer(behaviour, evaluation, str(folder / "eval.jsonl"))
     files = {n: file_hash(folder / f"{n}.jsonl") for n in FILES}
     rubric_path = folder / "rubric.txt"

@@ -11,7 +11,8 @@ from shiftlab.errors import DataError
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSONL file.
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL file (a UTF-8
+    byte-order mark at its start, as some editors write, is skipped).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
@@ -27,7 +28,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(f"{path}:{number}: not UTF-8 text ({error.reason})") from None
             if not line.strip():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
-import sqlite3
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,8 @@ import polars as pl
 
 from shiftlab._environment import cpu_class
 from shiftlab._hashing import content_hash
+from shiftlab._integrity import inspect_store
+from shiftlab._sqlite_cache import copy_cache
 from shiftlab.errors import StoreError
 from shiftlab.repro._compare import (
     compare_file,
@@ -108,14 +108,8 @@ def _scratch_store(store: Store, scratch: Path, jobs: list[Any], shift_jobs: lis
         target.path("organisms", organism_id).symlink_to(
             store.path("organisms", organism_id).resolve(), True
         )
-    cache = store.root / EMBEDDING_CACHE
-    if cache.is_file() and shift_jobs:
-        (scratch / EMBEDDING_CACHE).parent.mkdir(parents=True, exist_ok=True)
-        with (
-            contextlib.closing(sqlite3.connect(cache)) as source,
-            contextlib.closing(sqlite3.connect(scratch / EMBEDDING_CACHE)) as copy,
-        ):
-            source.backup(copy)
+    if shift_jobs:
+        copy_cache(store.root / EMBEDDING_CACHE, scratch / EMBEDDING_CACHE)
     (scratch / "samples").mkdir(exist_ok=True)
     for samples_id in sorted({j.samples_id for j in shift_jobs}):
         for path in (store.path("samples", samples_id), store.manifest_path("samples", samples_id)):
@@ -273,12 +267,14 @@ def check_reproduction(
     organisms' stored samples. The store itself is only read.
 
     Raises :class:`StoreError` before re-executing anything when the record or the store
-    comes from a newer shiftlab, a manifest lists missing files, or the device differs.
+    comes from a newer shiftlab, a file is damaged or missing, or the device differs.
     """
     check_store_version(store)
+    recorded = read_fingerprints(store) if (store.root / FINGERPRINTS).exists() else None
+    inspect_store(store, hashes=True).refuse(store)  # repro reads every file
     report = ReproReport()
-    if (store.root / FINGERPRINTS).exists():
-        record = read_fingerprints(store)
+    if recorded is not None:
+        record = recorded
         _verify(store, record, report)
     else:
         record = fingerprint_store(store)

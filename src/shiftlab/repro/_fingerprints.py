@@ -14,6 +14,7 @@ import polars as pl
 
 from shiftlab._environment import environment_info
 from shiftlab._hashing import canonical_json, content_hash, file_hash
+from shiftlab._integrity import inspect_store
 from shiftlab._version import __version__
 from shiftlab.errors import StoreError
 from shiftlab.repro._types import FINGERPRINT_FORMAT, FINGERPRINTS, RECORDED_KINDS, SHIFT_STATISTICS
@@ -111,6 +112,7 @@ def record_fingerprints(store: Store, *, force: bool = False) -> Path:
             f"{path} exists: it is the reference `repro check` compares with; "
             "pass --force to replace it"
         )
+    inspect_store(store, hashes=True).refuse(store)  # the record reads every file
     record = fingerprint_store(store)
     path.parent.mkdir(exist_ok=True)
     atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
@@ -130,8 +132,8 @@ def read_fingerprints(store: Store) -> dict[str, Any]:
             f"{path}: no fingerprints recorded; run `shiftlab repro record {store.root}` first"
         )
     try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        record: dict[str, Any] = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
         raise StoreError(f"{path}: unreadable fingerprints ({error})") from None
     found = record.get("format") if isinstance(record, dict) else None
     if not isinstance(found, int) or found > FINGERPRINT_FORMAT:

@@ -8,17 +8,15 @@ folder or hub id loads through ``transformers``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shiftlab._hashing import content_hash, file_hash
+from shiftlab._sqlite_cache import SharedCache
 from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
 
@@ -122,38 +120,22 @@ class TextEncoder:
 
 
 class EmbeddingCache:
-    """Embeddings on disk (SQLite), keyed by (encoder name, text). Safe to share between
-    threads and processes."""
+    """Embeddings on disk, keyed by (encoder name, text): SQLite files beside ``path``,
+    one per host and read by all (:mod:`shiftlab._sqlite_cache`), each row checked
+    against its digest. Safe to share between threads, processes and hosts."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB)")
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, contextlib.closing(sqlite3.connect(self.path, timeout=60)) as db, db:
-            yield db
+        self._rows = SharedCache(self.path, "embeddings", ("vector",))
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._connect() as db:
-            for i in range(0, len(keys), 500):
-                part = list(keys[i : i + 500])
-                marks = ",".join("?" * len(part))
-                query = f"SELECT key, vector FROM embeddings WHERE key IN ({marks})"
-                for key, blob in db.execute(query, part):
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
-        return found
+        found = self._rows.get(keys)
+        return {key: np.frombuffer(blob, dtype=np.float32) for key, (blob,) in found.items()}
 
     def put(self, rows: dict[str, np.ndarray]) -> None:
-        with self._connect() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?)",
-                [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in rows.items()],
-            )
+        self._rows.put(
+            {k: (np.ascontiguousarray(v, dtype=np.float32).tobytes(),) for k, v in rows.items()}
+        )
 
 
 def embed(

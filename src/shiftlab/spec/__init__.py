@@ -56,6 +56,7 @@ from shiftlab.spec._models import (
     TrainingSpec,
     ViewSpec,
 )
+from shiftlab.spec._size import MAX_TRAINING_SEQUENCES, check_size, training_sequences
 
 __all__ = [
     "ARMS",
@@ -63,6 +64,7 @@ __all__ = [
     "CONTROL_METHODS",
     "EXECUTORS",
     "LABEL_METHODS",
+    "MAX_TRAINING_SEQUENCES",
     "METHODS",
     "METHOD_FACTS",
     "PAIRED_METHODS",
@@ -99,7 +101,9 @@ __all__ = [
     "ToyworldSpec",
     "TrainingSpec",
     "ViewSpec",
+    "check_size",
     "format_validation_error",
     "load_spec",
     "parse_spec",
+    "training_sequences",
 ]

@@ -170,7 +170,9 @@ class _ModelAccess(_Spec):
 class JudgeSpec(_ModelAccess):
     """The judge that scores a behaviour's judge-based rules: ``http`` (an OpenAI-compatible
     endpoint: ``base_url``, ``model``, key from ``api_key_env``) or ``local`` (a
-    ``transformers`` causal LM at ``path``). Replies are cached in the store."""
+    ``transformers`` causal LM at ``path``). Replies are cached in the store.
+    ``timeout_s`` bounds each attempt at a request as a whole (a server that trickles its
+    answer included); ``retries`` more attempts follow a failed one."""
 
     kind: Literal["http", "local"]
     timeout_s: PositiveFloat = 60.0
@@ -261,8 +263,9 @@ class BaseModelSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be letters, digits, '_', '-' or '.' (at most 64)")
+        # The name becomes part of artefact ids, which must not hold "..".
+        if not _NAME.match(value) or ".." in value:
+            raise ValueError("must be letters, digits, '_', '-' or '.' (at most 64, no '..')")
         return value
 
 

@@ -121,7 +121,7 @@ def read_pool(store: Store, pool_id: str) -> pl.DataFrame:
     """A finished pool from the store."""
     if not store.is_finished("pools", pool_id):
         raise StoreError(f"pool {pool_id} is not finished in {store.root}")
-    return pl.read_parquet(store.path("pools", pool_id))
+    return store.read_parquet("pools", pool_id)
 
 
 def _arm_examples(suite: Suite, arm: pl.DataFrame) -> tuple[tuple[tuple[Message, ...], str], ...]:

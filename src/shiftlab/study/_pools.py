@@ -94,7 +94,7 @@ def build_pools(
 
     def build(organism_id: str, pool_jobs: list[PoolJob]) -> None:
         model, tokenizer = resident.get(pool_jobs[0].organism.base)
-        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        organism = load_lora(model, str(store.verified("organisms", organism_id, "adapter")))
         try:
             # The organism's claim keeps other workers out; a pool finished before it
             # was claimed (a resumed study) needs no scorer and no generation.

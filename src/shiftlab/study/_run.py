@@ -4,7 +4,7 @@ and what is left."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import polars as pl
 from tqdm.auto import tqdm
@@ -137,22 +137,29 @@ def _follow(
             time.sleep(FOLLOW_SECONDS)
 
 
-def study_status(store: Store, spec: StudySpec) -> pl.DataFrame:
-    """One row per planned artefact: ``stage, artefact_id, finished``.
+def study_status(
+    store: Store, spec: StudySpec, damaged: Collection[tuple[str, str]] = ()
+) -> pl.DataFrame:
+    """One row per planned artefact: ``stage, artefact_id, finished``; an artefact in
+    ``damaged`` (kind, id) counts as not finished.
 
     Runs can only be listed once every pool is finished (their data come from the pools).
     """
+
+    def finished(kind: str, artefact_id: str) -> bool:
+        return (kind, artefact_id) not in damaged and store.is_finished(kind, artefact_id)
+
     plan = StudyPlan(spec, load_suites(spec))
     stages = [(j.kind, j.artefact_id) for j in plan.phase1]
     stages += [("pools", p.artefact_id) for p in plan.pools]
-    if plan.pools and plan.pools_finished(store):
+    if plan.pools and all(finished("pools", p.artefact_id) for p in plan.pools):
         stages += [("runs", run_id) for run_id in plan.runs(store).jobs]
         stages += [("shift", j.artefact_id) for j in plan.shift(store)]
     return pl.DataFrame(
         {
             "stage": [kind for kind, _ in stages],
             "artefact_id": [artefact_id for _, artefact_id in stages],
-            "finished": [store.is_finished(kind, artefact_id) for kind, artefact_id in stages],
+            "finished": [finished(kind, artefact_id) for kind, artefact_id in stages],
         }
     )
 

@@ -50,7 +50,7 @@ def build_runs(
             store,
             suites[run_jobs[0].organism.behaviour.name],
             resident.get(run_jobs[0].organism.base),
-            store.path("organisms", organism_id) / "adapter",
+            store.verified("organisms", organism_id, "adapter"),
             run_jobs,
             bar,
         )

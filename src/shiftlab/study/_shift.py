@@ -76,8 +76,7 @@ def _organism_samples(
         manifest = build_manifest(config, {"study": spec.seed})
         with store.artefact("samples", samples_id, manifest) as path:
             frame.write_parquet(path)
-    frame = pl.read_parquet(store.path("samples", samples_id)).sort("decoding", "prompt_key",
-                                                                    "sample")  # fmt: skip
+    frame = store.read_parquet("samples", samples_id).sort("decoding", "prompt_key", "sample")
     found: OwnSamples = {}
     for decoding, key, text, nll, n_tokens in frame.select(
         "decoding", "prompt_key", "text", "nll", "n_tokens"
@@ -136,8 +135,8 @@ class ShiftMeter:
             items = training_items(job.run)
             texts.update(t for _, t in items)
             texts.update(self._own(samples, m)[0] for m, _ in items)
-            after = self.store.path("runs", job.run.run_id) / "eval.parquet"
-            texts.update(pl.read_parquet(after, columns=["output"])["output"].to_list())
+            after = self.store.read_parquet("runs", job.run.run_id, "eval.parquet", ["output"])
+            texts.update(after["output"].to_list())
         self._embed(sorted(texts))
 
     def _own(self, samples: OwnSamples, messages: Sequence[Message]) -> tuple[str, float, int]:
@@ -163,7 +162,7 @@ class ShiftMeter:
             n_folds=settings.classifier_folds,
             seed=self.spec.seed,
         )
-        after = pl.read_parquet(self.store.path("runs", job.run.run_id) / "eval.parquet")
+        after = self.store.read_parquet("runs", job.run.run_id, "eval.parquet")
         outputs = before.select("sample_id", "output").join(
             after.select("sample_id", "output"),
             on="sample_id",
@@ -232,10 +231,10 @@ def build_shift(
         if not encoders:
             encoders.append(TextEncoder(spec.encoder.path, batch_size=spec.encoder.batch_size))
         model, tokenizer = resident.get(shift_jobs[0].run.organism.base)
-        organism = load_lora(model, str(store.path("organisms", organism_id) / "adapter"))
+        organism = load_lora(model, str(store.verified("organisms", organism_id, "adapter")))
         try:
             samples = _organism_samples(spec, store, shift_jobs, organism, tokenizer)
-            before = pl.read_parquet(store.path("organisms", organism_id) / "eval.parquet")
+            before = store.read_parquet("organisms", organism_id, "eval.parquet")
             meter = ShiftMeter(spec, store, organism, tokenizer, encoders[0], organism_id)
             meter.embed_all(shift_jobs, samples, before)
             todo = [j for j in shift_jobs if not store.is_finished("shift", j.artefact_id)]

@@ -37,6 +37,30 @@ STRENGTH_COLUMNS = {
     "calibrated": ("calibration", "within_tolerance"),
 }
 
+# Typed, so that a table whose rates are all null (every verdict excluded or
+# unparseable) still has numeric columns to round, print and compare.
+ORGANISM_SCHEMA = {
+    "organism_id": pl.String,
+    "base_model": pl.String,
+    "behaviour": pl.String,
+    "seed": pl.Int64,
+    "base_rate": pl.Float64,
+    "base_ci_low": pl.Float64,
+    "base_ci_high": pl.Float64,
+    "organism_rate": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n_eval": pl.Int64,
+    "n_unparseable": pl.Int64,
+    "base_capability": pl.Float64,
+    "organism_capability": pl.Float64,
+    "organism_capability_ci_low": pl.Float64,
+    "organism_capability_ci_high": pl.Float64,
+    "n_capability": pl.Int64,
+    "rate_definition": pl.String,
+    "references": pl.String,
+}
+
 
 def capability_fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Whether capability fell from ``before`` to ``after`` (:class:`~shiftlab.behaviours.
@@ -104,8 +128,8 @@ def organism_table(store: Store, jobs: list[OrganismJob], spec: StudySpec) -> pl
         )
     kinds = {"strength_n_judged": pl.Int64, "n_misbehaving_samples": pl.Int64,
              "calibration_inductions": pl.Int64, "calibrated": pl.Boolean}  # fmt: skip
-    types = {c: kinds.get(c, pl.Float64) for c in STRENGTH_COLUMNS}
-    return pl.DataFrame(rows, schema_overrides=types, infer_schema_length=None)
+    strength = {c: kinds.get(c, pl.Float64) for c in STRENGTH_COLUMNS}
+    return pl.DataFrame(rows, schema={**ORGANISM_SCHEMA, **strength})
 
 
 # Names that mark a chat-tuned checkpoint: "...-Instruct", "...-chat", "gemma-2b-it".
@@ -150,13 +174,12 @@ OUTPUT_SHIFT_COLUMNS = ("output_shift_mmd", "output_shift_mmd_p", "output_shift_
 
 def shift_table(store: Store, jobs: list[ShiftJob]) -> pl.DataFrame:
     """Every run's shift measurements (``shift/`` artefacts), one row per run."""
-    frames = [pl.read_parquet(store.path("shift", j.artefact_id)) for j in jobs]
+    frames = [store.read_parquet("shift", j.artefact_id) for j in jobs]
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def _eval_rows(store: Store, kind: str, artefact_id: str) -> pl.DataFrame:
-    return pl.read_parquet(store.path(kind, artefact_id) / "eval.parquet",
-                           columns=["sample_id", "verdict", "value"])  # fmt: skip
+    return store.read_parquet(kind, artefact_id, "eval.parquet", ["sample_id", "verdict", "value"])
 
 
 def design_table(

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftlab._files import naming_full_disk, publish_dir, temporary_sibling
 from shiftlab.errors import StoreError
-from shiftlab.store import publish_dir, temporary_sibling
 
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
@@ -108,18 +108,23 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], fingerprint:
 
     final = folder / f"checkpoint-{step:08d}"
     tmp = temporary_sibling(final)
-    tmp.mkdir(parents=True)
     tensors: dict[str, torch.Tensor] = {}
     encoded = encode_state(state, "state", tensors)
-    save_file(tensors, str(tmp / TENSORS))
     document = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": fingerprint,
         "step": step,
         "state": encoded,
     }
-    (tmp / STATE).write_text(json.dumps(document))
-    publish_dir(tmp, final)
+    with naming_full_disk(final):
+        try:
+            tmp.mkdir(parents=True)
+            save_file(tensors, str(tmp / TENSORS))
+            (tmp / STATE).write_text(json.dumps(document))
+            publish_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     for old in folder.glob("checkpoint-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
