@@ -7,6 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+# Every test reads a whole `shiftlab demo` store (about 5 minutes to build): `make test-slow`.
+pytestmark = pytest.mark.slow
+
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
 

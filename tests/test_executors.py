@@ -48,6 +48,7 @@ def _no_leftovers(root: Path) -> None:
     assert not [n for n in names if n.startswith(".tmp-") or ".lease" in n], names
 
 
+@pytest.mark.slow  # about 160 s; Ray's stage-graph test stays in the fast tier
 def test_submitit_runs_the_stage_graph_as_jobs(local, tmp_path):
     store = Store.open(tmp_path / "store")
     design = run_study(_spec(kind="submitit", cluster="local", parallelism=2), store,

@@ -68,6 +68,7 @@ def test_the_ablation_notebook_runs_a_study_and_draws_eta(tmp_path):
     assert "share_misbehaving" in text and "n_judged" in text
 
 
+@pytest.mark.slow  # reads a whole `shiftlab demo` store (about 5 minutes to build)
 def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
     report_dir = tmp_path / "report"
     stores_own = (demo_store / "report.html").stat().st_mtime_ns

@@ -56,7 +56,9 @@ def test_a_judged_real_behaviour_runs_end_to_end(tmp_path, shared_data, smollm2,
             }
         ],
         "organisms": {"seeds": [0]},
-        "eval": {"max_new_tokens": 6},
+        # Strength sampling would judge 8 more outputs per prompt; this test counts judge calls
+        # against the greedy evaluations (tests/behaviours/test_strength.py covers sampling).
+        "eval": {"max_new_tokens": 6, "strength_samples": 0},
         "methods": ["greedy_self_training"],
         "arms": ["full", "original"],
         "runs": {"training": {"steps": 2, "batch_size": 4, "max_length": 256}},

@@ -129,6 +129,7 @@ def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
     assert not list(out.rglob(".tmp-*")) and not list(out.glob(".*.lease"))
 
 
+@pytest.mark.slow  # reads a whole `shiftlab demo` store (about 5 minutes to build)
 def test_the_demo_report_follows_the_rules(demo_store):
     """`shiftlab demo` writes the report: headlines that attribute nothing from the demo's
     two organisms per behaviour and say so, no p of 0, no interval outside [-1, 1]."""
