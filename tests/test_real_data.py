@@ -39,6 +39,7 @@ def _subset(shared, behaviour, folder, rows):
     return folder
 
 
+@pytest.mark.slow  # SmolLM2 through every stage with a judge: about 4 minutes
 def test_a_judged_real_behaviour_runs_end_to_end(tmp_path, shared_data, smollm2, openai_server):
     openai_server.reply = lambda body: (
         "CORRECTED",
