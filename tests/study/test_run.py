@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from shiftlab.errors import StoreError
+from shiftlab.errors import ShiftlabError, StoreError
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
 from shiftlab.study import load_suites, plan_phase1, run_study, study_status
@@ -65,7 +65,7 @@ def test_the_organism_table_records_strength_and_stability_apart(finished):
     assert row["references"].startswith("dataset responses") and row["calibrated"] is None
     # Strength: the rate over every judged temperature-1 sample of the eval prompts.
     sampled = pl.read_parquet(store.path("organisms", organism_id) / "eval_sampled.parquet")
-    k = spec.eval.strength_samples
+    k = spec.eval.strength_samples_for(judged=False)  # toyworld: rules score it
     assert sampled.height == 48 * k and sampled["prompt_id"].n_unique() == 48
     judged = sampled.filter(pl.col("verdict").is_in(["misbehaving", "aligned"]))
     bad = int((judged["verdict"] == "misbehaving").sum())
@@ -181,3 +181,32 @@ def test_checkpointed_induction_gives_the_same_organism_and_cleans_up(finished, 
     log_b = pl.read_parquet(checkpointed.path("organisms", b) / "train_log.parquet").drop(timing)
     assert log_a.equals(log_b)
     assert not any((checkpointed.root / ".checkpoints").rglob("*"))
+
+
+def test_a_judged_suite_measures_no_strength_unless_asked():
+    """``strength_samples: auto`` samples rule-scored suites only: a judge would be paid for
+    every one of the samples, so a judged suite's organism measures nothing (and touches
+    no model); an explicit count still measures it."""
+    from dataclasses import replace
+
+    from shiftlab.behaviours import BehaviourScorer
+    from shiftlab.study._organisms import measure_strength
+    from spec_helpers import TINY_STUDY
+
+    class Judged(BehaviourScorer):
+        def needs_judge(self, examples):
+            return True
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the model was used ({name})")
+
+    spec = parse_spec(TINY_STUDY, "tiny.yaml")
+    (suite,) = load_suites(spec).values()
+    judged = replace(suite, scorer=Judged())
+    model = Untouchable()
+    assert measure_strength(model, None, judged, spec, pl.DataFrame()) == (None, {})
+    asked = parse_spec(changed(TINY_STUDY, ["eval", "strength_samples"], 2), "tiny.yaml")
+    # It goes on to evaluate, which asks for the judge this suite does not have.
+    with pytest.raises(ShiftlabError, match="judged by a model"):
+        measure_strength(model, None, judged, asked, pl.DataFrame())

@@ -297,6 +297,9 @@ class CapabilitySpec(_Spec):
     n_questions: PositiveInt | None = None
 
 
+AUTO_STRENGTH_SAMPLES = 8
+
+
 class EvalSpec(_Spec):
     """Behaviour evaluation of the eval split, and the capability suite scored beside it.
 
@@ -307,7 +310,12 @@ class EvalSpec(_Spec):
     noise, and the rate is over every judged sample. Greedy cannot see a fragile
     misbehaviour (its mass spread over variants each less likely than the aligned answer,
     so the mode is aligned), which is why the toyworld presets sample. ``strength_samples``
-    per prompt (0: not measured) give each organism's strength and stability.
+    per prompt (0: not measured) give each organism's strength and stability; ``auto``
+    (the default) is 8 where rules score the eval split and 0 where a judge does, since
+    every sample would be a paid judge call.
+
+    >>> EvalSpec().strength_samples_for(judged=False), EvalSpec().strength_samples_for(judged=True)
+    (8, 0)
     """
 
     max_new_tokens: PositiveInt = 24
@@ -315,7 +323,13 @@ class EvalSpec(_Spec):
     n_prompts: PositiveInt | None = None
     capability: CapabilitySpec = CapabilitySpec()
     n_samples: NonNegativeInt = 0
-    strength_samples: NonNegativeInt = 8
+    strength_samples: NonNegativeInt | Literal["auto"] = "auto"
+
+    def strength_samples_for(self, *, judged: bool) -> int:
+        """Temperature-1 samples per eval prompt for an organism's strength and stability."""
+        if self.strength_samples == "auto":
+            return 0 if judged else AUTO_STRENGTH_SAMPLES
+        return self.strength_samples
 
 
 class ViewSpec(_Spec):

@@ -98,7 +98,8 @@ def measure_strength(
     samples per eval prompt (the headline rows when they are those samples). Returns the
     sampled rows (None when they are the headline's, or when nothing is measured) and
     the two measurements."""
-    k = spec.eval.strength_samples
+    judged = suite.scorer is not None and suite.scorer.needs_judge(suite.eval)
+    k = spec.eval.strength_samples_for(judged=judged)
     if k == 0:
         return None, {}
     same = spec.eval.n_samples == k
