@@ -136,7 +136,9 @@ class HTTPJudge:
                 raise _Deadline
         except (OSError, http.client.HTTPException, _Deadline) as error:
             connection.close()
-            if expired.is_set():
+            # The socket's own timeout is the deadline too, and may fire just before the
+            # watchdog: either way no whole answer came within ``timeout`` seconds.
+            if expired.is_set() or isinstance(error, TimeoutError):
                 raise _Deadline from None
             raise _Failure(f"{type(error).__name__}: {error}") from None
         finally:
