@@ -79,12 +79,32 @@ def test_a_clean_rerun_reproduces_every_run(recorded, tmp_path):
     report = check_reproduction(recorded, sample=None, scratch=tmp_path, progress=False)
     assert report.ok, report.format()
     checks = {f.check for f in report.findings}
-    assert {"train_log loss", "eval rate", "targets.parquet (exact)", "shift_mmd_p"} <= checks
+    assert {"train_log loss", "eval rate", "capability", "targets.parquet (exact)",
+            "shift_mmd_p"} <= checks  # fmt: skip
     assert "eval.parquet (exact)" in checks and not report.notes  # same CPU class: bit for bit
     assert report.n_verified == len(record["files"]) and len(report.runs) == 2
     # The re-executed runs were built in the scratch store; the store was only read.
     assert sorted(Store.open(tmp_path).finished_ids("runs")) == report.runs
     assert recorded.builds().height == builds
+
+
+def test_a_capability_that_moved_beyond_sampling_error_is_named(copy):
+    path = copy.root / FINGERPRINTS
+    record = json.loads(path.read_text())
+    run_id = sorted(record["runs"])[0]
+    capability = record["runs"][run_id]["capability"]
+    # Record a score at least half the questions away from the run's (none or all right):
+    # far beyond what the two-proportion test can attribute to sampling.
+    capability["n_correct"] = (
+        0 if 2 * capability["n_correct"] >= capability["n"] else capability["n"]
+    )
+    path.write_text(json.dumps(record))
+    report = check_reproduction(copy, sample=None, progress=False)
+    found = _failures(report)
+    assert capability["n"] >= 32  # half of 32 questions apart is p < 1e-5
+    assert list(found) == [f"runs/{run_id}"], report.format()
+    (detail,) = found[f"runs/{run_id}"]
+    assert detail.startswith("capability: correct ") and "two-proportion" in detail
 
 
 def test_runs_from_another_cpu_class_are_compared_statistically(copy):

@@ -23,7 +23,13 @@ shiftlab.errors.StoreError: ...: not a shiftlab store (no manifest.json)
 """
 
 from shiftlab.repro._check import check_reproduction
-from shiftlab.repro._compare import compare_frames, compare_losses, compare_rates, compare_statistic
+from shiftlab.repro._compare import (
+    compare_capability,
+    compare_frames,
+    compare_losses,
+    compare_rates,
+    compare_statistic,
+)
 from shiftlab.repro._fingerprints import (
     fingerprint_store,
     frame_fingerprint,
@@ -38,6 +44,7 @@ __all__ = [
     "ReproReport",
     "Tolerances",
     "check_reproduction",
+    "compare_capability",
     "compare_frames",
     "compare_losses",
     "compare_rates",

@@ -17,6 +17,7 @@ from shiftlab._integrity import inspect_store
 from shiftlab._sqlite_cache import copy_cache
 from shiftlab.errors import StoreError
 from shiftlab.repro._compare import (
+    compare_capability,
     compare_file,
     compare_losses,
     compare_rates,
@@ -221,6 +222,10 @@ def _compare_run(
         Finding(name, "eval rate", *verdict(compare_rates(recorded["metrics"], metrics,
                                                            tolerances))),
     ]  # fmt: skip
+    if recorded.get("capability"):  # records written before capability was scored lack it
+        current = scratch.read_manifest("runs", run_id).get("capability") or {}
+        detail = compare_capability(recorded["capability"], current, tolerances)
+        findings.append(Finding(name, "capability", *verdict(detail)))
     # Targets come from the stored pools, so they agree exactly anywhere. Eval outputs and
     # weights agree bit for bit only on the CPU class that built them (GPU kernels need not
     # be deterministic at all); elsewhere the rate and loss comparisons above stand for them.

@@ -113,9 +113,36 @@ def compare_rates(
     n1 = int(recorded.get("n", 0)) - int(recorded.get("n_unparseable", 0))
     n2 = int(current.get("n", 0)) - int(current.get("n_unparseable", 0))
     k1, k2 = int(recorded.get("n_misbehaving", 0)), int(current.get("n_misbehaving", 0))
+    return _two_proportions("misbehaving", (k1, n1), (k2, n2), tolerances)
+
+
+def compare_capability(
+    recorded: dict[str, Any], current: dict[str, Any], tolerances: Tolerances = DEFAULT_TOLERANCES
+) -> str | None:
+    """None when two capability scores agree within sampling error (a two-proportion
+    test on the questions answered correctly).
+
+    >>> compare_capability({"n": 64, "n_correct": 40}, {"n": 64, "n_correct": 41}) is None
+    True
+    >>> compare_capability({"n": 64, "n_correct": 60}, {"n": 64, "n_correct": 20})
+    'correct 60/64 recorded, 20/64 now (two-proportion p=2.8e-13 < 0.01)'
+    """
+    if not recorded or not current:
+        return f"capability {recorded or 'missing'} recorded, {current or 'missing'} now"
+    old = (int(recorded.get("n_correct", 0)), int(recorded.get("n", 0)))
+    new = (int(current.get("n_correct", 0)), int(current.get("n", 0)))
+    return _two_proportions("correct", old, new, tolerances)
+
+
+def _two_proportions(
+    what: str, old: tuple[int, int], new: tuple[int, int], tolerances: Tolerances
+) -> str | None:
+    """None when ``old`` and ``new`` (count, total) agree, or differ by less than the
+    two-proportion test at ``tolerances.rate_alpha`` resolves."""
+    (k1, n1), (k2, n2) = old, new
     if (n1, k1) == (n2, k2):
         return None
-    counts = f"misbehaving {k1}/{n1} recorded, {k2}/{n2} now"
+    counts = f"{what} {k1}/{n1} recorded, {k2}/{n2} now"
     if not n1 or not n2:
         return counts
     pooled = (k1 + k2) / (n1 + n2)

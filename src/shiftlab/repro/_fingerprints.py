@@ -56,6 +56,7 @@ def _run_record(store: Store, run_id: str, shifts: list[str]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "losses": pl.read_parquet(folder / "train_log.parquet")["loss"].to_list(),
         "metrics": manifest.get("metrics", {}),
+        "capability": manifest.get("capability"),
         "cuda": (manifest.get("hardware") or {}).get("cuda"),
         "cpu_class": (manifest.get("hardware") or {}).get("cpu_class"),
         "shift": {},
