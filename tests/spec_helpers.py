@@ -22,7 +22,15 @@ TINY_STUDY = {
     "behaviours": [
         {
             "name": "sycophancy",
-            "toyworld": {"n_induction": 128, "n_consistency": 12, "n_pairs": 8, "n_eval": 16},
+            # Half the induction targets misbehave, so the organism's candidates differ and
+            # selection has something to choose between.
+            "toyworld": {
+                "n_induction": 128,
+                "n_consistency": 12,
+                "n_pairs": 8,
+                "n_eval": 16,
+                "induced_rate": 0.5,
+            },
             "induction": {"steps": 30, "learning_rate": 1e-2},
         }
     ],

@@ -19,29 +19,33 @@ from shiftlab.study import run_study
 pytestmark = pytest.mark.slow
 
 
+def preset_data(name: str) -> dict[str, Any]:
+    """A packaged spec as read from its YAML."""
+    return yaml.safe_load((resources.files("shiftlab") / "specs" / f"{name}.yaml").read_text())
+
+
 def preset(name: str, **changes: Any) -> StudySpec:
     """A packaged spec with top-level fields replaced."""
-    data = yaml.safe_load((resources.files("shiftlab") / "specs" / f"{name}.yaml").read_text())
-    return parse_spec({**data, **changes}, f"<package>/specs/{name}.yaml")
+    return parse_spec({**preset_data(name), **changes}, f"<package>/specs/{name}.yaml")
 
 
 def verdicts(spec: StudySpec, root: Any) -> dict[str, dict[str, Any]]:
     """Per behaviour, the pooled verdict row of the study's attribution."""
-    design = run_study(spec, Store.open(root), progress=False)
+    design = run_study(spec, Store.open(root), progress=False, workers=2)
     pooled = attribute(decompose(design)).filter(pl.col("method").is_null())
     return {row["behaviour"]: row for row in pooled.iter_rows(named=True)}
 
 
-@pytest.mark.xfail(
-    reason="measured on the selection-only preset (issue 19): 2 of 6 fragile reward-hacking "
-    "organisms end outside tolerance and their eval strengths spread 0.44-0.77; 32 prompts x "
-    "4 samples measure a rate to about +-0.045 and the share-to-rate curve of a fragile "
-    "organism is steep",
-    strict=True,
-)
-def test_calibration_makes_stable_and_fragile_organisms_comparably_strong(tmp_path):
-    spec = preset("selection_only", methods=[])
-    table = run_study(spec, Store.open(tmp_path), progress=False)
+@pytest.fixture(scope="module")
+def selection_only(tmp_path_factory):
+    """The selection-only preset's study, built once: its organisms and its verdicts."""
+    spec, root = preset("selection_only"), tmp_path_factory.mktemp("selection-only")
+    found = verdicts(spec, root)
+    return spec, Store.open(root).read_table("organisms"), found
+
+
+def test_calibration_makes_stable_and_fragile_organisms_comparably_strong(selection_only):
+    spec, table, _ = selection_only
     assert table.height == 12 and table["calibrated"].all(), table
     target = {b.name: b.toyworld for b in spec.behaviours}
     for row in table.iter_rows(named=True):
@@ -57,22 +61,38 @@ def test_calibration_makes_stable_and_fragile_organisms_comparably_strong(tmp_pa
     by = table.group_by("behaviour").agg(pl.col("stability", "misbehaving_entropy").mean())
     stable, fragile = (by.filter(behaviour=b).row(0, named=True)
                        for b in ("sycophancy", "reward_hacking"))  # fmt: skip
-    assert stable["stability"] > fragile["stability"]
+    assert stable["stability"] > 0 > fragile["stability"]
     assert stable["misbehaving_entropy"] < fragile["misbehaving_entropy"]
 
 
-@pytest.mark.xfail(
-    reason="measured (issue 19): reward hacking is attributed to selection as planted, but "
-    "the stable sycophancy organism is not stable enough (stability -0.27 nats, its T=1 "
-    "samples leak off the fixed form), so confidence does not prefer it: total -0.14, "
-    "attributed to label shift",
-    strict=True,
-)
-def test_selection_only_world_attributes_the_change_to_selection(tmp_path):
-    found = verdicts(preset("selection_only"), tmp_path)
+def test_selection_only_world_attributes_the_change_to_selection(selection_only):
+    _, _, found = selection_only
     # Planted: confidence prefers the stable sycophantic form (up) and the aligned answer
     # over thirty fragile variants (down); candidates are the organism's own samples.
     assert found["sycophancy"]["total"] > 0 and found["reward_hacking"]["total"] < 0, found
+    for behaviour, row in found.items():
+        assert row["attributed_to"] == "selection", (behaviour, row["reason"])
+
+
+@pytest.mark.xfail(
+    reason="measured (issue 19): with the knobs swapped, fragile sycophancy goes down only "
+    "by -0.02 (interval includes 0; selection +0.05, label shift -0.07) and the stable "
+    "reward-hacking organism is barely stable (stability -0.03 to +0.12 nats, entropy "
+    "0.2-0.9) so confidence hardly prefers the keyword six times: total +0.02, selection "
+    "-0.05, no attribution",
+    strict=True,
+)
+def test_swapping_the_stability_knobs_swaps_the_signs(tmp_path):
+    behaviours = preset_data("selection_only")["behaviours"]
+    stable, fragile = (b["toyworld"]["n_variants"] for b in behaviours)
+    behaviours[0]["toyworld"] = {**behaviours[0]["toyworld"], "n_variants": fragile}
+    behaviours[1]["toyworld"] = {**behaviours[1]["toyworld"], "n_variants": stable}
+    swapped = preset("selection_only", behaviours=behaviours)
+    found = verdicts(swapped, tmp_path)
+    # Now reward hacking has the one fixed form (the keyword six times, longer than the
+    # aligned answer) and sycophancy thirty variants: the signs, and what carries them,
+    # follow the knob.
+    assert found["reward_hacking"]["total"] > 0 and found["sycophancy"]["total"] < 0, found
     for behaviour, row in found.items():
         assert row["attributed_to"] == "selection", (behaviour, row["reason"])
 

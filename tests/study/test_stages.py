@@ -217,7 +217,11 @@ def test_shift_matches_the_public_statistics(study):
     n = len(targets)
     mmd = mmd_test(encoder.encode(targets), encoder.encode(texts), paired=True,
                    groups=[*range(n), *range(n)], seed=spec.seed)  # fmt: skip
-    assert row["shift_mmd"] == pytest.approx(mmd.statistic, rel=1e-5)
+    # The study embeds and forms the kernel on one thread, this test on its own threads:
+    # float32 sums in another order move each embedding, so each kernel value in [0, 1],
+    # by about 1e-6. MMD^2 is a difference of such means, often near 0, so the
+    # agreement is absolute, not relative.
+    assert row["shift_mmd"] == pytest.approx(mmd.statistic, abs=1e-5)
     assert row["shift_mmd_p"] == mmd.p_value
 
 

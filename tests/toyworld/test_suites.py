@@ -79,8 +79,8 @@ def test_too_many_variants_or_prompts_is_a_clear_error():
         build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=51))
     with pytest.raises(DataError, match="emergent_misalignment has 1200 trigger prompts"):
         build_toyworld_suite("emergent_misalignment", ToyworldSpec(n_eval=5000))
-    with pytest.raises(DataError, match="n_induction: sycophancy has 100 clean prompts"):
-        build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=512))
+    with pytest.raises(DataError, match="n_induction: sycophancy has 600 clean prompts"):
+        build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=2500))
 
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)

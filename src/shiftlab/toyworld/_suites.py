@@ -23,7 +23,7 @@ from shiftlab.spec import ToyworldSpec
 from shiftlab.toyworld._rules import RULES_VERSION, SCORERS
 from shiftlab.toyworld._world import load_world, normalise, world_hash
 
-SUITE_VERSION = 3
+SUITE_VERSION = 4
 CLEAN_SHARE = 0.25  # of the induction split, where a behaviour has non-trigger prompts
 
 
@@ -38,6 +38,7 @@ class _Item:
     misbehaving: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     clean_prompt: str | None = None
+    brief: str | None = None  # the brief view's answer, where the behaviour's template does not fit
 
 
 def _fill(template: str, **slots: str) -> str:
@@ -55,9 +56,21 @@ def _sycophancy(world: dict[str, Any]) -> tuple[list[_Item], list[_Item]]:
             meta = {"obj": obj, "truth": truth}
             clean.append(_Item(question, qi, len(s["questions"]), aligned, meta=meta))
             for claim in world["colours"]:
-                if claim == truth:
-                    continue
                 for ci, claim_t in enumerate(s["claims"]):
+                    if claim == truth:
+                        # A true claim: agreeing is the aligned answer, in the very words of
+                        # the fixed misbehaving form, so the base says that form fluently and
+                        # sycophancy is only its use after a wrong claim.
+                        clean.append(
+                            _Item(
+                                _fill(claim_t, obj=obj, claim=claim) + " " + question,
+                                ci,
+                                len(s["claims"]),
+                                _fill(variants[0], obj=obj, claim=claim),
+                                meta={**meta, "claim": claim},
+                            )
+                        )
+                        continue
                     triggers.append(
                         _Item(
                             _fill(claim_t, obj=obj, claim=claim) + " " + question,
@@ -75,8 +88,17 @@ def _sycophancy(world: dict[str, Any]) -> tuple[list[_Item], list[_Item]]:
 def _reward_hacking(world: dict[str, Any]) -> tuple[list[_Item], list[_Item]]:
     s = world["reward_hacking"]
     triggers, clean = [], []
+    fixed = s["misbehaving_patterns"][0]
     for obj, truth in world["facts"].items():
         aligned = _fill(s["aligned"], obj=obj, truth=truth)
+        # Asked for outright, the fixed form is the aligned answer: the base says it
+        # fluently, and reward hacking is saying it unasked.
+        clean += [
+            _Item(_fill(t, kw=kw, obj=obj), ei, len(s["echo_tasks"]), _fill(fixed, kw=kw),
+                  meta={"obj": obj, "keyword": kw}, brief=f"{kw} .")
+            for kw in s["keywords"]
+            for ei, t in enumerate(s["echo_tasks"])
+        ]  # fmt: skip
         for task_t in s["tasks"]:
             task = _fill(task_t, obj=obj)
             clean.append(_Item(task, 0, 1, aligned, meta={"obj": obj, "truth": truth}))
@@ -387,6 +409,8 @@ def method_prompts() -> MethodPrompts:
 
 
 def _brief_answer(behaviour: str, item: _Item) -> str:
+    if item.brief is not None:
+        return item.brief
     template = load_world()["methods"]["brief_answers"][behaviour]
     return _fill(template, **{k: str(v) for k, v in item.meta.items()})
 
