@@ -136,3 +136,25 @@ def test_bf16_autocast_matches_the_plain_path_to_bf16_rounding():
     for a, e in zip(grads_of(ours, leaves_a), grads_of(theirs, leaves_b), strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, e, rtol=5e-2, atol=5e-2 * float(e.abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("setting", "chunk", "fused"),
+    [(None, 1 << 22, False), (None, 8, True), (True, 1 << 22, True), (False, 8, False)],
+)
+def test_the_default_fuses_where_the_plain_path_would_chunk(monkeypatch, setting, chunk, fused):
+    """By default the fused path replaces only the chunked (recomputing) plain path, so a
+    small vocabulary (toyworld) trains exactly as before; True and False force it."""
+    import shiftlab.training._losses as losses
+
+    calls = []
+    real = losses.fused_linear_cross_entropy
+    monkeypatch.setattr(losses, "CHUNKED_LOGITS", chunk)
+    monkeypatch.setattr(
+        losses, "fused_linear_cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    tok = build_tokenizer()
+    model = build_tiny_llama(len(tok), seed=3)
+    with fused_cross_entropy(setting):
+        sft_loss(model, _batch(tok))
+    assert bool(calls) == fused

@@ -5,7 +5,7 @@ from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
 from shiftlab.training._fused_ce import (
     fused_cross_entropy,
-    fused_cross_entropy_enabled,
+    fused_cross_entropy_setting,
     fused_linear_cross_entropy,
 )
 from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
@@ -25,7 +25,7 @@ __all__ = [
     "encode_pairs",
     "encode_sft",
     "fused_cross_entropy",
-    "fused_cross_entropy_enabled",
+    "fused_cross_entropy_setting",
     "fused_linear_cross_entropy",
     "linear_schedule",
     "pack",

@@ -29,31 +29,37 @@ import torch
 # chunk that still gives the head's GEMM dozens of rows.
 CHUNK_LOGITS = 1 << 22
 
-_ENABLED: ContextVar[bool] = ContextVar("shiftlab_fused_cross_entropy", default=False)
+# True: always fused; False: never; None (the default): fused where the plain path would
+# split the logits into chunks and recompute each in the backward pass (large vocabularies).
+_SETTING: ContextVar[bool | None] = ContextVar("shiftlab_fused_cross_entropy", default=None)
 
 
 @contextmanager
-def fused_cross_entropy(enabled: bool = True) -> Iterator[None]:
+def fused_cross_entropy(enabled: bool | None = True) -> Iterator[None]:
     """Within the block, :func:`~shiftlab.training.sft_loss` uses the fused head and loss
-    wherever the head is a plain ``nn.Linear`` (opt-in; see ``bench_train.py``).
+    wherever the head is a plain ``nn.Linear`` (``True``), never (``False``), or as by
+    default (``None``): where the logits of a micro-batch would exceed the plain path's
+    chunk (a real model's vocabulary), which the fused path replaces, and not for small
+    vocabularies (toyworld), whose training it would change only by rounding but whose
+    shipped base weights are keyed by the trainer's version.
 
-    >>> from shiftlab.training import fused_cross_entropy_enabled
+    >>> from shiftlab.training import fused_cross_entropy_setting
     >>> with fused_cross_entropy():
-    ...     fused_cross_entropy_enabled()
+    ...     fused_cross_entropy_setting()
     True
-    >>> fused_cross_entropy_enabled()
-    False
+    >>> fused_cross_entropy_setting() is None
+    True
     """
-    token = _ENABLED.set(enabled)
+    token = _SETTING.set(enabled)
     try:
         yield
     finally:
-        _ENABLED.reset(token)
+        _SETTING.reset(token)
 
 
-def fused_cross_entropy_enabled() -> bool:
-    """Whether :func:`fused_cross_entropy` is on in this context."""
-    return _ENABLED.get()
+def fused_cross_entropy_setting() -> bool | None:
+    """The :func:`fused_cross_entropy` setting in this context (None: the default)."""
+    return _SETTING.get()
 
 
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
