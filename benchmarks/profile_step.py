@@ -1,7 +1,8 @@
 """Where one LoRA training step of shiftlab's core spends its time: torch.profiler's top
 operators by self CPU time.
 
-    python benchmarks/profile_step.py [--case smollm2-cpu] [--fused] [--quick] [--rows 10]
+    python benchmarks/profile_step.py [--case smollm2-cpu] [--cross-entropy default|fused|plain]
+        [--quick] [--rows 10]
 
 The step is the training loop's own (``bench_train.py``'s case: its model, data, LoRA on
 all linear layers, best-fit-decreasing packing, ``sft_loss``, backward, clipping, fused
@@ -22,7 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case", default="smollm2-cpu")
-    parser.add_argument("--fused", action="store_true", help="the fused cross-entropy on")
+    parser.add_argument(
+        "--cross-entropy",
+        choices=("default", "fused", "plain"),
+        default="default",
+        help="the library's default (fused for a real vocabulary), or forced",
+    )
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="the case's --quick shape")
     args = parser.parse_args()
@@ -49,7 +55,8 @@ def main() -> int:
         examples = data[index * params["batch"] : (index + 1) * params["batch"]]
         batch = pack(examples, tokenizer.pad_token_id, "bfd", params["max_length"])
         n_tokens = sum(e.n_target_tokens for e in examples)
-        with fused_cross_entropy() if args.fused else nullcontext():
+        forced = {"default": None, "fused": True, "plain": False}[args.cross_entropy]
+        with nullcontext() if forced is None else fused_cross_entropy(forced):
             loss, _ = sft_loss(model, batch)
         (loss / n_tokens).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -63,7 +70,7 @@ def main() -> int:
         seconds = time.perf_counter() - started
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
     print(f"{args.case}, one LoRA step ({params['batch']} examples x <= {params['max_length']} "
-          f"tokens, fused cross-entropy {'on' if args.fused else 'off'}), "
+          f"tokens, cross-entropy: {args.cross_entropy}), "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(table)
     print(f"profiled_step_seconds={seconds:.3f}")
