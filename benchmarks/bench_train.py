@@ -7,7 +7,11 @@ runs in its own subprocess, alternating frameworks, so peak memory is measured p
 Both sides get the same model, data, LoRA (all linear layers), optimiser (AdamW, linear
 warm-up/decay), batch size, sequence length, steps and precision, with the loss on
 completion tokens only and no activation checkpointing (TRL's default turns it on).
-shiftlab packs best-fit-decreasing; TRL pads batches (its default). Tokens/s counts
+shiftlab packs best-fit-decreasing, with and without its fused linear cross-entropy
+(``shiftlab.training.fused_cross_entropy``). TRL runs at each of its settings: padded
+batches (its default), ``packing=True`` (its best-fit-decreasing packing into rows of
+``max_length``) and ``padding_free=True`` (TRL supports that one only with FlashAttention;
+where it refuses, the line says so); its fastest counts for the ratio. Tokens/s counts
 non-padding input tokens, after the first step; the best of the repeats is reported.
 
 Cases: ``tiny-cpu`` (toyworld Llama, 0.35 M parameters), ``smollm2-cpu`` (SmolLM2-135M
@@ -17,7 +21,7 @@ resident base (``train_arms``) against five TRL runs, one after another in one p
 that each load base and adapter (imports are paid before timing, on both sides).
 
 Last two lines: ``multi_arm_wall_ratio_vs_trl=<x>`` then ``train_speed_ratio_vs_trl=<x>``
-(shiftlab / TRL tokens/s, geometric mean over cases).
+(shiftlab's default / TRL's fastest setting, tokens/s, geometric mean over cases).
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ CASES: dict[str, dict[str, Any]] = {
         "max_length": 512,
         "lr": 3e-4,
     },
+}
+# The path shiftlab's default takes per case: the fused cross-entropy where the plain path
+# would split the logits (a real vocabulary), the plain one for toyworld's (``sft_loss``).
+DEFAULT_PATH = {
+    "tiny-cpu": "shiftlab-plain",
+    "smollm2-cpu": "shiftlab-fused",
+    "llama1b-gpu": "shiftlab-fused",
 }
 QUICK = {"tiny-cpu": {"steps": 30}, "smollm2-cpu": {"steps": 4, "batch": 4, "max_length": 128}}
 LORA = {"r": 16, "alpha": 32}
@@ -116,12 +127,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_shiftlab(case: str, params: dict[str, Any]) -> dict[str, Any]:
+def run_shiftlab(case: str, params: dict[str, Any], fused: bool | None = None) -> dict[str, Any]:
+    """shiftlab's training core; ``fused`` forces the fused cross-entropy on or off (None:
+    the library's default)."""
+    from contextlib import nullcontext
+
     import torch
 
     from shiftlab.models import attach_lora
     from shiftlab.spec import LoraSpec, TrainingSpec
-    from shiftlab.training import encode_sft, train
+    from shiftlab.training import encode_sft, fused_cross_entropy, train
 
     model, tokenizer = load(case)
     data = encode_sft(
@@ -137,7 +152,8 @@ def run_shiftlab(case: str, params: dict[str, Any]) -> dict[str, Any]:
         packing="bfd",
         mixed_precision="bf16" if torch.cuda.is_available() else "no",
     )
-    log = train(model, tokenizer, data, config, progress=False)
+    with nullcontext() if fused is None else fused_cross_entropy(fused):
+        log = train(model, tokenizer, data, config, progress=False)
     tokens = sum(data[i].n_input_tokens for step in log["examples"][1:] for i in step)
     seconds = log["seconds"][1:].sum()
     return {
@@ -155,13 +171,29 @@ def _trl_dataset(rows: list[tuple[list[dict[str, str]], str]]) -> Any:
     )
 
 
+# TRL's settings: its default pads each batch; the others are its two ways not to.
+TRL_SETTINGS: dict[str, dict[str, Any]] = {
+    "trl": {},
+    "trl-packing": {"packing": True},
+    # Without packing TRL refuses to combine padding_free with max_length (it cannot
+    # truncate a flattened batch): rows longer than max_length then train whole.
+    "trl-padding-free": {"padding_free": True, "max_length": None},
+}
+
+
 def _trl_trainer(
-    model: Any, tokenizer: Any, dataset: Any, params: dict[str, Any], out: str, peft: Any
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    params: dict[str, Any],
+    out: str,
+    peft: Any,
+    setting: dict[str, Any] | None = None,
 ) -> Any:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
+    options: dict[str, Any] = dict(
         output_dir=out,
         max_steps=params["steps"],
         per_device_train_batch_size=params["batch"],
@@ -181,6 +213,7 @@ def _trl_trainer(
         disable_tqdm=True,
         seed=0,
     )
+    args = SFTConfig(**{**options, **(setting or {})})
     return SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft
     )
@@ -210,7 +243,7 @@ class _StepTimer:
         return Callback()
 
 
-def run_trl(case: str, params: dict[str, Any]) -> dict[str, Any]:
+def run_trl(case: str, params: dict[str, Any], setting: str = "trl") -> dict[str, Any]:
     from peft import LoraConfig
 
     model, tokenizer = load(case)
@@ -220,7 +253,7 @@ def run_trl(case: str, params: dict[str, Any]) -> dict[str, Any]:
     )
     timer = _StepTimer()
     with tempfile.TemporaryDirectory() as out:
-        trainer = _trl_trainer(model, tokenizer, dataset, params, out, peft)
+        trainer = _trl_trainer(model, tokenizer, dataset, params, out, peft, TRL_SETTINGS[setting])
         trainer.add_callback(timer.callback())
         trainer.train()
     tokens = timer.tokens[-1] - timer.tokens[0]
@@ -274,9 +307,11 @@ def make_organism(case: str, folder: str) -> None:
     attach_lora(model, LoraSpec(**LORA)).save_pretrained(folder)
 
 
-WORKERS = {
+WORKERS: dict[str, Any] = {
     "shiftlab": run_shiftlab,
-    "trl": run_trl,
+    "shiftlab-fused": lambda case, params: run_shiftlab(case, params, fused=True),
+    "shiftlab-plain": lambda case, params: run_shiftlab(case, params, fused=False),
+    **{name: (lambda c, p, n=name: run_trl(c, p, n)) for name in TRL_SETTINGS},
     "arms-shiftlab": multi_arm_shiftlab,
     "arms-trl": multi_arm_trl,
 }
@@ -301,7 +336,11 @@ def worker(job: str, case: str, params: dict[str, Any], organism: str | None) ->
 
 
 def spawn(
-    job: str, case: str, params: dict[str, Any], organism: str | None = None
+    job: str,
+    case: str,
+    params: dict[str, Any],
+    organism: str | None = None,
+    allow_fail: bool = False,
 ) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -313,6 +352,9 @@ def spawn(
     done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
+        if allow_fail:
+            lines = [x for x in done.stderr.splitlines() if x.strip()]
+            return {"error": lines[-1][:200] if lines else f"exit {done.returncode}"}
         raise RuntimeError(f"{job} on {case} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(line[len("RESULT ") :])
     return result
@@ -340,22 +382,32 @@ def main() -> int:
         return 0
     cases = args.cases or ["tiny-cpu", "smollm2-cpu"] + (["llama1b-gpu"] if args.gpu else [])
     ratios = []
+    jobs = ["shiftlab-plain", "shiftlab-fused", *TRL_SETTINGS]
     for case in cases:
         params = {**CASES[case], **(QUICK.get(case, {}) if args.quick else {})}
-        runs: dict[str, list[dict[str, Any]]] = {"shiftlab": [], "trl": []}
+        runs: dict[str, list[dict[str, Any]]] = {job: [] for job in jobs}
         for repeat in range(args.repeats):
-            order = ["shiftlab", "trl"] if repeat % 2 == 0 else ["trl", "shiftlab"]
-            for framework in order:
-                runs[framework].append(spawn(framework, case, params))
-        best = {k: max(r["tokens_per_second"] for r in v) for k, v in runs.items()}
-        peak = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
-        ratio = best["shiftlab"] / best["trl"]
+            for job in jobs if repeat % 2 == 0 else jobs[::-1]:
+                runs[job].append(spawn(job, case, params, allow_fail=job.startswith("trl-")))
+        done = {k: [r for r in v if "error" not in r] for k, v in runs.items()}
+        best = {k: max(r["tokens_per_second"] for r in v) for k, v in done.items() if v}
+        peak = {k: max(r["peak_mb"] for r in v) for k, v in done.items() if v}
+        for job in jobs:
+            if job in best:
+                mfu = done[job][0].get("mfu")
+                print(f"{case}: {job:17s} {best[job]:10,.0f} tok/s, peak {peak[job]:8,.0f} MiB"
+                      + (f", MFU {mfu:.1%}" if mfu else ""), flush=True)  # fmt: skip
+            else:
+                print(f"{case}: {job:17s} not run: {runs[job][0]['error']}", flush=True)
+        ours = DEFAULT_PATH[case]
+        fastest = max((k for k in best if k.startswith("trl")), key=best.__getitem__)
+        ratio = best[ours] / best[fastest]
         ratios.append(ratio)
-        mfu = runs["shiftlab"][0].get("mfu")
         print(
-            f"{case}: shiftlab {best['shiftlab']:,.0f} tok/s, TRL {best['trl']:,.0f} tok/s, "
-            f"ratio {ratio:.2f}; peak memory shiftlab {peak['shiftlab']:,.0f} MiB, "
-            f"TRL {peak['trl']:,.0f} MiB" + (f"; MFU {mfu:.1%}" if mfu else ""),
+            f"{case}: shiftlab ({ours}) / TRL's fastest ({fastest}) = {ratio:.2f}; fused CE "
+            f"{best['shiftlab-fused'] / best['shiftlab-plain']:.2f}x tok/s, peak "
+            f"{peak['shiftlab-fused']:,.0f} vs {peak['shiftlab-plain']:,.0f} MiB; peak memory "
+            f"{ours} {peak[ours]:,.0f} MiB, {fastest} {peak[fastest]:,.0f} MiB",
             flush=True,
         )
     arm_case = "tiny-cpu"

@@ -169,3 +169,62 @@ def test_permutations_that_only_swap_identical_pairs_are_ties():
     y[0] += 5.0  # one pair differs; swapping it mirrors the samples, which MMD² ignores
     result = mmd_test(x, y, paired=True, n_permutations=200)
     assert result.p_value == 1.0
+
+
+def _float64_statistics(z, labels, sigma, n, m):
+    """Every assignment's unbiased MMD² from a float64 kernel, straight from the definition."""
+    z = z.astype(np.float64)
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
+    k = np.exp(-d2 / (2 * sigma**2))
+    np.fill_diagonal(k, 0.0)  # the unbiased sums leave i == j out
+    x = labels.astype(np.float64)
+    y = 1 - x
+    xx, yy, xy = ((x @ k) * x).sum(1), ((y @ k) * y).sum(1), ((x @ k) * y).sum(1)
+    return xx / (n * (n - 1)) + yy / (m * (m - 1)) - 2 * xy / (n * m)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_every_permutation_statistic_matches_float64(paired):
+    """The float32 kernel and the one GEMM over all assignments give every permutation's
+    statistic to 1e-6 of the float64 value: the kernel's entries (<= 1) carry relative
+    rounding ~1e-7 and each quadratic form's float32 sums over N = n + m terms lose about
+    sqrt(N) ulps, which the 1 / n² normalisation leaves orders of magnitude below 1e-6."""
+    import torch
+
+    from shiftlab.shift._mmd import _kernel_products, _labels, _unbiased
+
+    rng = np.random.default_rng(12)
+    n, m = (150, 150) if paired else (160, 130)
+    x, y = rng.normal(size=(n, 24)), rng.normal(0.1, size=(m, 24))
+    z = np.concatenate([x, y])
+    groups = np.array([*range(n), *range(m)]) if paired else None
+    labels = _labels(n, m, 300, groups, seed=4)
+    counts = labels.sum(1)
+    assert bool((counts == n).all())  # every assignment puts n samples in x
+    if paired:  # and each pair keeps one member on each side
+        assert bool((labels[:, :n] + labels[:, n:] == 1).all())
+    sigma = 4.0
+    quadratic, row_sums, diagonal = _kernel_products(
+        torch.from_numpy(z.astype(np.float32)), labels, "rbf", sigma
+    )
+    ours = _unbiased(quadratic, labels.double(), row_sums, diagonal, n, m).numpy()
+    expected = _float64_statistics(z, labels.numpy(), sigma, n, m)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    result = mmd_test(x, y, bandwidth=sigma, n_permutations=300, seed=4, paired=paired)
+    assert result.statistic == pytest.approx(expected[0], abs=1e-6)
+    # A permutation p-value: (1 + #{T_b >= T}) / (1 + B), never 0. Statistics within the
+    # rounding tolerance of the observed one may count either way.
+    low = (1 + (expected[1:] >= expected[0] + 1e-6).sum()) / 301
+    high = (1 + (expected[1:] >= expected[0] - 1e-6).sum()) / 301
+    assert low <= result.p_value <= high and result.p_value >= 1 / 301
+
+
+def test_unpaired_permutations_are_uniform_subsets():
+    from shiftlab.shift._mmd import _labels
+
+    labels = _labels(3, 2, 20000, None, seed=0).numpy()
+    assert (labels[0] == [1, 1, 1, 0, 0]).all() and (labels.sum(1) == 3).all()
+    # Each of the C(5, 3) = 10 subsets is drawn with probability 1/10.
+    _, counts = np.unique(labels[1:], axis=0, return_counts=True)
+    assert len(counts) == 10
+    assert stats.chisquare(counts).pvalue > 1e-4

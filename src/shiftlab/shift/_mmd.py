@@ -1,8 +1,10 @@
 """Kernel two-sample tests: the unbiased MMD² with a permutation p-value.
 
-The kernel matrix of the pooled sample is computed once, block of rows by block of rows,
-and every permutation's statistic comes out of one matrix product with the matrix of
-permuted labels, so B permutations cost about as much as one pass over the kernel.
+The kernel matrix of the pooled sample is computed once in float32, block of rows by block
+of rows, and every permutation's statistic comes out of one matrix product with the matrix
+of permuted labels, so B permutations cost one (n + m) x (n + m) x (B + 1) GEMM: with the
+kernel's own GEMM that is the test's FLOP floor, and little else is spent (in-place
+elementwise passes, labels shuffled by numpy in C, sums accumulated in float64).
 """
 
 from __future__ import annotations
@@ -51,36 +53,61 @@ def _as_matrix(values: Any, name: str) -> torch.Tensor:
 
 def median_bandwidth(z: torch.Tensor, *, max_points: int = 2000, seed: int = 0) -> float:
     """sigma = sqrt(median(||a - b||²) / 2) over pairs of (at most ``max_points`` of) the
-    pooled sample: the median heuristic. Pairs of duplicates are left out: they carry no
-    scale, and self-generated texts repeat often enough to push a plain median to zero."""
+    pooled sample: the median heuristic. Pairs of duplicates (identical rows) are left out:
+    they carry no scale, and self-generated texts repeat often enough to push a plain median
+    to zero. Distances come from one float32 Gram matrix (relative error ~1e-7 at the
+    median's scale, far below what a bandwidth heuristic resolves)."""
     if z.shape[0] > max_points:
         generator = torch.Generator().manual_seed(seed)
         z = z[torch.randperm(z.shape[0], generator=generator)[:max_points]]
-    d2 = torch.cdist(z.double(), z.double()).pow(2)
-    upper = d2[torch.triu_indices(z.shape[0], z.shape[0], offset=1).unbind()]
-    upper = upper[upper > 1e-12]
-    if upper.numel() == 0:
+    z = z.float()
+    squared = (z * z).sum(1)
+    d2 = torch.addmm(squared[None, :], z, z.T, alpha=-2).add_(squared[:, None]).clamp_min_(0)
+    # Identical rows share an id: exact, where a threshold on float32 distances is not.
+    ids = torch.unique(z, dim=0, return_inverse=True)[1].numpy()
+    values = d2.cpu().numpy()
+    if len(np.unique(ids)) < len(ids):
+        values[ids[:, None] == ids[None, :]] = np.inf
+    else:
+        np.fill_diagonal(values, np.inf)
+    # Every pair appears twice (i, j and j, i): the lower median of the pairs is entry
+    # 2 * ((pairs - 1) // 2) of the sorted doubled list, found by a linear-time partition.
+    pairs = int(np.isfinite(values).sum()) // 2
+    if pairs == 0:
         raise ShiftlabError("all samples are identical: the median bandwidth is zero")
-    return math.sqrt(float(upper.median()) / 2)
+    k = 2 * ((pairs - 1) // 2)
+    return math.sqrt(float(np.partition(values.reshape(-1), k)[k]) / 2)
 
 
 def _labels(
     n: int, m: int, n_permutations: int, groups: np.ndarray | None, seed: int
 ) -> torch.Tensor:
-    """Column 0: the observed assignment (1 = first sample); then one column per
-    permutation, shuffled across the pool or within each group."""
+    """Row 0: the observed assignment (1 = first sample); then one row per permutation,
+    shuffled across the pool or within each group. Rows (not columns), so each shuffle
+    walks contiguous memory; the products use the transpose as a view."""
     generator = np.random.default_rng(seed)
     observed = np.concatenate([np.ones(n), np.zeros(m)]).astype(np.float32)
-    # Sorting (group rank + a uniform key) per column lists each group's members together
-    # in random order: row j of ``order`` is a random member of the group whose members
-    # ``slots[j]`` also walks through, so each column is a uniform within-group shuffle.
-    rank = np.zeros(n + m) if groups is None else np.unique(groups, return_inverse=True)[1]
+    rows = np.empty((n_permutations + 1, n + m), dtype=np.float32)
+    rows[0] = observed
+    if groups is None:
+        # A permutation of the pool only decides which n samples play x: the n smallest of
+        # n + m i.i.d. uniform keys are a uniform n-subset. A linear-time partition per row
+        # finds them (about half the time of a full Fisher-Yates shuffle).
+        keys = generator.random((n_permutations, n + m))
+        threshold = np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
+        np.less_equal(keys, threshold, out=rows[1:], casting="unsafe")
+        tied = np.flatnonzero(rows[1:].sum(1) != n)  # equal float64 keys: ~1e-9 per row
+        for row in tied + 1:
+            rows[row] = generator.permutation(observed)
+        return torch.from_numpy(rows)
+    # Sorting (group rank + a uniform key) per row lists each group's members together in
+    # random order: entry j of ``order`` is a random member of the group whose members
+    # ``slots[j]`` also walks through, so each row is a uniform within-group shuffle.
+    rank = np.unique(groups, return_inverse=True)[1]
     slots = np.argsort(rank, kind="stable")
-    order = np.argsort(rank[:, None] + generator.random((n + m, n_permutations)), axis=0)
-    columns = np.empty((n + m, n_permutations + 1), dtype=np.float32)
-    columns[:, 0] = observed
-    columns[slots, 1:] = observed[order]
-    return torch.from_numpy(columns)
+    order = np.argsort(rank[None, :] + generator.random((n_permutations, n + m)), axis=1)
+    rows[1:, slots] = observed[order]
+    return torch.from_numpy(rows)
 
 
 def _check_groups(groups: Any, n: int, m: int) -> np.ndarray:
@@ -163,7 +190,7 @@ def mmd_test(
         quadratic, row_sums, diagonal = _feature_products(z, labels, sigma, n_features, seed)
     else:
         quadratic, row_sums, diagonal = _kernel_products(z, labels, kernel, sigma)
-    statistics = _unbiased(quadratic, labels.double().T, row_sums, diagonal, n, m)
+    statistics = _unbiased(quadratic, labels.double(), row_sums, diagonal, n, m)
     observed = statistics[0]
     # Permutations that swap only identical rows (or mirror x and y) reproduce the observed
     # statistic up to the float32 rounding of the kernel; such ties count as exceedances,
@@ -182,27 +209,34 @@ def mmd_test(
 def _kernel_products(
     z: torch.Tensor, labels: torch.Tensor, kernel: str, sigma: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(a_b^T K a_b for every label column b, K's row sums, K's diagonal as computed),
-    streaming K by row blocks. The diagonal is read back rather than assumed (1 for RBF, 0
-    for energy): float rounding leaves it slightly off, and the unbiased sums must drop
-    exactly what they added."""
+    """(a_b^T K a_b for every label row b, K's row sums, K's diagonal as computed),
+    streaming K by row blocks. Each block is one GEMM into a fresh buffer, then in-place
+    elementwise passes, then one GEMM against every label row at once. The diagonal is read
+    back rather than assumed (1 for RBF, 0 for energy): float rounding leaves it slightly
+    off, and the unbiased sums must drop exactly what they added."""
     total = z.shape[0]
     rows = max(1, _ROW_BYTES // (4 * total))
     squared = (z * z).sum(1)
-    quadratic = torch.zeros(labels.shape[1], dtype=torch.float64, device=z.device)
+    columns = labels.T  # a view: BLAS reads the transpose in place
+    quadratic = torch.zeros(labels.shape[0], dtype=torch.float64, device=z.device)
     row_sums = torch.empty(total, dtype=torch.float64, device=z.device)
     diagonal = torch.empty(total, dtype=torch.float64, device=z.device)
+    if kernel == "rbf":
+        # -||a - b||² / (2 sigma²) = (a.b) / sigma² - |a|² / (2 sigma²) - |b|² / (2 sigma²)
+        half = squared * (-0.5 / (sigma * sigma))
     for start in range(0, total, rows):
         block = slice(start, start + rows)
-        d2 = (squared[block, None] + squared[None, :] - 2 * z[block] @ z.T).clamp_min_(0)
         if kernel == "rbf":
-            k = torch.exp_(d2.mul_(-1.0 / (2 * sigma * sigma)))
+            k = torch.addmm(half[None, :], z[block], z.T, alpha=1.0 / (sigma * sigma))
+            k.add_(half[block, None]).clamp_max_(0).exp_()
         else:
-            k = d2.sqrt_().neg_()
-        index = torch.arange(k.shape[0], device=z.device)
-        diagonal[block] = k[index, index + start].double()
+            k = torch.addmm(squared[None, :], z[block], z.T, alpha=-2.0)
+            k.add_(squared[block, None]).clamp_min_(0).sqrt_().neg_()
+        diagonal[block] = k.diagonal(offset=start)
         row_sums[block] = k.sum(1, dtype=torch.float64)
-        quadratic += ((k @ labels).double() * labels[block].double()).sum(0)
+        products = k @ columns
+        del k
+        quadratic += products.mul_(columns[block]).sum(0, dtype=torch.float64)
     return quadratic, row_sums, diagonal
 
 
@@ -214,13 +248,13 @@ def _feature_products(
     generator = torch.Generator().manual_seed(seed)
     weights = torch.randn(z.shape[1], n_features, generator=generator).to(z.device) / sigma
     phase = (torch.rand(n_features, generator=generator) * 2 * math.pi).to(z.device)
-    projected = torch.zeros(n_features, labels.shape[1], dtype=torch.float64, device=z.device)
+    projected = torch.zeros(n_features, labels.shape[0], dtype=torch.float64, device=z.device)
     column_sums = torch.zeros(n_features, dtype=torch.float64, device=z.device)
     rows = max(1, _ROW_BYTES // (4 * n_features))
     blocks = []
     for start in range(0, z.shape[0], rows):
         phi = torch.cos(z[start : start + rows] @ weights + phase) * math.sqrt(2 / n_features)
-        projected += (phi.T @ labels[start : start + rows]).double()
+        projected += (phi.T @ labels[:, start : start + rows].T).double()
         column_sums += phi.sum(0, dtype=torch.float64)
         blocks.append(phi)
     row_sums = torch.cat([phi.double() @ column_sums for phi in blocks])
@@ -236,7 +270,7 @@ def _unbiased(
     n: int,
     m: int,
 ) -> torch.Tensor:
-    """Unbiased MMD² per label column (``labels``: columns x samples) from q = a^T K a,
+    """Unbiased MMD² per label row (``labels``: assignments x samples) from q = a^T K a,
     t = a^T K 1 and 1^T K 1; the sums over i != j drop the kernel's ``diagonal``."""
     label_row_sums, total = labels @ row_sums, float(row_sums.sum())
     diagonal_x, diagonal_total = labels @ diagonal, float(diagonal.sum())

@@ -3,6 +3,11 @@ loop (prompts are rendered and encoded by :mod:`shiftlab.chat`)."""
 
 from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
+from shiftlab.training._fused_ce import (
+    fused_cross_entropy,
+    fused_cross_entropy_setting,
+    fused_linear_cross_entropy,
+)
 from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
 from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
@@ -19,6 +24,9 @@ __all__ = [
     "decoder_layers",
     "encode_pairs",
     "encode_sft",
+    "fused_cross_entropy",
+    "fused_cross_entropy_setting",
+    "fused_linear_cross_entropy",
     "linear_schedule",
     "pack",
     "pack_rows",

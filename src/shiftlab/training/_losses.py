@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from shiftlab.chat import IGNORE_INDEX
+from shiftlab.training._fused_ce import fused_cross_entropy_setting, fused_linear_cross_entropy
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,15 +106,29 @@ def _head_cross_entropy(head: Any, hidden: torch.Tensor, targets: torch.Tensor) 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over target tokens (prompt and padding count nothing).
 
-    With a large vocabulary the output head and the loss run over chunks of target
-    positions, each recomputed in the backward pass, so the logits, their log-softmax and
-    its gradient (three ``(targets, vocab)`` tensors, at the moment every activation is
-    held) never exist for more than one chunk at a time.
+    With a large vocabulary the logits, their log-softmax and its gradient (three
+    ``(targets, vocab)`` tensors, at the moment every activation is held) must never exist
+    whole. A plain linear head then runs fused with the loss (see
+    :func:`fused_cross_entropy`, which also turns it on or off everywhere): the head's
+    gradients are formed chunk by chunk in the forward pass, with no logits kept and no
+    head recomputed. Any other head runs over chunks of target positions, each recomputed
+    in the backward pass.
     """
     at = _predicting(batch)
     targets = batch["labels"][:, 1:][at[:, :-1]]
     parts = _split_head(model)
     vocab = parts[1].weight.shape[0] if parts is not None else 0
+    setting = fused_cross_entropy_setting()
+    large = targets.numel() * vocab > CHUNKED_LOGITS
+    if (
+        parts is not None
+        and type(parts[1]) is torch.nn.Linear
+        and (setting or (setting is None and large))
+    ):
+        # The head's gradients are formed in this forward pass (see ``_fused_ce``).
+        hidden = parts[0](**_inputs(batch), use_cache=False)[0][at]
+        loss = fused_linear_cross_entropy(hidden, parts[1].weight, targets, parts[1].bias)
+        return loss, int(targets.numel())
     if parts is None or targets.numel() * vocab <= CHUNKED_LOGITS:
         loss_sum = F.cross_entropy(
             _full_precision(logits_at(model, batch, at)), targets, reduction="sum"
