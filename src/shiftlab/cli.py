@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shiftlab.errors import ShiftlabError, SpecError, Terminated
+from shiftlab.errors import NotebookError, ShiftlabError, SpecError, Terminated
 
 # The packaged specs ``shiftlab demo --scale`` runs.
 DEMO_SPECS = {"demo": "demo.yaml", "paper": "paper.yaml"}
@@ -412,6 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():
             return _command(args)
+    except NotebookError as error:
+        if args.debug:
+            raise
+        # Not bad input: the notebook ran and a cell raised (its traceback's end follows).
+        print(f"shiftlab: error: {error}", file=sys.stderr)
+        return 1
     except ShiftlabError as error:
         if args.debug:
             raise
