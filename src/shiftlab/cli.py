@@ -154,6 +154,28 @@ def _parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="check every file's sha256, not only its size"
     )
 
+    export = add("export", "write a store's evaluations in another tool's format")
+    export_commands = export.add_subparsers(dest="export_command", required=True)
+    to_inspect = export_commands.add_parser(
+        "inspect",
+        help="one inspect_ai .eval log per run, organism and base evaluation",
+        parents=[common],
+    )
+    to_inspect.add_argument("store", help="store folder of a finished study")
+    to_inspect.add_argument("out", help="folder for the logs (`inspect view --log-dir OUT`)")
+
+    compare = add("compare", "paired difference between two evaluations of the same samples")
+    compare.add_argument("a", help="the baseline: an inspect_ai log (.eval or .json)")
+    compare.add_argument("b", help="the comparison: an inspect_ai log on the same samples")
+    compare.add_argument(
+        "--metric", help="the score to compare (default: the only numeric score both have)"
+    )
+    compare.add_argument(
+        "--cluster",
+        help="a sample metadata field grouping correlated samples (default: the sample id)",
+    )
+    compare.add_argument("--json", action="store_true", help="print the result row as JSON")
+
     data = add("data", "public behaviour datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     data_commands.add_parser("list", help="list the datasets shiftlab can fetch", parents=[common])
@@ -387,6 +409,43 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from shiftlab.interop import export_inspect
+
+    store = _open_existing(args.store)
+    _check_store(store)
+    written = export_inspect(store, args.out)
+    print(
+        f"{_count(len(written), 'inspect log')} in {args.out} (inspect view --log-dir {args.out})"
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from shiftlab.interop import compare_samples
+
+    for path in (args.a, args.b):
+        if not Path(path).is_file():
+            raise ShiftlabError(f"{path}: no such inspect log")
+    result = compare_samples(
+        args.a, args.b, metric=args.metric, cluster=args.cluster,
+        labels=(Path(args.a).stem, Path(args.b).stem),
+    )  # fmt: skip
+    print(json.dumps(result.frame.row(0, named=True)) if args.json else result.line)
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1.
+
+    >>> _count(1, "base model"), _count(2, "base model"), _count(0, "run")
+    ('1 base model', '2 base models', '0 runs')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _data(args: argparse.Namespace) -> int:
     from shiftlab.behaviours import dataset_registry, fetch_dataset
 
@@ -450,6 +509,10 @@ def _command(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "notebook":
         return _notebook(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "compare":
+        return _compare(args)
     return _status(args.store, args.verify)
 
 
