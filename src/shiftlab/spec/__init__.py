@@ -53,6 +53,7 @@ from shiftlab.spec._models import (
     ShiftSpec,
     StudySpec,
     ToyworldSpec,
+    TrackingSpec,
     TrainingSpec,
     ViewSpec,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "ShiftSpec",
     "StudySpec",
     "ToyworldSpec",
+    "TrackingSpec",
     "TrainingSpec",
     "ViewSpec",
     "check_size",

@@ -132,6 +132,14 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     methods = data.get("methods")
     if isinstance(methods, list):
         data["methods"] = [_resolve_method_paths(e, base) for e in methods]
+    tracking = data.get("tracking")
+    if isinstance(tracking, dict):
+        data["tracking"] = {
+            **tracking,
+            **{key: str((base / str(tracking[key])).expanduser().resolve())
+               for key in ("uri", "dir")
+               if isinstance(tracking.get(key), str) and ":" not in str(tracking[key])},
+        }  # fmt: skip
     models = data.get("base_models")
     if isinstance(models, list):
         data["base_models"] = [_with_local_path(e, base) for e in models]
