@@ -10,7 +10,7 @@
 300
 """
 
-from shiftlab.spec._loading import format_validation_error, load_spec, parse_spec
+from shiftlab.spec._loading import apply_overrides, format_validation_error, load_spec, parse_spec
 from shiftlab.spec._methods import (
     CONTROL_METHODS,
     LABEL_METHODS,
@@ -103,6 +103,7 @@ __all__ = [
     "TrackingSpec",
     "TrainingSpec",
     "ViewSpec",
+    "apply_overrides",
     "check_size",
     "format_validation_error",
     "load_spec",
