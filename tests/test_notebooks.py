@@ -79,6 +79,8 @@ def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
     )
     assert len(_outputs(executed, "image/png")) == 7
     text = _text(executed)
+    design = pl.read_parquet(demo_store / "tables" / "runs.parquet")
+    assert f"{design['run_id'].drop_nulls().n_unique()} runs" in text  # not one more for `none`
     for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment",
                       "spurious_correlation"):  # fmt: skip
         assert f"{behaviour}: consistency training (" in text
