@@ -170,7 +170,8 @@ def compare_samples(
     ``epoch``, ``score_<metric>`` or ``<metric>``, ``metadata_<field>``).
 
     ``metric`` names the score (default: the only numeric score both have); ``cluster``
-    a field whose values group correlated samples (default ``id``: a sample's epochs). The
+    a field whose values group correlated samples (default ``id``: a sample's epochs),
+    read from A's samples; pairs missing the score or the field are left out. The
     frame has one row: ``metric, a, b, estimate, se, ci_low, ci_high, p_value, p_min,
     n_pairs, n_clusters, cluster, n_moved, n_up, n_down, share_moved, mean_a, mean_b,
     n_only_a, n_only_b, exact``.
