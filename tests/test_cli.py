@@ -141,15 +141,27 @@ def test_validate_run_and_status(tmp_path, capsys, toy_model_dir):
 
 
 def test_set_overrides_are_validated_recorded_and_status_exits_1_while_work_is_left(
-    tmp_path, capsys, toy_model_dir
+    tmp_path, capsys, toy_model_dir, monkeypatch
 ):
     import json
+
+    pytest.importorskip("mlflow", reason="mlflow is not installed (pip install '.[mlflow]')")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
 
     import yaml
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD + RUN_METHOD)
-    sets = ["--set", "behaviours.0.toyworld.n_eval=6", "--set", "runs.seeds=[0, 1]"]
+    sets = [
+        "--set",
+        "behaviours.0.toyworld.n_eval=6",
+        "--set",
+        "runs.seeds=[0, 1]",
+        "--set",
+        "tracking.kind=mlflow",
+        "--set",
+        f"tracking.uri={tmp_path / 'mlruns'}",
+    ]
     code, out, _ = run_cli(["validate", str(spec), *sets], capsys)
     assert code == 0 and "(1 base model, 1 behaviour, 1 seed, 1 method, 2 arms)" in out
     store = tmp_path / "store"
@@ -160,6 +172,14 @@ def test_set_overrides_are_validated_recorded_and_status_exits_1_while_work_is_l
     recorded = yaml.safe_load((store / "study.yaml").read_text())
     assert recorded["behaviours"][0]["toyworld"]["n_eval"] == 6
     assert recorded["runs"]["seeds"] == [0, 1]
+    assert "tracking" not in recorded  # who watches a study is not part of what it is
+    # run_study tracked itself (MLflow, a file store, asked for with --set).
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=str(tmp_path / "mlruns"))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "study"]
+    names = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id]))
+    assert "study-attribution" in names and len(names) == 3
     code, out, _ = run_cli(["status", str(store), "--json"], capsys)
     status = json.loads(out)
     assert code == 0 and status["finished"] and status["stages"]["runs"]["total"] == 2
