@@ -2,7 +2,6 @@
 file store, and a local server when one starts), wandb (offline) and trackio (local)."""
 
 import importlib.util
-import os
 import shutil
 import socket
 import struct
@@ -193,10 +192,25 @@ def test_wandb_offline_writes_each_run_with_its_keys_and_curve(store, tmp_path, 
 
 
 def test_trackio_writes_locally(store, tmp_path, monkeypatch):
+    """trackio keeps a project in ``$TRACKIO_DIR/<project>.db`` (SQLite): one metrics row
+    per logged step, one config row per run."""
     pytest.importorskip("trackio", reason="trackio is not installed (pip install '.[trackio]'; "
                         "it needs pillow < 13, so the dev extra leaves it out)")  # fmt: skip
+    import json
+    import sqlite3
+
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
     spec = TrackingSpec(kind="trackio", project="tiny")
     assert track_study(store, spec, study="tiny", tables=lambda: TABLES) == len(RUNS)
-    assert any((tmp_path / "trackio").rglob("*.db"))
-    assert os.environ["TRACKIO_DIR"] == str(tmp_path / "trackio")
+    db = sqlite3.connect(tmp_path / "trackio" / "tiny.db")
+    rows = db.execute("select run_name, step, metrics from metrics order by id").fetchall()
+    for run_id in RUNS:
+        logged = [json.loads(m) for name, _, m in rows if name == run_id]
+        assert [m["train/loss"] for m in logged if "train/loss" in m] == train_log()[
+            "loss"
+        ].to_list()
+        assert any("eval/delta" in m for m in logged)
+        (config,) = db.execute("select config from configs where run_name = ?", (run_id,))
+        assert json.loads(config[0])["arm"] == RUNS[run_id][1]
+    assert any(name == "tiny-attribution" and "decomposition" in json.loads(m)
+               for name, _, m in rows)  # fmt: skip

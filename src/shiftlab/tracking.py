@@ -150,7 +150,10 @@ class _Trackio:
         self.trackio.log(dict(metrics), step=step)
 
     def table(self, name: str, frame: pl.DataFrame) -> None:
-        self.trackio.log({name: self.trackio.Table(dataframe=_flat(frame).to_pandas())})
+        import pandas as pd
+
+        rows = pd.DataFrame(_flat(frame).to_dict(as_series=False))  # needs no pyarrow
+        self.trackio.log({name: self.trackio.Table(dataframe=rows)})
 
     def finish(self) -> None:
         self.trackio.finish()
@@ -243,8 +246,10 @@ def track_study(
                     tracker.table(table, frame)
                 tracker.finish()
     except ImportError as error:
-        extra = INSTALL[spec.kind]
-        warn(spec.kind, ImportError(f"{error}; pip install 'shiftlab[{extra}]'"))
+        missing = (error.name or "").split(".")[0] == spec.kind
+        hint = f"; pip install 'shiftlab[{INSTALL[spec.kind]}]'" if missing else ""
+        warn(spec.kind, ImportError(f"{error}{hint}"))
+        _close(tracker)
     except Exception as error:  # any tracker failure: one line, never the study's failure
         warn(spec.kind, error)
         _close(tracker)
