@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import nbformat
@@ -9,7 +10,7 @@ import polars as pl
 import pytest
 
 from shiftlab.cli import main
-from shiftlab.errors import SpecError
+from shiftlab.errors import ShiftlabError, SpecError
 from shiftlab.notebooks import NotebookError, execute_notebook, notebook_parameters
 from shiftlab.store import Store
 
@@ -106,35 +107,34 @@ def test_bad_parameters_are_clear_errors_before_any_cell_runs(tmp_path, capsys):
 
 
 def test_a_failing_cell_writes_the_notebook_up_to_it_and_exits_1(tmp_path, capfd):
-    with pytest.raises(NotebookError, match=r"02_attribution\.ipynb: a cell failed") as error:
-        execute_notebook(
-            NOTEBOOKS / "02_attribution.ipynb",
-            tmp_path / "out.ipynb",
-            parameters={"store": str(tmp_path / "empty")},
-        )
-    assert "not a finished study's store (no study.yaml)" in str(error.value)
-    assert "\x1b[" not in str(error.value)  # no terminal colours
+    """One execution, through the CLI: a failed cell is exit 1 (bad input is 2), the
+    executed notebook is written up to the failing cell with its error (as papermill
+    does), and the kernel says nothing about TCP."""
+    out = tmp_path / "out.ipynb"
+    argv = ["notebook", str(NOTEBOOKS / "02_attribution.ipynb"), "--out", str(out),
+            "-p", f"store={tmp_path / 'empty'}"]  # fmt: skip
+    capfd.readouterr()
+    assert main(argv) == 1
+    captured = capfd.readouterr()
+    assert "02_attribution.ipynb: a cell failed (executed up to it: " in captured.err
+    assert "not a finished study's store (no study.yaml)" in captured.err
+    assert "\x1b[" not in captured.err  # no terminal colours
+    assert "TCP" not in captured.err + captured.out
     assert not (tmp_path / "empty").exists()  # the notebook did not create a store
-    # As papermill does: the executed notebook up to the failing cell, with its error.
-    assert error.value.output == tmp_path / "out.ipynb"
-    written = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    written = nbformat.read(out, as_version=4)
     code = [c for c in written.cells if c.cell_type == "code"]
     errors = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.outputs)]
     assert len(errors) == 1
-    failed = code[errors[0]]
-    assert failed.outputs[-1].ename == "FileNotFoundError"
+    assert code[errors[0]].outputs[-1].ename == "FileNotFoundError"
     assert all(c.execution_count is None and not c.outputs for c in code[errors[0] + 1 :])
     assert all(c.execution_count is not None for c in code[: errors[0] + 1])
-    # The CLI: a failed cell is exit 1 (bad input is 2), and the kernel says nothing about TCP.
-    capfd.readouterr()
-    out = tmp_path / "cli.ipynb"
-    argv = ["notebook", str(NOTEBOOKS / "02_attribution.ipynb"), "--out", str(out),
-            "-p", f"store={tmp_path / 'empty'}"]  # fmt: skip
-    assert main(argv) == 1
-    captured = capfd.readouterr()
-    assert "a cell failed (executed up to it: " in captured.err
-    assert "TCP" not in captured.err + captured.out
-    assert out.is_file()
+
+
+def test_a_failing_cell_is_a_notebook_error_naming_what_it_wrote():
+    error = NotebookError("nb.ipynb: a cell failed", "out.ipynb")
+    assert isinstance(error, ShiftlabError) and error.output == "out.ipynb"
+    # Workers send errors back pickled (an exception, not anything read from a store).
+    assert pickle.loads(pickle.dumps(error)).output == "out.ipynb"
 
 
 def test_the_attribution_notebook_counts_runs_without_the_untrained_rows(tmp_path):
