@@ -74,7 +74,9 @@ def test_samples_df_and_evals_df_read_the_export(exported):
     assert samples.height == 5 * 8
     run = samples.filter(pl.col("metadata_arm") == "shuffled")
     assert run["score_misbehaviour"].sum() == 6  # mmmmmmaa
+    assert samples["eval_id"].n_unique() == 5  # each log its own eval_id, to join on
     evals = pl.from_pandas(evals_df(folder))
+    assert evals["run_id"].n_unique() == 1 and evals["eval_id"].n_unique() == 5
     rates = dict(zip(evals["model"], evals["score_misbehaviour_mean"], strict=True))
     assert rates[f"shiftlab/{BASE_EVAL}"] == 0.0
     assert rates[f"shiftlab/{ORGANISM}"] == 7 / 8

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from shiftlab._hashing import content_hash
 from shiftlab.errors import ShiftlabError
 from shiftlab.store import ORGANISM_TABLE, RUNS_TABLE, Store
 
@@ -94,6 +95,11 @@ def _log(evals: pl.DataFrame, design: dict[str, Any], created: str) -> Any:
         metrics=metrics,
     )
     spec = log.EvalSpec(
+        # Ids of their own per log (samples_df and evals_df join on eval_id): the
+        # artefact's, the behaviour's, and the export's (one study store).
+        eval_id=content_hash(design["artefact_id"], 22),
+        run_id=design["export_id"],
+        task_id=content_hash(f"shiftlab/{design['behaviour']}", 22),
         created=created,
         task=f"shiftlab/{design['behaviour']}",
         model=design["model"],
@@ -168,9 +174,10 @@ def export_inspect(
     folder.mkdir(parents=True, exist_ok=True)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     written = []
+    export_id = content_hash({"store": str(opened.root.resolve()), "created": created}, 22)
     for kind, artefact_id, keys in _targets(opened):
         evals = opened.read_parquet(kind, artefact_id, "eval.parquet")
-        design = {**keys, "kind": kind, "artefact_id": artefact_id,
+        design = {**keys, "kind": kind, "artefact_id": artefact_id, "export_id": export_id,
                   "model": f"shiftlab/{artefact_id}"}  # fmt: skip
         path = folder / f"{kind}-{artefact_id}.eval"
         log.write_eval_log(_log(evals, design, created), str(path))
