@@ -110,7 +110,7 @@ def _metric(a: pl.DataFrame, b: pl.DataFrame, metric: str | None) -> tuple[str, 
         if column is None or column not in b.columns:
             raise ShiftlabError(
                 f"--metric {metric}: not a score of both evaluations "
-                f"(scores: {', '.join(_scores(a)) or 'none'})"
+                f"(scores: {', '.join(c.removeprefix('score_') for c in _scores(a)) or 'none'})"
             )
         return metric, column
     numeric = [c for c in _scores(a) if c in b.columns and b.schema[c].is_numeric()]
