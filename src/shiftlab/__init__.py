@@ -16,10 +16,14 @@ True
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from shiftlab._version import __version__
 from shiftlab.errors import DataError, ModelError, ShiftlabError, SpecError, StoreError
+
+# typing costs more to import than the rest of `import shiftlab`; only checkers need it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Public name -> the module it comes from, imported when the name is first used.
 _LAZY = {
