@@ -2,7 +2,8 @@
 file store, and a local server when one starts), wandb (offline) and trackio (local)."""
 
 import importlib.util
-import shutil
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -113,19 +114,19 @@ def _free_port() -> int:
 
 
 def test_mlflow_against_a_local_server(store, tmp_path):
-    """Optional: a `mlflow server` on 127.0.0.1, when the installed MLflow has one and it
-    answers within 20 s (mlflow-skinny, the dev extra, has no server)."""
+    """Optional: a `mlflow server` on 127.0.0.1 (SQLite backend), when the installed
+    MLflow has one and it answers within 30 s; mlflow-skinny, the dev extra, has none."""
     pytest.importorskip("mlflow", reason="mlflow is not installed")
-    if importlib.util.find_spec("flask") is None or shutil.which("mlflow") is None:
+    if importlib.util.find_spec("flask") is None or importlib.util.find_spec("sqlalchemy") is None:
         pytest.skip("no `mlflow server`: mlflow-skinny has no tracking server (full mlflow does)")
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", str(tmp_path / "server")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -133,13 +134,13 @@ def test_mlflow_against_a_local_server(store, tmp_path):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.skip("`mlflow server` did not start within 20 s")
+            pytest.skip("`mlflow server` did not answer within 30 s")
         uri = f"http://127.0.0.1:{port}"
         assert track_study(store, TrackingSpec(kind="mlflow", uri=uri), study="srv") == len(RUNS)
         assert sorted(_mlflow_runs(uri, "srv")[1]) == sorted(RUNS)
     finally:
-        server.terminate()
-        server.wait(10)
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        server.wait(30)
 
 
 def _wandb_records(path: Path) -> list:
@@ -173,6 +174,9 @@ def test_wandb_offline_writes_each_run_with_its_keys_and_curve(store, tmp_path, 
     monkeypatch.setenv("WANDB_SILENT", "true")
     spec = TrackingSpec(kind="wandb", project="tiny", dir=str(tmp_path))
     assert track_study(store, spec, study="tiny", tables=lambda: TABLES) == len(RUNS)
+    import wandb
+
+    wandb.teardown()  # wait for wandb's service to flush every run file before reading them
     files = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == len(RUNS) + 1
     found = {}

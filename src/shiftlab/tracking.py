@@ -71,6 +71,11 @@ class _MLflow:
             if "://" not in spec.uri or spec.uri.startswith("file:"):
                 # A folder is MLflow's file store, which MLflow 3 runs only when asked to.
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            elif spec.uri.startswith(("http://", "https://")):
+                # MLflow retries a server for minutes by default; a study should not wait
+                # that long to print its one warning (the user's own settings win).
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             mlflow.set_tracking_uri(spec.uri)
         self.experiment = mlflow.set_experiment(spec.project or study).experiment_id
 
