@@ -14,6 +14,16 @@ organisms: {seeds: [0]}
 """
 
 
+# One label method on the toyworld organism, two arms: a run per seed.
+RUN_METHOD = """
+methods: [{name: greedy_self_training}]
+arms: [full, none]
+runs: {seeds: [0], training: {steps: 2, batch_size: 4}}
+eval: {max_new_tokens: 6}
+shift: {n_permutations: 20}
+"""
+
+
 def run_cli(args, capsys):
     code = main(args)
     out = capsys.readouterr()
@@ -120,7 +130,7 @@ def test_validate_run_and_status(tmp_path, capsys, toy_model_dir):
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD + "store: out\n")
     code, out, _ = run_cli(["validate", str(spec)], capsys)
-    assert code == 0 and "ok (1 base models, 1 behaviours, 1 seeds" in out
+    assert code == 0 and "ok (1 base model, 1 behaviour, 1 seed, 0 methods, 5 arms)" in out
     code, out, _ = run_cli(["run", str(spec), "--no-progress"], capsys)
     assert code == 0 and "sycophancy" in out
     code, out, _ = run_cli(["status", str(tmp_path / "out")], capsys)
@@ -128,6 +138,108 @@ def test_validate_run_and_status(tmp_path, capsys, toy_model_dir):
     assert "base_evals: 1/1 finished" in out and "organisms: 1/1 finished" in out
     code, _, err = run_cli(["status", str(tmp_path)], capsys)
     assert code == 2 and "not a shiftlab store" in err
+
+
+def test_set_overrides_are_validated_recorded_and_status_exits_1_while_work_is_left(
+    tmp_path, capsys, toy_model_dir, monkeypatch
+):
+    import json
+
+    pytest.importorskip("mlflow", reason="mlflow is not installed (pip install '.[mlflow]')")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD + RUN_METHOD)
+    sets = [
+        "--set",
+        "behaviours.0.toyworld.n_eval=6",
+        "--set",
+        "runs.seeds=[0, 1]",
+        "--set",
+        "tracking.kind=mlflow",
+        "--set",
+        f"tracking.uri={tmp_path / 'mlruns'}",
+    ]
+    code, out, _ = run_cli(["validate", str(spec), *sets], capsys)
+    assert code == 0 and "(1 base model, 1 behaviour, 1 seed, 1 method, 2 arms)" in out
+    store = tmp_path / "store"
+    code, out, err = run_cli(["run", str(spec), "--store", str(store), "--no-progress",
+                              "--workers", "1", *sets], capsys)  # fmt: skip
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == f"next: shiftlab report {store}"
+    recorded = yaml.safe_load((store / "study.yaml").read_text())
+    assert recorded["behaviours"][0]["toyworld"]["n_eval"] == 6
+    assert recorded["runs"]["seeds"] == [0, 1]
+    assert "tracking" not in recorded  # who watches a study is not part of what it is
+    # run_study tracked itself (MLflow, a file store, asked for with --set).
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=str(tmp_path / "mlruns"))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "study"]
+    names = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id]))
+    assert "study-attribution" in names and len(names) == 3
+    code, out, _ = run_cli(["status", str(store), "--json"], capsys)
+    status = json.loads(out)
+    assert code == 0 and status["finished"] and status["stages"]["runs"]["total"] == 2
+    # A run deleted: work is left, and status says so with exit 1.
+    run_id = sorted(p.name for p in (store / "runs").iterdir() if not p.name.startswith("."))[0]
+    (store / "runs" / run_id / "manifest.json").unlink()
+    code, out, _ = run_cli(["status", str(store), "--json"], capsys)
+    assert code == 1 and json.loads(out)["stages"]["runs"]["left"] == [run_id]
+    code, out, _ = run_cli(["status", str(store)], capsys)
+    assert code == 1 and f"  left: {run_id}" in out and "runs: 1/2 finished" in out
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("runs.training.steps=-1", "runs.training.steps: must be a positive integer, got -1"),
+        ("runs.trainin.steps=3", "runs.trainin"),
+        (
+            "behaviours.3.name=x",
+            "--set 'behaviours.3.name=x': behaviours.3: no item 3 in a list of 1",
+        ),
+        ("organisms.seeds.0.x=1", "organisms.seeds.0 is a value, not a mapping"),
+        ("seed", "expected path.to.field=VALUE"),
+    ],
+)
+def test_a_bad_override_is_one_line_and_exit_2(tmp_path, capsys, override, expected):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD)
+    commands = (["validate", str(spec)], ["run", str(spec), "--store", str(tmp_path / "s")])
+    for command in commands:
+        code, _, err = run_cli([*command, "--set", override], capsys)
+        assert code == 2 and expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_version_and_every_command_has_a_description_and_an_example(capsys):
+    import argparse
+
+    from shiftlab.cli import _parser
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == "shiftlab 0.1.0"
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield f"{path}{name}", sub
+                    yield from walk(sub, f"{path}{name} ")
+
+    commands = dict(walk(_parser(), ""))
+    assert {"run", "validate", "status", "export inspect", "compare", "repro check"} <= set(
+        commands
+    )
+    for name, sub in commands.items():
+        text = sub.format_help()
+        description = sub.description or ""
+        assert description and "\n" not in description and description.endswith("."), name
+        assert f"example:\n  shiftlab {name}" in text, name
 
 
 def test_console_script_runs(tmp_path):

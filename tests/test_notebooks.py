@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import nbformat
@@ -9,8 +10,9 @@ import polars as pl
 import pytest
 
 from shiftlab.cli import main
-from shiftlab.errors import SpecError
+from shiftlab.errors import ShiftlabError, SpecError
 from shiftlab.notebooks import NotebookError, execute_notebook, notebook_parameters
+from shiftlab.store import Store
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -78,6 +80,8 @@ def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
     )
     assert len(_outputs(executed, "image/png")) == 7
     text = _text(executed)
+    design = pl.read_parquet(demo_store / "tables" / "runs.parquet")
+    assert f"{design['run_id'].drop_nulls().n_unique()} runs" in text  # not one more for `none`
     for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment",
                       "spurious_correlation"):  # fmt: skip
         assert f"{behaviour}: consistency training (" in text
@@ -102,17 +106,57 @@ def test_bad_parameters_are_clear_errors_before_any_cell_runs(tmp_path, capsys):
     assert "expected NAME=VALUE" in capsys.readouterr().err
 
 
-def test_a_failing_cell_names_the_notebook_and_writes_nothing(tmp_path):
-    with pytest.raises(NotebookError, match=r"02_attribution\.ipynb: a cell failed") as error:
-        execute_notebook(
-            NOTEBOOKS / "02_attribution.ipynb",
-            tmp_path / "out.ipynb",
-            parameters={"store": str(tmp_path / "empty")},
-        )
-    assert "not a finished study's store (no study.yaml)" in str(error.value)
-    assert "\x1b[" not in str(error.value)  # no terminal colours
+def test_a_failing_cell_writes_the_notebook_up_to_it_and_exits_1(tmp_path, capfd):
+    """One execution, through the CLI: a failed cell is exit 1 (bad input is 2), the
+    executed notebook is written up to the failing cell with its error (as papermill
+    does), and the kernel says nothing about TCP."""
+    out = tmp_path / "out.ipynb"
+    argv = ["notebook", str(NOTEBOOKS / "02_attribution.ipynb"), "--out", str(out),
+            "-p", f"store={tmp_path / 'empty'}"]  # fmt: skip
+    capfd.readouterr()
+    assert main(argv) == 1
+    captured = capfd.readouterr()
+    assert "02_attribution.ipynb: a cell failed (executed up to it: " in captured.err
+    assert "not a finished study's store (no study.yaml)" in captured.err
+    assert "\x1b[" not in captured.err  # no terminal colours
+    assert "TCP" not in captured.err + captured.out
     assert not (tmp_path / "empty").exists()  # the notebook did not create a store
-    assert not (tmp_path / "out.ipynb").exists()
+    written = nbformat.read(out, as_version=4)
+    code = [c for c in written.cells if c.cell_type == "code"]
+    errors = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.outputs)]
+    assert len(errors) == 1
+    assert code[errors[0]].outputs[-1].ename == "FileNotFoundError"
+    assert all(c.execution_count is None and not c.outputs for c in code[errors[0] + 1 :])
+    assert all(c.execution_count is not None for c in code[: errors[0] + 1])
+
+
+def test_a_failing_cell_is_a_notebook_error_naming_what_it_wrote():
+    error = NotebookError("nb.ipynb: a cell failed", "out.ipynb")
+    assert isinstance(error, ShiftlabError) and error.output == "out.ipynb"
+    # Workers send errors back pickled (an exception, not anything read from a store).
+    assert pickle.loads(pickle.dumps(error)).output == "out.ipynb"
+
+
+def test_the_attribution_notebook_counts_runs_without_the_untrained_rows(tmp_path):
+    """The design table has a row per arm, `none` included, whose run_id is null: 80 runs
+    and the organisms' rows are not 81 runs."""
+    notebook = nbformat.read(NOTEBOOKS / "02_attribution.ipynb", as_version=4)
+    cells = [c for c in notebook.cells if c.cell_type == "code"]
+    opening = nbformat.v4.new_notebook()
+    opening.cells = [cells[0], cells[1]]  # the parameters and the cell that counts
+    path = tmp_path / "opening.ipynb"
+    nbformat.write(opening, path)
+    store = tmp_path / "store"
+    (store / "tables").mkdir(parents=True)
+    (store / "study.yaml").write_text("name: study\n")
+    design = pl.DataFrame({
+        "run_id": ["r1", "r2", "r3", None, None],
+        "organism_id": ["o1", "o1", "o2", "o1", "o2"],
+        "arm": ["full", "shuffled", "full", "none", "none"],
+    })  # fmt: skip
+    Store(store).write_table("runs", design)
+    executed = execute_notebook(path, parameters={"store": str(store)})
+    assert "5 design-table rows, 2 organisms, 3 runs" in _text(executed)
 
 
 @pytest.mark.slow

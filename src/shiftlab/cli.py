@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shiftlab.errors import ShiftlabError, SpecError, Terminated
+from shiftlab._version import __version__
+from shiftlab.errors import NotebookError, ShiftlabError, SpecError, Terminated
 
 # The packaged specs ``shiftlab demo --scale`` runs.
 DEMO_SPECS = {"demo": "demo.yaml", "paper": "paper.yaml"}
@@ -26,11 +27,46 @@ WORKERS_HELP = (
 )
 
 
+SET_HELP = (
+    "override one spec field, e.g. runs.training.steps=20 or behaviours.0.induction.steps=5 "
+    "(VALUE is read as YAML); repeatable, validated like the spec"
+)
 FORCE_HELP = "run a study above the ceiling on training size (a typo in steps, usually)"
 EXECUTOR_HELP = (
     "where jobs run (default: the spec's executor.kind, else local): local worker processes, "
     "SLURM job arrays through submitit, or Ray tasks"
 )
+
+
+# One example per command, shown at the end of its --help.
+EXAMPLES = {
+    "demo": "shiftlab demo --out runs/demo",
+    "run": "shiftlab run study.yaml --store runs/study --set runs.training.steps=20",
+    "validate": "shiftlab validate study.yaml --set organisms.seeds=[0,1,2]",
+    "report": "shiftlab report runs/demo --out runs/demo-report",
+    "repro": "shiftlab repro record runs/demo",
+    "repro record": "shiftlab repro record runs/demo",
+    "repro check": "shiftlab repro check runs/demo --sample 3",
+    "notebook": "shiftlab notebook notebooks/02_attribution.ipynb -p store=runs/demo",
+    "status": "shiftlab status runs/demo --json",
+    "export": "shiftlab export inspect runs/demo runs/demo-logs",
+    "export inspect": "shiftlab export inspect runs/demo runs/demo-logs",
+    "compare": "shiftlab compare organism.eval run.eval --cluster group",
+    "data": "shiftlab data fetch consistency-misalignment",
+    "data list": "shiftlab data list",
+    "data fetch": "shiftlab data fetch consistency-misalignment --from ~/copies",
+}
+
+
+def _command_parser(
+    commands: Any, name: str, summary: str, parents: list[argparse.ArgumentParser], path: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand whose help has a one-line description and an example."""
+    return commands.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.",
+        epilog=f"example:\n  {EXAMPLES[f'{path}{name}']}", parents=parents,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
 
 
 def _workers(text: str) -> int:
@@ -61,10 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"shiftlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, summary: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=summary, parents=[common])
+        return _command_parser(commands, name, summary, [common])
 
     demo = add("demo", "run the toyworld demo study")
     demo.add_argument(
@@ -90,10 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="check every file's sha256 first and delete what is damaged, so it is built again",
     )
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
+    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
 
     validate = add("validate", "check a study spec without running it")
     validate.add_argument("spec", help="study spec (YAML)")
     validate.add_argument("--force", action="store_true", help=FORCE_HELP)
+    validate.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
 
     report = add("report", "run every attribution analysis and write report.html")
     report.add_argument("store", help="store folder of a finished study")
@@ -110,16 +149,17 @@ def _parser() -> argparse.ArgumentParser:
 
     repro = add("repro", "record a store's fingerprints, or check that it reproduces")
     repro_commands = repro.add_subparsers(dest="repro_command", required=True)
-    record = repro_commands.add_parser(
-        "record", help="fingerprint every artefact (repro/fingerprints.json)", parents=[common]
-    )
+    record = _command_parser(
+        repro_commands, "record", "fingerprint every artefact (repro/fingerprints.json)",
+        [common], "repro ",
+    )  # fmt: skip
     record.add_argument("store", help="store folder of a finished study")
     record.add_argument("--force", action="store_true", help="replace an existing record")
-    check = repro_commands.add_parser(
-        "check",
-        help="re-execute a sample of runs in a scratch store and compare with the record",
-        parents=[common],
-    )
+    check = _command_parser(
+        repro_commands, "check",
+        "re-execute a sample of runs in a scratch store and compare with the record",
+        [common], "repro ",
+    )  # fmt: skip
     check.add_argument("store", help="store folder with recorded fingerprints")
     which = check.add_mutually_exclusive_group()
     which.add_argument("--sample", type=_positive, default=3, help="runs to re-execute (default 3)")
@@ -153,15 +193,39 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--verify", action="store_true", help="check every file's sha256, not only its size"
     )
+    status.add_argument(
+        "--json", action="store_true", help="print one JSON object (per stage: finished, left)"
+    )
+
+    export = add("export", "write a store's evaluations in another tool's format")
+    export_commands = export.add_subparsers(dest="export_command", required=True)
+    to_inspect = _command_parser(
+        export_commands, "inspect",
+        "one inspect_ai .eval log per run, organism and base evaluation", [common], "export ",
+    )  # fmt: skip
+    to_inspect.add_argument("store", help="store folder of a finished study")
+    to_inspect.add_argument("out", help="folder for the logs (`inspect view --log-dir OUT`)")
+
+    compare = add("compare", "paired difference between two evaluations of the same samples")
+    compare.add_argument("a", help="the baseline: an inspect_ai log (.eval or .json)")
+    compare.add_argument("b", help="the comparison: an inspect_ai log on the same samples")
+    compare.add_argument(
+        "--metric", help="the score to compare (default: the only numeric score both have)"
+    )
+    compare.add_argument(
+        "--cluster",
+        help="a sample metadata field grouping correlated samples (default: the sample id)",
+    )
+    compare.add_argument("--json", action="store_true", help="print the result row as JSON")
 
     data = add("data", "public behaviour datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    data_commands.add_parser("list", help="list the datasets shiftlab can fetch", parents=[common])
-    fetch = data_commands.add_parser(
-        "fetch",
-        help="download a dataset, or copy a local one (checksums verified)",
-        parents=[common],
-    )
+    _command_parser(data_commands, "list", "list the datasets shiftlab can fetch", [common],
+                    "data ")  # fmt: skip
+    fetch = _command_parser(
+        data_commands, "fetch", "download a dataset, or copy a local one (checksums verified)",
+        [common], "data ",
+    )  # fmt: skip
     fetch.add_argument("name", help="dataset name (see `shiftlab data list`)")
     fetch.add_argument(
         "--to", help="parent folder (default: $SHIFTLAB_DATA or ~/.cache/shiftlab/data)"
@@ -230,6 +294,7 @@ def _run(
     demo: str | None = None,
     rebuild: bool = False,
     force: bool = False,
+    overrides: Sequence[str] = (),
 ) -> int:
     import yaml
 
@@ -245,7 +310,7 @@ def _run(
         store_path = store_path or f"runs/{demo}"
     else:
         assert spec_path is not None
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, overrides=overrides)
         check_size(spec, spec_path, force=force)
     store_path = store_path or spec.store
     if store_path is None:
@@ -261,20 +326,27 @@ def _run(
 
             print(f"report: {write_report(store)}")
     print(f"store: {store.root}  ({time.perf_counter() - start:.1f} s)")
+    if spec.methods and not demo:
+        print(f"next: shiftlab report {store.root}")
     return 0
 
 
-def _validate(spec_path: str, force: bool) -> int:
+def _validate(spec_path: str, force: bool, overrides: Sequence[str] = ()) -> int:
     from shiftlab.spec import check_size, load_spec
     from shiftlab.study import load_suites
 
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, overrides=overrides)
     check_size(spec, spec_path, force=force)
     load_suites(spec)
-    print(
-        f"{spec_path}: ok ({len(spec.base_models)} base models, {len(spec.behaviours)} behaviours, "
-        f"{len(spec.organisms.seeds)} seeds, {len(spec.methods)} methods, {len(spec.arms)} arms)"
-    )
+    counts = ", ".join(
+        _count(n, noun)
+        for n, noun in (
+            (len(spec.base_models), "base model"), (len(spec.behaviours), "behaviour"),
+            (len(spec.organisms.seeds), "seed"), (len(spec.methods), "method"),
+            (len(spec.arms), "arm"),
+        )
+    )  # fmt: skip
+    print(f"{spec_path}: ok ({counts})")
     return 0
 
 
@@ -293,7 +365,11 @@ def _check_store(store: Any, *, rebuild: bool = False) -> None:
     found.refuse(store)
 
 
-def _status(store_path: str, verify: bool) -> int:
+def _status(store_path: str, verify: bool, as_json: bool = False) -> int:
+    """Print what is finished and what is left; exit 1 while work is left, 0 when the
+    study is finished (2 for a damaged store, as for every command)."""
+    import json
+
     from shiftlab._integrity import inspect_store
     from shiftlab.spec import load_spec
     from shiftlab.study import study_status
@@ -301,19 +377,28 @@ def _status(store_path: str, verify: bool) -> int:
     store = _open_existing(store_path)
     found = inspect_store(store, hashes=verify)
     damaged = {d.artefact for d in found.damage if d.artefact is not None}
+    stages: dict[str, dict[str, Any]] = {}
     if all(d.path != store.root / "study.yaml" for d in found.damage):
         status = study_status(store, load_spec(store.root / "study.yaml"), damaged=damaged)
         for (stage,), group in status.group_by("stage", maintain_order=True):
-            done = int(group["finished"].sum())
-            print(f"{stage}: {done}/{group.height} finished")
-            for artefact_id in group.filter(~group["finished"])["artefact_id"]:
+            left = group.filter(~group["finished"])["artefact_id"].to_list()
+            stages[str(stage)] = {"finished": group.height - len(left), "total": group.height,
+                                  "left": left}  # fmt: skip
+    finished = all(not stage["left"] for stage in stages.values()) and not found.damage
+    if as_json:
+        print(json.dumps({"store": str(store.root), "finished": finished, "stages": stages,
+                          "damaged": [d.line for d in found.damage]}))  # fmt: skip
+    else:
+        for stage, counts in stages.items():
+            print(f"{stage}: {counts['finished']}/{counts['total']} finished")
+            for artefact_id in counts["left"]:
                 print(f"  left: {artefact_id}")
-    for damage in found.damage:
-        print(damage.line)
-    if found.note():
-        print(found.note())
+        for damage in found.damage:
+            print(damage.line)
+        if found.note():
+            print(found.note())
     found.refuse(store)
-    return 0
+    return 0 if finished else 1
 
 
 def _report(store_path: str, n_boot: int, out: str | None, min_organisms: int | None) -> int:
@@ -387,6 +472,43 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from shiftlab.interop import export_inspect
+
+    store = _open_existing(args.store)
+    _check_store(store)
+    written = export_inspect(store, args.out)
+    print(
+        f"{_count(len(written), 'inspect log')} in {args.out} (inspect view --log-dir {args.out})"
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from shiftlab.interop import compare_samples
+
+    for path in (args.a, args.b):
+        if not Path(path).is_file():
+            raise ShiftlabError(f"{path}: no such inspect log")
+    result = compare_samples(
+        args.a, args.b, metric=args.metric, cluster=args.cluster,
+        labels=(Path(args.a).stem, Path(args.b).stem),
+    )  # fmt: skip
+    print(json.dumps(result.frame.row(0, named=True)) if args.json else result.line)
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1.
+
+    >>> _count(1, "base model"), _count(2, "base model"), _count(0, "run")
+    ('1 base model', '2 base models', '0 runs')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _data(args: argparse.Namespace) -> int:
     from shiftlab.behaviours import dataset_registry, fetch_dataset
 
@@ -412,6 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():
             return _command(args)
+    except NotebookError as error:
+        if args.debug:
+            raise
+        # Not bad input: the notebook ran and a cell raised (its traceback's end follows).
+        print(f"shiftlab: error: {error}", file=sys.stderr)
+        return 1
     except ShiftlabError as error:
         if args.debug:
             raise
@@ -433,9 +561,10 @@ def _command(args: argparse.Namespace) -> int:
                     executor=args.executor, demo=args.scale)  # fmt: skip
     if args.command == "run":
         return _run(args.spec, args.store, not args.no_progress, args.workers,
-                    executor=args.executor, rebuild=args.rebuild, force=args.force)  # fmt: skip
+                    executor=args.executor, rebuild=args.rebuild, force=args.force,
+                    overrides=args.set)  # fmt: skip
     if args.command == "validate":
-        return _validate(args.spec, args.force)
+        return _validate(args.spec, args.force, args.set)
     if args.command == "data":
         return _data(args)
     if args.command == "report":
@@ -444,7 +573,11 @@ def _command(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "notebook":
         return _notebook(args)
-    return _status(args.store, args.verify)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "compare":
+        return _compare(args)
+    return _status(args.store, args.verify, args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,21 @@ class ModelError(ShiftlabError):
     """A model that cannot be found or loaded."""
 
 
+class NotebookError(ShiftlabError):
+    """A notebook cell raised while the notebook was executed.
+
+    Not bad input: the CLI exits with status 1 (bad input is 2). ``output`` is the
+    executed notebook written up to the failing cell, with its error, when one was asked for.
+    """
+
+    def __init__(self, message: str, output: object = None) -> None:
+        super().__init__(message)
+        self.output = output
+
+    def __reduce__(self) -> tuple[type[NotebookError], tuple[str, object]]:
+        return (type(self), (str(self), self.output))
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: unwind (releasing leases, keeping finished artefacts) and stop.
 

@@ -24,18 +24,15 @@ from __future__ import annotations
 import ast
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from shiftlab.errors import ShiftlabError, SpecError
+from shiftlab.errors import NotebookError, ShiftlabError, SpecError
 from shiftlab.store import atomic_write_bytes
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
-
-
-class NotebookError(ShiftlabError):
-    """A notebook cell raised while the notebook was executed."""
 
 
 def _read(path: Path) -> Any:
@@ -131,9 +128,11 @@ def execute_notebook(
 
     Cells run in a fresh ``kernel_name`` kernel with ``cwd`` (default: the notebook's
     folder) as working directory; each may take ``timeout`` seconds. The executed
-    notebook is written to ``output`` when given, and only when every cell succeeded.
-    A cell that raises becomes a :class:`NotebookError` with the end of its traceback.
-    Relative paths inside the notebook are relative to ``cwd``, as in Jupyter.
+    notebook is written to ``output`` when given; when a cell raises, it is still
+    written, executed up to that cell and with its error (as papermill does), and the
+    failure becomes a :class:`NotebookError` with the end of its traceback. Relative paths
+    inside the notebook are relative to ``cwd``, as in Jupyter. On POSIX the kernel talks
+    over IPC sockets in a private temporary folder, not TCP.
     """
     path = Path(path)
     parameters = dict(parameters or {})
@@ -154,18 +153,42 @@ def execute_notebook(
         )
         cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
         notebook.cells.insert(_parameters_cell(notebook, path) + 1, cell)
-    client = NotebookClient(
-        notebook,
-        timeout=timeout,
-        kernel_name=kernel_name,
-        resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}},
-    )
-    # Figures display inline even when the caller draws off screen (MPLBACKEND=Agg).
-    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    try:
-        client.execute(env=env)
-    except CellExecutionError as error:
-        raise NotebookError(f"{path}: a cell failed:\n{_short_error(error)}") from None
-    if output is not None:
-        atomic_write_bytes(Path(output), nbformat.writes(notebook).encode())
+    with tempfile.TemporaryDirectory(prefix="shiftlab-kernel-") as sockets:
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name=kernel_name,
+            resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}},
+            **_kernel_config(Path(sockets)),
+        )
+        # Figures display inline even when the caller draws off screen (MPLBACKEND=Agg).
+        env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+        try:
+            client.execute(env=env)
+        except CellExecutionError as error:
+            written = _write(notebook, output)
+            where = f" (executed up to it: {written})" if written else ""
+            raise NotebookError(
+                f"{path}: a cell failed{where}:\n{_short_error(error)}", written
+            ) from None
+    _write(notebook, output)
     return notebook
+
+
+def _write(notebook: Any, output: str | os.PathLike[str] | None) -> Path | None:
+    import nbformat
+
+    if output is None:
+        return None
+    atomic_write_bytes(Path(output), nbformat.writes(notebook).encode())
+    return Path(output)
+
+
+def _kernel_config(sockets: Path) -> dict[str, Any]:
+    """Kernels on IPC sockets under ``sockets`` (POSIX), so the kernel neither listens on
+    TCP nor warns that it does; the default (TCP) elsewhere."""
+    if os.name != "posix":
+        return {}
+    from traitlets.config import Config
+
+    return {"config": Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "k")}})}

@@ -164,6 +164,12 @@ def _foreign_entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in ours and p.name[0] != ".")
 
 
+def open_store(root: str | os.PathLike[str]) -> Store:
+    """The store at ``root`` (created when it does not exist; a non-empty folder that is
+    not a store, or an unwritable one, is refused). Same as :meth:`Store.open`."""
+    return Store.open(root)
+
+
 class Store:
     """A folder of artefacts. Use :meth:`open`, which checks the folder is writable."""
 

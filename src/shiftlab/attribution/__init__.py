@@ -9,29 +9,37 @@ do not apply are null), some with a few columns more. Estimation never imports p
 
 from __future__ import annotations
 
-from shiftlab.attribution._decompose import CONTRASTS, PARTS, decompose, decomposition_name
-from shiftlab.attribution._eta import eta_curve
-from shiftlab.attribution._frame import (
-    ADJUSTMENTS,
-    ESTIMATE_SCHEMA,
-    adjust_p_values,
-    full_k_runs,
-    headline_runs,
-    method_role,
-    within,
-)
+from shiftlab._frames import accepts_pandas
+from shiftlab.attribution import _decompose, _eta, _mediation, _regression, _signs, _tables
+from shiftlab.attribution import _frame as _frames
+from shiftlab.attribution import _verdict as _verdicts
+from shiftlab.attribution._decompose import CONTRASTS, PARTS, decomposition_name
+from shiftlab.attribution._frame import ADJUSTMENTS, ESTIMATE_SCHEMA, adjust_p_values, method_role
 from shiftlab.attribution._inference import (
     MIN_ORGANISMS,
     SignFlip,
     sign_flip,
     smallest_p,
 )
-from shiftlab.attribution._mediation import mediation
-from shiftlab.attribution._regression import fit_cluster_ols, fit_fixed_effects, fit_mixed
-from shiftlab.attribution._signs import MOVED, sign_tests
+from shiftlab.attribution._signs import MOVED
 from shiftlab.attribution._simulate import simulate_runs
-from shiftlab.attribution._tables import k_scaling, method_table, moderator_table, organism_mean
-from shiftlab.attribution._verdict import attribute
+
+# Every analysis takes pandas frames as well as polars ones (and returns polars).
+decompose = accepts_pandas(_decompose.decompose)
+eta_curve = accepts_pandas(_eta.eta_curve)
+full_k_runs = accepts_pandas(_frames.full_k_runs)
+headline_runs = accepts_pandas(_frames.headline_runs)
+within = accepts_pandas(_frames.within)
+mediation = accepts_pandas(_mediation.mediation)
+fit_cluster_ols = accepts_pandas(_regression.fit_cluster_ols)
+fit_fixed_effects = accepts_pandas(_regression.fit_fixed_effects)
+fit_mixed = accepts_pandas(_regression.fit_mixed)
+sign_tests = accepts_pandas(_signs.sign_tests)
+k_scaling = accepts_pandas(_tables.k_scaling)
+method_table = accepts_pandas(_tables.method_table)
+moderator_table = accepts_pandas(_tables.moderator_table)
+organism_mean = accepts_pandas(_tables.organism_mean)
+attribute = accepts_pandas(_verdicts.attribute)
 
 __all__ = [
     "ADJUSTMENTS",

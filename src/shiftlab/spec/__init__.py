@@ -10,7 +10,7 @@
 300
 """
 
-from shiftlab.spec._loading import format_validation_error, load_spec, parse_spec
+from shiftlab.spec._loading import apply_overrides, format_validation_error, load_spec, parse_spec
 from shiftlab.spec._methods import (
     CONTROL_METHODS,
     LABEL_METHODS,
@@ -53,6 +53,7 @@ from shiftlab.spec._models import (
     ShiftSpec,
     StudySpec,
     ToyworldSpec,
+    TrackingSpec,
     TrainingSpec,
     ViewSpec,
 )
@@ -99,8 +100,10 @@ __all__ = [
     "ShiftSpec",
     "StudySpec",
     "ToyworldSpec",
+    "TrackingSpec",
     "TrainingSpec",
     "ViewSpec",
+    "apply_overrides",
     "check_size",
     "format_validation_error",
     "load_spec",

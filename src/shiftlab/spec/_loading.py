@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
@@ -132,6 +133,14 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     methods = data.get("methods")
     if isinstance(methods, list):
         data["methods"] = [_resolve_method_paths(e, base) for e in methods]
+    tracking = data.get("tracking")
+    if isinstance(tracking, dict):
+        data["tracking"] = {
+            **tracking,
+            **{key: str((base / str(tracking[key])).expanduser().resolve())
+               for key in ("uri", "dir")
+               if isinstance(tracking.get(key), str) and ":" not in str(tracking[key])},
+        }  # fmt: skip
     models = data.get("base_models")
     if isinstance(models, list):
         data["base_models"] = [_with_local_path(e, base) for e in models]
@@ -244,8 +253,59 @@ def parse_spec(data: Any, origin: str = "<spec>", base: Path | None = None) -> S
     return spec
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a YAML study spec.
+def _set(data: Any, item: str) -> None:
+    """Apply one ``path.to.field=VALUE`` override (VALUE read as YAML; a number in the
+    path indexes a list) to the spec mapping ``data`` in place."""
+    path, sep, text = item.partition("=")
+    keys = path.strip().split(".")
+    if not sep or not all(keys):
+        raise SpecError(f"--set {item!r}: expected path.to.field=VALUE")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"--set {item!r}: VALUE is not YAML ({error})") from None
+    node = data
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[: depth + 1])
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise SpecError(f"--set {item!r}: {where}: no item {key} in a list of {len(node)}")
+            index: int | str = int(key)
+        elif isinstance(node, dict):
+            index = key
+            if not last and node.get(key) is None:
+                node[key] = {}
+        else:
+            raise SpecError(f"--set {item!r}: {'.'.join(keys[:depth])} is a value, not a mapping")
+        if last:
+            node[index] = value
+        else:
+            node = node[index]
+
+
+def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
+    """The spec mapping with ``--set`` overrides applied (a copy; the spec then validates
+    the result as a whole).
+
+    >>> apply_overrides({"runs": {"seeds": [0]}}, ["runs.seeds=[0, 1]", "runs.training.steps=5"])
+    {'runs': {'seeds': [0, 1], 'training': {'steps': 5}}}
+    """
+    import copy
+
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a mapping of spec fields, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for item in overrides:
+        _set(data, item)
+    return data
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
+    """Read and validate a YAML study spec, with ``overrides`` (``path.to.field=VALUE``,
+    as ``--set`` takes them) applied before it is validated.
 
     >>> load_spec("missing.yaml")
     Traceback (most recent call last):
@@ -265,4 +325,5 @@ def load_spec(path: str | Path) -> StudySpec:
         raise SpecError(f"{where}: malformed YAML: {error.problem}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: malformed YAML: {error}") from None
+    data = apply_overrides(data, overrides)
     return parse_spec(data, str(path), path.resolve().parent)

@@ -487,6 +487,22 @@ class ExecutorSpec(_Spec):
     ray_address: str | None = None
 
 
+class TrackingSpec(_Spec):
+    """Experiment tracking (not part of the study's identity). ``kind``: ``none``
+    (default), ``mlflow``, ``wandb`` or ``trackio``; ``project``: the MLflow experiment or
+    the wandb / trackio project (default: the study's name); ``uri``: MLflow's tracking
+    URI (a folder for a local file store, or ``http://host:port``; default: MLflow's own,
+    or ``$MLFLOW_TRACKING_URI``); ``entity`` and ``mode`` (``online``, ``offline``,
+    ``disabled``): wandb's; ``dir``: where wandb or trackio write locally."""
+
+    kind: Literal["none", "mlflow", "wandb", "trackio"] = "none"
+    project: str | None = None
+    uri: str | None = None
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    dir: str | None = None
+
+
 class StudySpec(_Spec):
     """A whole study. Relative paths are resolved against the spec file's folder."""
 
@@ -503,6 +519,7 @@ class StudySpec(_Spec):
     encoder: EncoderSpec = EncoderSpec()
     shift: ShiftSpec = ShiftSpec()
     executor: ExecutorSpec = ExecutorSpec()
+    tracking: TrackingSpec = TrackingSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> StudySpec:
@@ -514,8 +531,10 @@ class StudySpec(_Spec):
 
     def to_yaml(self) -> str:
         """The resolved spec as YAML (what the store keeps as ``study.yaml``), without
-        ``executor``: where a study runs is not part of what it is."""
-        return yaml.safe_dump(self.model_dump(mode="json", exclude={"executor"}), sort_keys=False)
+        ``executor`` and ``tracking``: where a study runs and who watches it are not part
+        of what it is."""
+        dumped = self.model_dump(mode="json", exclude={"executor", "tracking"})
+        return yaml.safe_dump(dumped, sort_keys=False)
 
 
 def _check_unique(values: Iterable[Any], what: str) -> None:

@@ -32,6 +32,7 @@ from shiftlab.study._runs import build_runs
 from shiftlab.study._shift import build_shift
 from shiftlab.study._suites import load_suites
 from shiftlab.study._tables import design_table, organism_table, shift_table
+from shiftlab.tracking import track_study
 
 
 def run_study(
@@ -76,7 +77,22 @@ def run_study(
     runs = plan.runs(store)
     design = design_table(store, runs, table, shift_table(store, plan.shift(store)))
     store.write_table(RUNS_TABLE, design)
+    _track(spec, store)
     return design
+
+
+def _track(spec: StudySpec, store: Store) -> None:
+    """Log the finished study to the spec's tracker (nothing when ``kind: none``); a
+    tracker's failure is one warning line, never the study's."""
+    if spec.tracking.kind == "none":
+        return
+
+    def tables() -> dict[str, pl.DataFrame]:
+        from shiftlab.report import attribution_tables
+
+        return attribution_tables(store)[0]
+
+    track_study(store, spec.tracking, study=spec.name, tables=tables)
 
 
 def _build_study(plan: StudyPlan, store: Store, progress: bool) -> None:
