@@ -78,7 +78,9 @@ class Stability:
     of its misbehaving samples minus that of the aligned answer on the same prompt.
     ``entropy``: per prompt, the mean of -log p(y) over its misbehaving samples y plus
     log of its misbehaving share (an estimate of the entropy of p(y | misbehaving)),
-    averaged over prompts with a misbehaving sample.
+    averaged over prompts with a misbehaving sample, and at least 0: with a few samples
+    per prompt the share is noisy, and for one fixed form (entropy 0) the plain average
+    falls below 0 about half the time.
     """
 
     gap: float | None
@@ -122,9 +124,9 @@ def stability(
         .join(judged, on="prompt_id")
         .sort("prompt_id")  # a fixed order: the float sums below do not depend on the join
     )
-    entropy = float(
+    entropy = max(0.0, float(
         (per_prompt["nll"] + (per_prompt["bad"] / per_prompt["judged"]).log()).mean()  # type: ignore[arg-type]
-    )
+    ))  # fmt: skip
     references = {e.id: e for e in examples if e.target}
     wanted = sorted(set(bad["prompt_id"]) & set(references))
     scored = score_continuations(
