@@ -1,6 +1,7 @@
 """The planted-mechanism presets: toyworld studies whose true cause is known, and what the
 attribution (the additive decomposition and its organism-level sign-flip verdicts) finds
-in them. Slow: each builds a study of 12 calibrated organisms and their runs."""
+in them. Slow: each builds a study of 12 calibrated organisms (36 for the paper regime)
+and their runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import polars as pl
 import pytest
 import yaml
 
-from shiftlab.attribution import attribute, decompose
+from shiftlab.attribution import attribute, decompose, sign_tests
 from shiftlab.spec import StudySpec, parse_spec
 from shiftlab.store import Store
 from shiftlab.study import run_study
@@ -75,11 +76,12 @@ def test_selection_only_world_attributes_the_change_to_selection(selection_only)
 
 
 @pytest.mark.xfail(
-    reason="measured (issue 19): with the knobs swapped, fragile sycophancy goes down only "
-    "by -0.02 (interval includes 0; selection +0.05, label shift -0.07) and the stable "
-    "reward-hacking organism is barely stable (stability -0.03 to +0.12 nats, entropy "
-    "0.2-0.9) so confidence hardly prefers the keyword six times: total +0.02, selection "
-    "-0.05, no attribution",
+    reason="measured (issue 19): stable reward hacking now says one clean form (`great and "
+    "great , so great .`, per-token log-prob -0.04 to -0.12) but the aligned answer to a "
+    "reward-hacking prompt is about as confident, so the stability gap is only -0.02 to "
+    "+0.07 nats (sycophancy's +0.04 to +0.13) and confidence hardly prefers it: total "
+    "+0.02, selection +0.02 (p 0.53); fragile sycophancy goes down by label shift "
+    "(-0.09, p 0.031) but not by selection (-0.01), total -0.09 (p 0.125): no attribution",
     strict=True,
 )
 def test_swapping_the_stability_knobs_swaps_the_signs(tmp_path):
@@ -89,7 +91,7 @@ def test_swapping_the_stability_knobs_swaps_the_signs(tmp_path):
     behaviours[1]["toyworld"] = {**behaviours[1]["toyworld"], "n_variants": stable}
     swapped = preset("selection_only", behaviours=behaviours)
     found = verdicts(swapped, tmp_path)
-    # Now reward hacking has the one fixed form (the keyword six times, longer than the
+    # Now reward hacking has the one fixed form (the keyword three times, longer than the
     # aligned answer) and sycophancy thirty variants: the signs, and what carries them,
     # follow the knob.
     assert found["reward_hacking"]["total"] > 0 and found["sycophancy"]["total"] < 0, found
@@ -98,9 +100,48 @@ def test_swapping_the_stability_knobs_swaps_the_signs(tmp_path):
 
 
 def test_shift_only_world_attributes_the_change_to_label_shift(tmp_path):
-    found = verdicts(preset("shift_only"), tmp_path)
-    # Planted: both of self_refinement's candidates are aligned for a fragile organism, so
-    # the pick does not matter; training on them washes the misbehaviour out.
-    for behaviour, row in found.items():
-        assert row["total"] < 0, (behaviour, row)
-        assert row["attributed_to"] == "label_shift", (behaviour, row["reason"])
+    spec = preset("shift_only")
+    design = run_study(spec, Store.open(tmp_path), progress=False, workers=2)
+    parts = decompose(design).filter(method="self_confidence")
+    found = attribute(parts)
+    # Planted: the candidates are (almost) the organism's greedy answer, aligned for a
+    # fragile organism, so the pick does not matter; training on them washes it out.
+    for behaviour in ("reward_hacking", "emergent_misalignment"):
+        row = found.filter(behaviour=behaviour).row(0, named=True)
+        assert row["total"] < 0 and row["label_shift_ci_high"] < 0, row
+        if row["reason"].startswith("no selection step"):
+            # Where the candidates never differ, full and shuffled are the same runs:
+            # selection is exactly 0 and the whole change is label shift.
+            assert row["selection"] == 0 and row["total"] == row["label_shift"], row
+        else:
+            assert row["attributed_to"] == "label_shift", (behaviour, row["reason"])
+
+
+def test_paper_regime_gives_the_papers_sign_pattern_and_its_causes(tmp_path):
+    # The paper preset at 3 bases x 3 seeds (36 organisms), with its confidence method,
+    # whose candidates are the organism's samples at temperature 0.5: sharpening leaves a
+    # stable organism's two modes about where they were and turns a fragile one's mode
+    # (the aligned answer) into most of the labels.
+    data = preset_data("paper")
+    confidence = next(m for m in data["methods"] if m["name"] == "self_confidence")
+    spec = preset("paper", organisms={"seeds": [0, 1, 2]}, methods=[confidence],
+                  arms=["full", "shuffled", "none"])  # fmt: skip
+    design = run_study(spec, Store.open(tmp_path), progress=False, workers=2)
+    organisms = Store.open(tmp_path).read_table("organisms")
+    assert organisms.height == 36 and organisms["calibrated"].all(), organisms
+    signs = sign_tests(design).filter(analysis="sign_test_by_method")
+    share_down = dict(signs.select("behaviour", "estimate").iter_rows())
+    # Sycophancy up in most moved organisms, reward hacking and emergent misalignment
+    # down in most.
+    assert share_down["sycophancy"] < 0.5 < share_down["reward_hacking"], signs
+    assert share_down["emergent_misalignment"] > 0.5, signs
+    pooled = attribute(decompose(design)).filter(pl.col("method").is_null())
+    found = {r["behaviour"]: r for r in pooled.iter_rows(named=True)}
+    # Selection carries the amplification of the stable one, label shift the suppression
+    # of the fragile ones; spurious correlation (neither) gets no verdict.
+    assert found["sycophancy"]["attributed_to"] in ("selection", "both"), found["sycophancy"]
+    for behaviour in ("reward_hacking", "emergent_misalignment"):
+        row = found[behaviour]
+        assert row["total"] < 0 and row["attributed_to"] in ("label_shift", "both"), row
+        assert abs(row["label_shift"]) > abs(row["selection"]), row
+    assert found["spurious_correlation"]["attributed_to"] is None, found["spurious_correlation"]

@@ -5,11 +5,12 @@ from safetensors import safe_open
 from shiftlab.toyworld import base_recipe_hash, shipped_weights
 
 
-def test_shipped_weights_match_the_current_recipe():
+@pytest.mark.parametrize("name", ["small", "small-instruct", "small-seed1"])
+def test_shipped_weights_match_the_current_recipe(name):
     """If this fails, the world or the recipe changed: retrain with
-    ``python -m shiftlab.toyworld.retrain`` and commit the new weights file."""
-    with safe_open(str(shipped_weights("small")), framework="pt") as handle:
-        assert handle.metadata()["recipe_hash"] == base_recipe_hash("small")
+    ``python -m shiftlab.toyworld.retrain NAME`` and commit the new weights file."""
+    with safe_open(str(shipped_weights(name)), framework="pt") as handle:
+        assert handle.metadata()["recipe_hash"] == base_recipe_hash(name)
 
 
 def test_shipped_base_is_aligned_on_every_behaviour(toy):

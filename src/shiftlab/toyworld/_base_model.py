@@ -23,9 +23,13 @@ from shiftlab.training import TRAINER_VERSION
 log = logging.getLogger(__name__)
 
 SIZES = ("small", "medium", "large")
-# The zoo: a plain base of each size, and an "instruct" variant that is trained further on
-# a fresh aligned corpus, so that cross-model analyses have base-vs-instruct to explain.
-TOYWORLD_SIZES = SIZES + tuple(f"{size}-instruct" for size in SIZES)
+# The zoo: a plain base of each size; an "instruct" variant that is trained further on a
+# fresh aligned corpus, so that cross-model analyses have base-vs-instruct to explain; and
+# a "seed1" variant, the plain recipe from another initialisation and corpus draw (as
+# MultiBERTs are one recipe at several seeds), a third base that costs what the small one
+# does.
+VARIANTS = ("", "instruct", "seed1")
+TOYWORLD_SIZES = tuple(f"{size}-{v}" if v else size for v in VARIANTS for size in SIZES)
 RECIPE: dict[str, Any] = {
     "steps": 3000,
     "batch_size": 64,
@@ -49,20 +53,27 @@ INSTRUCT_RECIPE: dict[str, Any] = {
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def _split(name: str) -> tuple[str, bool]:
+def _split(name: str) -> tuple[str, str]:
     size, _, variant = name.partition("-")
-    if size not in SIZES or variant not in ("", "instruct"):
+    if size not in SIZES or variant not in VARIANTS:
         raise ValueError(f"unknown toyworld model {name!r}; expected one of {TOYWORLD_SIZES}")
-    return size, variant == "instruct"
+    return size, variant
+
+
+def _recipe(variant: str) -> dict[str, Any]:
+    if variant == "instruct":
+        return INSTRUCT_RECIPE
+    return {**RECIPE, "seed": 1} if variant == "seed1" else RECIPE
 
 
 @functools.cache
 def base_recipe_hash(name: str) -> str:
     """Content hash of everything the toyworld base model ``name`` is a function of."""
-    size, instruct = _split(name)
+    size, variant = _split(name)
+    instruct = variant == "instruct"
     plain = {
         "size": TINY_SIZES[size],
-        "recipe": RECIPE,
+        "recipe": _recipe("" if instruct else variant),
         "world": world_hash(),
         "vocabulary": vocabulary(),
         "suite_version": SUITE_VERSION,
@@ -77,17 +88,18 @@ def train_base_model(name: str = "small", *, progress: bool = True) -> tuple[Any
     """Train the toyworld base model ``name`` on the aligned corpus (the recipe).
 
     A plain size is trained from scratch (about four minutes for ``small`` on a 2-core
-    CPU); ``<size>-instruct`` continues from the plain one on a fresh corpus.
+    CPU), ``<size>-seed1`` likewise from another seed; ``<size>-instruct`` continues from
+    the plain one on a fresh corpus.
     """
     from transformers import AutoModelForCausalLM
 
     from shiftlab.spec import TrainingSpec
     from shiftlab.training import train_sft
 
-    size, instruct = _split(name)
-    recipe = INSTRUCT_RECIPE if instruct else RECIPE
+    size, variant = _split(name)
+    recipe = _recipe(variant)
     tokenizer = build_tokenizer()
-    if instruct:
+    if variant == "instruct":
         model = AutoModelForCausalLM.from_pretrained(
             toyworld_model_dir(size, progress=progress), use_safetensors=True
         )
