@@ -112,9 +112,26 @@ def _study_worker(spec: StudySpec, root: str) -> None:
     _build_study(StudyPlan(spec, load_suites(spec, store)), store, progress=False)
 
 
+def nothing_left(plan: StudyPlan, store: Store) -> bool:
+    """Whether every artefact of ``plan`` is finished in ``store`` (runs and shift are
+    only planned once every pool is)."""
+    if not all(store.is_finished(j.kind, j.artefact_id) for j in plan.phase1):
+        return False
+    if not plan.spec.methods:
+        return True
+    if not plan.pools_finished(store):
+        return False
+    if not all(store.is_finished("runs", run_id) for run_id in plan.runs(store).jobs):
+        return False
+    return all(store.is_finished("shift", j.artefact_id) for j in plan.shift(store))
+
+
 def _build_with_workers(plan: StudyPlan, store: Store, workers: int, progress: bool) -> None:
-    """Build the study in ``workers`` processes while this one follows their progress."""
+    """Build the study in ``workers`` processes while this one follows their progress;
+    none is started when nothing is left to build."""
     spec = plan.spec
+    if nothing_left(plan, store):
+        return
     with WorkerPool(workers, _study_worker, (spec, str(store.root))) as pool:
         phase1 = [(j.kind, j.artefact_id) for j in plan.phase1]
         _follow(pool, store, "organisms", "job", phase1, progress)
