@@ -235,3 +235,18 @@ def test_a_finished_study_starts_no_workers(tiny, monkeypatch):
         run_study(spec, store, progress=False, workers=2)
     monkeypatch.undo()
     assert run_study(spec, store, progress=False, workers=1).equals(design)
+
+
+def test_a_finished_study_records_what_it_was_built_from(tiny):
+    from shiftlab._finished import study_is_finished
+
+    spec, store, _ = tiny
+    assert study_is_finished(store, spec.to_yaml())
+    other = parse_spec(changed(TINY_STUDY, ["organisms", "seeds"], [1]))
+    assert not study_is_finished(store, other.to_yaml())
+    record = store.root / "tables" / ".study.json"
+    kept = record.read_bytes()
+    record.write_bytes(kept[: len(kept) // 2])  # damaged: rerun as if not finished
+    assert not study_is_finished(store, spec.to_yaml())
+    run_study(spec, store, progress=False)
+    assert study_is_finished(store, spec.to_yaml())
