@@ -120,7 +120,7 @@ def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
     out = tmp_path / "out"
     left = [out / "figures" / ".tmp-forest.png-0123abcd",
             out / "attribution" / ".tmp-verdicts.parquet-89abcdef",
-            out / ".tmp-report.html-00ff00ff"]  # fmt: skip
+            out / ".tmp-report.html-00ff00ff", out / ".tmp-.report.json-0a0b0c0d"]  # fmt: skip
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")

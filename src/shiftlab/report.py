@@ -508,7 +508,7 @@ def write_report(
     with Lease(folder / REPORT_LEASE):
         for leftover in (folder / "attribution", folder / "figures"):
             sweep_temporaries(leftover)
-        for page in (REPORT_PAGE, REPORT_MARKDOWN):
+        for page in (REPORT_PAGE, REPORT_MARKDOWN, _finished.REPORT_RECORD):
             for stale in temporaries_of(folder / page):
                 stale.unlink(missing_ok=True)
         _finished.forget(folder / _finished.REPORT_RECORD)
