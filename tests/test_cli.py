@@ -275,3 +275,32 @@ def test_workers_must_be_a_positive_integer_or_auto(workers, capsys):
         main(["run", "spec.yaml", "--workers", workers])
     assert exit_info.value.code == 2
     assert f"expected a positive integer or 'auto', got {workers!r}" in capsys.readouterr().err
+
+
+# A finished study rerun, and its report asked for again: nothing is left to build, so the
+# command must not load torch (checked in a fresh interpreter: this one has it already).
+WARM = """
+import sys
+from shiftlab.cli import main
+code = main(sys.argv[1:])
+assert code == 0, code
+assert "torch" not in sys.modules, "the warm path imported torch"
+"""
+
+
+def test_a_finished_study_reruns_and_reports_without_torch(tmp_path, capsys, toy_model_dir):
+    spec, store = tmp_path / "spec.yaml", tmp_path / "store"
+    spec.write_text(GOOD + RUN_METHOD)
+    assert main(["run", str(spec), "--store", str(store), "--no-progress", "--workers", "1"]) == 0
+    assert main(["report", str(store), "--n-boot", "50"]) == 0
+    cold = capsys.readouterr().out
+    stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    for args in (["run", str(spec), "--store", str(store), "--no-progress"],
+                 ["report", str(store), "--n-boot", "50"]):  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", WARM, *args], capture_output=True,
+                                text=True, cwd=os.getcwd(), check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].startswith(("next: shiftlab report", "report: "))
+        assert "mean delta" in result.stdout or "report.html" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamps
+    assert "greedy_self_training" in cold

@@ -120,7 +120,7 @@ def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
     out = tmp_path / "out"
     left = [out / "figures" / ".tmp-forest.png-0123abcd",
             out / "attribution" / ".tmp-verdicts.parquet-89abcdef",
-            out / ".tmp-report.html-00ff00ff"]  # fmt: skip
+            out / ".tmp-report.html-00ff00ff", out / ".tmp-.report.json-0a0b0c0d"]  # fmt: skip
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
@@ -202,3 +202,44 @@ def test_the_report_says_which_rate_the_deltas_use_and_what_original_trained_on(
     text = write_report(store, n_boot=50).read_text()
     assert "are over 4 temperature-1 samples per eval prompt" in text
     assert "original: the original arm trained on the suites&#x27; references: syc: dataset" in text
+
+
+def _stamps(folder):
+    """Each report file's modification time and bytes (the tables are the inputs)."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*")
+            if p.is_file() and p.parent.name != "tables"}  # fmt: skip
+
+
+def test_a_report_is_rebuilt_only_when_its_inputs_changed(tmp_path, monkeypatch):
+    import shiftlab.report as report
+
+    store = Store.open(tmp_path / "store")
+    runs = simulate_runs(selection_effect=-0.2, n_bases=2, organisms_per_base=3, seed=0)
+    store.write_table("runs", runs)
+    page = write_report(store, n_boot=50)
+    before = _stamps(store.root)
+    analyses = report.attribution_tables
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report's inputs did not change")
+
+    monkeypatch.setattr(report, "attribution_tables", refuse)
+    assert write_report(store, n_boot=50) == page
+    store.write_table("runs", runs)  # the same table written again is the same input
+    assert write_report(store, n_boot=50) == page
+    assert _stamps(store.root) == before
+    monkeypatch.setattr(report, "attribution_tables", analyses)
+
+    def rebuilt(change) -> bool:
+        mtime = page.stat().st_mtime_ns
+        change()
+        write_report(store, n_boot=50)
+        return page.stat().st_mtime_ns != mtime
+
+    record = store.root / ".report.json"
+    assert rebuilt(lambda: store.write_table("runs", runs.with_columns(delta=pl.col("delta") / 2)))
+    assert rebuilt(lambda: record.write_text(record.read_text()[:40]))  # a damaged record
+    assert rebuilt(lambda: (store.root / "figures" / "forest.svg").unlink())  # a lost output
+    assert (store.root / "figures" / "forest.svg").is_file()
+    assert rebuilt(lambda: write_report(store, n_boot=60))  # other parameters
+    assert not rebuilt(lambda: None)

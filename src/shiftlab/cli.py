@@ -69,11 +69,9 @@ def _command_parser(
     )  # fmt: skip
 
 
-def _workers(text: str) -> int:
+def _workers(text: str) -> int | str:
     if text == "auto":
-        from shiftlab._workers import default_workers
-
-        return default_workers()
+        return text  # resolved when there is work: it asks torch for a GPU
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
     return int(text)
@@ -269,8 +267,8 @@ def _print_organisms(table: object) -> None:
 def _print_deltas(design: Any) -> None:
     import polars as pl
 
+    from shiftlab._finished import summarise_deltas
     from shiftlab.spec import ARMS
-    from shiftlab.study import summarise_deltas
 
     summary = summarise_deltas(design)
     for values, title in (
@@ -288,7 +286,7 @@ def _run(
     spec_path: str | None,
     store_path: str | None,
     progress: bool,
-    workers: int,
+    workers: int | str,
     *,
     executor: str | None = None,
     demo: str | None = None,
@@ -296,11 +294,13 @@ def _run(
     force: bool = False,
     overrides: Sequence[str] = (),
 ) -> int:
+    """Run a study, or, when the store holds it finished as its last run left it (and no
+    tracker is to be told), print its tables without loading the study or torch."""
     import yaml
 
+    from shiftlab._finished import study_is_finished
     from shiftlab.spec import check_size, load_spec, parse_spec
-    from shiftlab.store import ORGANISM_TABLE, Store
-    from shiftlab.study import run_study
+    from shiftlab.store import ORGANISM_TABLE, RUNS_TABLE, Store
 
     start = time.perf_counter()
     if demo:
@@ -317,7 +317,14 @@ def _run(
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
     _check_store(store, rebuild=rebuild)
-    table = run_study(spec, store, progress=progress, workers=workers, executor=executor)
+    if not rebuild and spec.tracking.kind == "none" and study_is_finished(store, spec.to_yaml()):
+        table = store.read_table(RUNS_TABLE if spec.methods else ORGANISM_TABLE)
+    else:
+        from shiftlab._workers import default_workers
+        from shiftlab.study import run_study
+
+        workers = default_workers() if workers == "auto" else int(workers)
+        table = run_study(spec, store, progress=progress, workers=workers, executor=executor)
     _print_organisms(store.read_table(ORGANISM_TABLE))
     if spec.methods:
         _print_deltas(table)

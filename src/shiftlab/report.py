@@ -26,9 +26,9 @@ from typing import Any
 
 import polars as pl
 
+from shiftlab import _finished
 from shiftlab._files import naming_full_disk, sweep_temporaries, temporaries_of
 from shiftlab._lease import Lease
-from shiftlab._version import __version__
 from shiftlab.attribution import (
     MIN_ORGANISMS,
     MOVED,
@@ -47,7 +47,6 @@ from shiftlab.attribution import (
 from shiftlab.errors import ShiftlabError, StoreError
 from shiftlab.spec import METHOD_FACTS
 from shiftlab.store import (
-    MANIFEST,
     ORGANISM_TABLE,
     RUNS_TABLE,
     Store,
@@ -443,19 +442,6 @@ def _eta_beside_observed(tables: dict[str, pl.DataFrame]) -> pl.DataFrame | None
     )
 
 
-def _manifest_summary(store: Store) -> dict[str, Any]:
-    path = store.root / MANIFEST
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    return {
-        "shiftlab (report)": __version__,
-        "shiftlab (study)": manifest.get("shiftlab_version"),
-        "git revision": (manifest.get("git") or {}).get("revision"),
-        "study hash": manifest.get("study_hash"),
-        "seeds": manifest.get("seeds"),
-        "packages": manifest.get("packages"),
-    }
-
-
 P_COLUMNS = ("p_value", "p_adjusted", "p_min")
 
 
@@ -504,10 +490,16 @@ def write_report(
 ) -> Path:
     """Run every attribution analysis on ``store``'s design table and write the report
     into ``out`` (default: the store's own folder); return the path of ``report.html``.
-    ``n_boot`` bootstrap draws for mediation; ``min_organisms`` for a verdict."""
+    ``n_boot`` bootstrap draws for mediation; ``min_organisms`` for a verdict. A report
+    whose inputs (tables, pools, manifest, parameters, code) are those its record holds,
+    with its files whole, is kept as it is."""
+    folder = Path(out) if out is not None else store.root
+    parameters = {"n_boot": n_boot, "seed": seed, "min_organisms": min_organisms}
+    key = _finished.report_key(store, parameters)
+    if _finished.report_is_current(folder, key):
+        return folder / REPORT_PAGE
     tables, notes = attribution_tables(store, n_boot=n_boot, seed=seed,
                                        min_organisms=min_organisms)  # fmt: skip
-    folder = Path(out) if out is not None else store.root
     with naming_full_disk(folder):
         (folder / "attribution").mkdir(parents=True, exist_ok=True)
         (folder / "figures").mkdir(exist_ok=True)
@@ -516,10 +508,13 @@ def write_report(
     with Lease(folder / REPORT_LEASE):
         for leftover in (folder / "attribution", folder / "figures"):
             sweep_temporaries(leftover)
-        for page in (REPORT_PAGE, REPORT_MARKDOWN):
+        for page in (REPORT_PAGE, REPORT_MARKDOWN, _finished.REPORT_RECORD):
             for stale in temporaries_of(folder / page):
                 stale.unlink(missing_ok=True)
-        return _write_report(store, folder, tables, notes, min_organisms)
+        _finished.forget(folder / _finished.REPORT_RECORD)
+        written = _write_report(store, folder, tables, notes, min_organisms)
+        _finished.record_report(folder, key, written)
+        return folder / REPORT_PAGE
 
 
 def _write_report(
@@ -528,8 +523,9 @@ def _write_report(
     tables: dict[str, pl.DataFrame],
     notes: dict[str, str],
     min_organisms: int,
-) -> Path:
-    """Write the analyses' ``tables``, their figures and the page into ``folder``."""
+) -> list[Path]:
+    """Write the analyses' ``tables``, their figures and the page into ``folder``; the
+    files written."""
     beside = _eta_beside_observed(tables)
     if beside is not None:
         tables["eta_bound_beside_observed"] = beside
@@ -558,7 +554,7 @@ def _write_report(
         for definition in organisms["rate_definition"].unique(maintain_order=True):
             kind, _, k = definition.partition(" x")
             explained.append(RATE_NOTE[kind].format(definition=k))
-    summary = _manifest_summary(store)
+    summary = _finished.manifest_summary(store)
     title = f"shiftlab report: {store.root.name}"
 
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
@@ -595,6 +591,7 @@ def _write_report(
     page.append("</ul></body></html>")
     markdown += ["## Manifest", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in summary.items()]
     atomic_write_bytes(folder / REPORT_MARKDOWN, ("\n".join(markdown) + "\n").encode())
-    target = folder / REPORT_PAGE
-    atomic_write_bytes(target, "\n".join(page).encode())
-    return target
+    atomic_write_bytes(folder / REPORT_PAGE, "\n".join(page).encode())
+    written = [folder / "attribution" / f"{n}.parquet" for n in tables if n != "organisms"]
+    written += [p.with_suffix(s) for p in figures.values() for s in (".png", ".svg")]
+    return [*written, folder / REPORT_MARKDOWN, folder / REPORT_PAGE]

@@ -5,7 +5,7 @@ from shiftlab.errors import ShiftlabError, StoreError
 from shiftlab.spec import parse_spec
 from shiftlab.store import Store
 from shiftlab.study import load_suites, plan_phase1, run_study, study_status
-from spec_helpers import changed
+from spec_helpers import TINY_STUDY, changed
 
 SPEC = {
     "base_models": [{"name": "toy", "path": "toyworld:small"}],
@@ -210,3 +210,43 @@ def test_a_judged_suite_measures_no_strength_unless_asked():
     # It goes on to evaluate, which asks for the judge this suite does not have.
     with pytest.raises(ShiftlabError, match="judged by a model"):
         measure_strength(model, None, judged, asked, pl.DataFrame())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, toy_model_dir):
+    store = Store.open(tmp_path_factory.mktemp("tiny"))
+    spec = parse_spec(TINY_STUDY)
+    return spec, store, run_study(spec, store, progress=False)
+
+
+def test_a_finished_study_starts_no_workers(tiny, monkeypatch):
+    spec, store, design = tiny
+    from shiftlab.study import _run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished study must start no worker process")
+
+    monkeypatch.setattr(_run, "WorkerPool", refuse)
+    assert run_study(spec, store, progress=False, workers=2).equals(design)
+    # Work left (a lost run): the workers start.
+    run_id = design.drop_nulls("run_id")["run_id"][0]
+    store.remove("runs", run_id)
+    with pytest.raises(AssertionError, match="no worker process"):
+        run_study(spec, store, progress=False, workers=2)
+    monkeypatch.undo()
+    assert run_study(spec, store, progress=False, workers=1).equals(design)
+
+
+def test_a_finished_study_records_what_it_was_built_from(tiny):
+    from shiftlab._finished import study_is_finished
+
+    spec, store, _ = tiny
+    assert study_is_finished(store, spec.to_yaml())
+    other = parse_spec(changed(TINY_STUDY, ["organisms", "seeds"], [1]))
+    assert not study_is_finished(store, other.to_yaml())
+    record = store.root / "tables" / ".study.json"
+    kept = record.read_bytes()
+    record.write_bytes(kept[: len(kept) // 2])  # damaged: rerun as if not finished
+    assert not study_is_finished(store, spec.to_yaml())
+    run_study(spec, store, progress=False)
+    assert study_is_finished(store, spec.to_yaml())

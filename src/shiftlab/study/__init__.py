@@ -18,6 +18,7 @@ they depend on, so a finished artefact is never recomputed and a killed study re
 ['organism_id', 'base_model', 'behaviour', 'seed']
 """
 
+from shiftlab._finished import summarise_deltas
 from shiftlab.study._graph import (
     STAGES,
     build_stage_job,
@@ -55,7 +56,6 @@ from shiftlab.study._tables import (
     design_table,
     organism_table,
     shift_table,
-    summarise_deltas,
 )
 
 __all__ = [

@@ -9,6 +9,13 @@ from collections.abc import Collection, Sequence
 import polars as pl
 from tqdm.auto import tqdm
 
+from shiftlab._finished import (
+    STUDY_RECORD,
+    forget,
+    input_stamps,
+    record_study,
+    watching_inputs,
+)
 from shiftlab._workers import (
     WorkerError,
     WorkerPool,
@@ -59,24 +66,34 @@ def run_study(
         raise ValueError(f"workers must be at least 1, got {workers}")
     kind = executor or spec.executor.kind
     check_executor(kind)
-    plan = StudyPlan(spec, load_suites(spec, store))
-    store.write_study(spec.to_yaml(), {"study": spec.seed})
-    store.sweep_leases()
-    if kind != "local":
-        run_on_executor(plan, store, kind, progress)
-    elif workers == 1:
-        with single_thread_on_cpu():
-            _build_study(plan, store, progress)
-    else:
-        _build_with_workers(plan, store, workers, progress)
-    store.sweep_leases()
-    table = organism_table(store, plan.phase1, spec)
-    store.write_table(ORGANISM_TABLE, table)
+    with watching_inputs() as (read, listed):
+        plan = StudyPlan(spec, load_suites(spec, store))
+        store.write_study(spec.to_yaml(), {"study": spec.seed})
+        forget(store.root / "tables" / STUDY_RECORD)
+        store.sweep_leases()
+        if kind != "local":
+            run_on_executor(plan, store, kind, progress)
+        elif workers == 1:
+            with single_thread_on_cpu():
+                _build_study(plan, store, progress)
+        else:
+            _build_with_workers(plan, store, workers, progress)
+        store.sweep_leases()
+        table = organism_table(store, plan.phase1, spec)
+        store.write_table(ORGANISM_TABLE, table)
+        if spec.methods:
+            runs = plan.runs(store)
+            design = design_table(store, runs, table, shift_table(store, plan.shift(store)))
+            store.write_table(RUNS_TABLE, design)
+    if nothing_left(plan, store):
+        artefacts = [(j.kind, j.artefact_id) for j in plan.phase1]
+        if spec.methods:
+            artefacts += [("pools", p.artefact_id) for p in plan.pools]
+            artefacts += [("runs", run_id) for run_id in plan.runs(store).jobs]
+            artefacts += [("shift", j.artefact_id) for j in plan.shift(store)]
+        record_study(store, spec.to_yaml(), artefacts, input_stamps(store, read, listed))
     if not spec.methods:
         return table
-    runs = plan.runs(store)
-    design = design_table(store, runs, table, shift_table(store, plan.shift(store)))
-    store.write_table(RUNS_TABLE, design)
     _track(spec, store)
     return design
 
@@ -112,9 +129,26 @@ def _study_worker(spec: StudySpec, root: str) -> None:
     _build_study(StudyPlan(spec, load_suites(spec, store)), store, progress=False)
 
 
+def nothing_left(plan: StudyPlan, store: Store) -> bool:
+    """Whether every artefact of ``plan`` is finished in ``store`` (runs and shift are
+    only planned once every pool is)."""
+    if not all(store.is_finished(j.kind, j.artefact_id) for j in plan.phase1):
+        return False
+    if not plan.spec.methods:
+        return True
+    if not plan.pools_finished(store):
+        return False
+    if not all(store.is_finished("runs", run_id) for run_id in plan.runs(store).jobs):
+        return False
+    return all(store.is_finished("shift", j.artefact_id) for j in plan.shift(store))
+
+
 def _build_with_workers(plan: StudyPlan, store: Store, workers: int, progress: bool) -> None:
-    """Build the study in ``workers`` processes while this one follows their progress."""
+    """Build the study in ``workers`` processes while this one follows their progress;
+    none is started when nothing is left to build."""
     spec = plan.spec
+    if nothing_left(plan, store):
+        return
     with WorkerPool(workers, _study_worker, (spec, str(store.root))) as pool:
         phase1 = [(j.kind, j.artefact_id) for j in plan.phase1]
         _follow(pool, store, "organisms", "job", phase1, progress)

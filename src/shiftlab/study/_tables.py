@@ -284,20 +284,3 @@ def design_table(
         **{column: pl.Float64 for column in shift_columns},
     }
     return pl.DataFrame(records, schema=schema)
-
-
-def summarise_deltas(design: pl.DataFrame) -> pl.DataFrame:
-    """Mean behaviour and capability delta by behaviour x method x arm (the demo's printed
-    table); k-scaling rows
-    below a method's full candidate count are left out."""
-    full_k = pl.col("k").is_null() | (pl.col("k") == pl.col("k").max().over("method"))
-    return (
-        design.filter(full_k)
-        .group_by("behaviour", "method", "arm")
-        .agg(
-            pl.col("delta").mean().alias("mean_delta"),
-            pl.col("capability_delta").mean().alias("mean_capability_delta"),
-            pl.len().alias("n"),
-        )
-        .sort("behaviour", "method", "arm")
-    )
