@@ -87,14 +87,17 @@ def test_decomposition(demo_store, tmp_path):
     table = pl.read_parquet(tmp_path / "decomposition.parquet")
     pooled = table.filter(pl.col("method").is_null())
     assert set(pooled["term"]) == {"total", "selection", "label_shift", "relabeling", "reference"}
-    assert pooled["behaviour"].n_unique() == 4
+    assert pooled["behaviour"].n_unique() == 2
     for (behaviour,), rows in pooled.group_by("behaviour"):
         terms = dict(zip(rows["term"], rows["estimate"], strict=True))
         assert terms["selection"] + terms["label_shift"] == terms["total"], behaviour
     assert table["ci_low"].min() >= -1 and table["ci_high"].max() <= 1
     verdicts = pl.read_parquet(tmp_path / "verdicts.parquet")
-    assert verdicts["attributed_to"].is_null().all()  # 2 organisms per behaviour
-    assert "sycophancy: no attribution (G = 2 organisms; at least 6 are needed)" in out
+    for row in verdicts.filter(pl.col("method").is_null()).iter_rows(named=True):
+        # 6 organisms per behaviour: a verdict, or the reason there is none.
+        said = row["attributed_to"] or "no attribution"
+        assert f"{row['behaviour']}: {said} ({row['reason']})" in out
+        assert "G = 6 organisms" in row["reason"] or "interval" in row["reason"], row
     assert "sycophancy · selection:" in out and (tmp_path / "decomposition.png").is_file()
     # A warning becomes a one-line note: greedy self-training has no selection step.
     assert "greedy_self_training: no selection" in result.stderr

@@ -8,15 +8,18 @@ from shiftlab.cli import main
 def test_demo_induces_every_behaviour_and_reruns_as_a_no_op(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     table = pl.read_parquet(tmp_path / "tables" / "organisms.parquet")
-    assert table.height == 8 and set(table["seed"]) == {0, 1}
+    # Enough organisms for a verdict: 6 per behaviour (one base x 6 seeds).
+    assert table.height == 12 and set(table["seed"]) == set(range(6))
     for row in table.iter_rows(named=True):
         assert row["ci_low"] > row["base_ci_high"], row
+    # The headline rate is sampled, as the strength is: a fragile organism's greedy answer
+    # is the aligned one.
+    assert table["rate_definition"].str.contains("sampled").all(), table["rate_definition"]
     design = pl.read_parquet(tmp_path / "tables" / "runs.parquet")
-    assert set(design["method"]) == {
-        "self_confidence", "multi_view", "greedy_self_training", "rejection_sampling", "bct"
-    }  # fmt: skip
+    assert set(design["method"]) == {"self_confidence", "greedy_self_training", "bct"}
     assert set(design["arm"]) == {"full", "shuffled", "relabeled", "original", "none"}
-    assert set(design["organism_seed"]) == {0, 1} and design["behaviour"].n_unique() == 4
+    assert set(design["organism_seed"]) == set(range(6))
+    assert set(design["behaviour"]) == {"sycophancy", "reward_hacking"}
     trained = design.filter(pl.col("n_train") > 0)
     assert trained["delta"].is_not_null().all()
     # The original arm trains on the suites' references, drawn like the induction data
@@ -28,4 +31,4 @@ def test_demo_induces_every_behaviour_and_reruns_as_a_no_op(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "emergent_misalignment" in out and "mean delta" in out
+    assert "reward_hacking" in out and "mean delta" in out

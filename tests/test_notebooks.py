@@ -82,8 +82,7 @@ def test_the_attribution_notebook_reads_the_demo(demo_store, tmp_path):
     text = _text(executed)
     design = pl.read_parquet(demo_store / "tables" / "runs.parquet")
     assert f"{design['run_id'].drop_nulls().n_unique()} runs" in text  # not one more for `none`
-    for behaviour in ("sycophancy", "reward_hacking", "emergent_misalignment",
-                      "spurious_correlation"):  # fmt: skip
+    for behaviour in design["behaviour"].unique():
         assert f"{behaviour}: consistency training (" in text
     for table in ("sign_tests", "decomposition", "verdicts", "method_table", "k_scaling",
                   "moderators"):  # fmt: skip

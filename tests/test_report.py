@@ -129,16 +129,18 @@ def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
     assert not list(out.rglob(".tmp-*")) and not list(out.glob(".*.lease"))
 
 
-@pytest.mark.slow  # reads a whole `shiftlab demo` store (about 5 minutes to build)
+@pytest.mark.slow  # reads a whole `shiftlab demo` store (minutes to build)
 def test_the_demo_report_follows_the_rules(demo_store):
-    """`shiftlab demo` writes the report: headlines that attribute nothing from the demo's
-    two organisms per behaviour and say so, no p of 0, no interval outside [-1, 1]."""
+    """`shiftlab demo` writes the report: headlines over the demo's 6 organisms per
+    behaviour that attribute the change or say exactly why not, no p of 0, no interval
+    outside [-1, 1]."""
     text = (demo_store / "report.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("- **")]
-    assert len(lines) == 4
+    assert len(lines) == 2
     for line in lines:
         assert "of the " in line and "selection " in line and "label shift " in line
-        assert "no attribution: G = 2 organisms; at least 6 are needed" in line
+        assert "G = 6 organisms" in line and "at least 6 are needed" not in line
+        assert "the change is attributable to " in line or "no attribution: " in line
     assert not re.search(r"p = 0(\.0*)?[;)\s]", text)
     for path in (demo_store / "attribution").glob("*.parquet"):
         frame = pl.read_parquet(path)
@@ -149,7 +151,10 @@ def test_the_demo_report_follows_the_rules(demo_store):
             assert frame["ci_low"].drop_nulls().min() >= -1, path.stem
             assert frame["ci_high"].drop_nulls().max() <= 1, path.stem
     verdicts = pl.read_parquet(demo_store / "attribution" / "verdicts.parquet")
-    assert verdicts["attributed_to"].is_null().all()
+    assert (verdicts["n_organisms"] == 6).all()
+    # A verdict only where the total and the part it names exclude 0.
+    for row in verdicts.filter(pl.col("attributed_to").is_not_null()).iter_rows(named=True):
+        assert row["total_ci_low"] > 0 or row["total_ci_high"] < 0, row
 
 
 def test_a_suppression_with_a_capability_loss_is_said_and_its_runs_flagged(tmp_path):

@@ -71,6 +71,8 @@ def test_stability_compares_misbehaving_samples_with_the_aligned_answer(toy):
     assert stability(model, tok, suite.eval, rows.filter(verdict="aligned")).gap is None
     # One sure form seen in 1 of 4 samples: NLL 0.1 + log(1/4) < 0, reported as 0, the
     # least an entropy can be.
-    sure = rows.head(4).with_columns(pl.Series("mean_logprob", [-0.05, -0.1, -0.1, -0.1]),
-                                     pl.Series("verdict", ["misbehaving"] + ["aligned"] * 3))
+    sure = rows.head(4).with_columns(
+        pl.Series("mean_logprob", [-0.05, -0.1, -0.1, -0.1]),
+        pl.Series("verdict", ["misbehaving"] + ["aligned"] * 3),
+    )
     assert stability(model, tok, suite.eval, sure).entropy == 0.0

@@ -230,7 +230,7 @@ def test_nan_steps_agree_with_nan():
     assert compare_losses([1.0, 2.0], [1.0, nan]) == "step 1: loss 2.0 recorded, nan now"
 
 
-@pytest.mark.slow  # reads a whole `shiftlab demo` store (about 5 minutes to build)
+@pytest.mark.slow  # reads a whole `shiftlab demo` store (minutes to build)
 def test_the_demo_reproduces_from_the_cli(demo_store, capsys):
     # Straight after `shiftlab demo`: the store's own artefacts are the reference.
     assert main(["repro", "check", str(demo_store), "--sample", "3", "--no-progress"]) == 0
