@@ -304,3 +304,18 @@ def test_a_finished_study_reruns_and_reports_without_torch(tmp_path, capsys, toy
         assert "mean delta" in result.stdout or "report.html" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamps
     assert "greedy_self_training" in cold
+
+
+def test_a_missing_executor_is_an_error_on_a_finished_study_too(
+    tmp_path, capsys, toy_model_dir, monkeypatch
+):
+    import shiftlab.executors as executors
+
+    spec, store = tmp_path / "spec.yaml", tmp_path / "store"
+    spec.write_text(GOOD)
+    assert main(["run", str(spec), "--store", str(store), "--no-progress", "--workers", "1"]) == 0
+    monkeypatch.setitem(executors._EXTRAS, "submitit", ("no_such_engine", "submitit"))
+    capsys.readouterr()
+    code = main(["run", str(spec), "--store", str(store), "--executor", "submitit"])
+    assert code == 2
+    assert "executor 'submitit' needs no_such_engine" in capsys.readouterr().err

@@ -317,6 +317,10 @@ def _run(
         raise SpecError(f"{spec_path}: store: is required (or pass --store)")
     store = Store.open(store_path)
     _check_store(store, rebuild=rebuild)
+    if executor is not None:
+        from shiftlab.executors import check_executor
+
+        check_executor(executor)  # a missing engine is an error even with nothing to do
     if not rebuild and spec.tracking.kind == "none" and study_is_finished(store, spec.to_yaml()):
         table = store.read_table(RUNS_TABLE if spec.methods else ORGANISM_TABLE)
     else:
