@@ -132,8 +132,8 @@ def test_a_report_sweeps_what_a_killed_report_left(reported, tmp_path):
 @pytest.mark.slow  # reads a whole `shiftlab demo` store (minutes to build)
 def test_the_demo_report_follows_the_rules(demo_store):
     """`shiftlab demo` writes the report: headlines over the demo's 6 organisms per
-    behaviour that attribute the change or say exactly why not, no p of 0, no interval
-    outside [-1, 1]."""
+    behaviour that attribute the change or say exactly why not, no p of 0, no interval of
+    a rate difference outside [-1, 1]."""
     text = (demo_store / "report.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("- **")]
     assert len(lines) == 2
@@ -147,9 +147,17 @@ def test_the_demo_report_follows_the_rules(demo_store):
         for column in ("p_value", "p_adjusted", "p_min"):
             if column in frame.columns:
                 assert (frame[column].drop_nulls() > 0).all(), (path.stem, column)
+        if "term" in frame.columns:
+            # Differences of rates lie in [-1, 1]; a proportion mediated is a ratio of two
+            # of them, with no such bound (above 1 when the direct path has the other sign).
+            frame = frame.filter(pl.col("term") != "proportion_mediated")
         if "ci_low" in frame.columns:
             assert frame["ci_low"].drop_nulls().min() >= -1, path.stem
             assert frame["ci_high"].drop_nulls().max() <= 1, path.stem
+    mediated = pl.read_parquet(demo_store / "attribution" / "mediation.parquet")
+    for row in mediated.filter(term="proportion_mediated").iter_rows(named=True):
+        total = mediated.filter(behaviour=row["behaviour"], term="total").row(0, named=True)
+        assert total["ci_low"] > 0 or total["ci_high"] < 0, total  # only for a clear total
     verdicts = pl.read_parquet(demo_store / "attribution" / "verdicts.parquet")
     assert (verdicts["n_organisms"] == 6).all()
     # A verdict only where the total and the part it names exclude 0.
