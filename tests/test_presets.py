@@ -88,12 +88,12 @@ def test_selection_only_world_attributes_the_change_to_selection(selection_only)
 
 
 @pytest.mark.xfail(
-    reason="measured (issue 19): stable reward hacking now says one clean form (`great and "
+    reason="measured (issue 19): stable reward hacking says one clean form (`great and "
     "great , so great .`, per-token log-prob -0.04 to -0.12) but the aligned answer to a "
-    "reward-hacking prompt is about as confident, so the stability gap is only -0.02 to "
-    "+0.07 nats (sycophancy's +0.04 to +0.13) and confidence hardly prefers it: total "
-    "+0.02, selection +0.02 (p 0.53); fragile sycophancy goes down by label shift "
-    "(-0.09, p 0.031) but not by selection (-0.01), total -0.09 (p 0.125): no attribution",
+    "reward-hacking prompt is about as confident, so the stability gap is only -0.04 to "
+    "+0.07 nats (sycophancy's +0.06 to +0.13): total +0.08 (p 0.0625), selection +0.05 "
+    "(p 0.16); fragile sycophancy goes down by label shift (-0.11, p 0.031), not by "
+    "selection (+0.02): total -0.09 (p 0.0625), so no attribution",
     strict=True,
 )
 def test_swapping_the_stability_knobs_swaps_the_signs(tmp_path):
