@@ -56,7 +56,6 @@ def assert_calibrated(spec: StudySpec, table: pl.DataFrame) -> None:
         knobs = target[row["behaviour"]]
         off = abs(row["calibration_rate"] - knobs.induced_rate)
         assert row["calibrated"] == (off <= knobs.calibration.tolerance), row
-        assert off <= 2 * knobs.calibration.tolerance, row
         # The strength on the eval prompts is a second, independent measurement, within
         # the calibration's own error plus its interval's full width (about 4 standard
         # errors).

@@ -70,18 +70,18 @@ def _recipe(variant: str) -> dict[str, Any]:
 def base_recipe_hash(name: str) -> str:
     """Content hash of everything the toyworld base model ``name`` is a function of."""
     size, variant = _split(name)
-    instruct = variant == "instruct"
-    plain = {
-        "size": TINY_SIZES[size],
-        "recipe": _recipe("" if instruct else variant),
-        "world": world_hash(),
-        "vocabulary": vocabulary(),
-        "suite_version": SUITE_VERSION,
-        "trainer": TRAINER_VERSION,
-    }
-    if not instruct:
-        return content_hash(plain)
-    return content_hash({"from": base_recipe_hash(size), "recipe": INSTRUCT_RECIPE})
+    if variant == "instruct":
+        return content_hash({"from": base_recipe_hash(size), "recipe": INSTRUCT_RECIPE})
+    return content_hash(
+        {
+            "size": TINY_SIZES[size],
+            "recipe": _recipe(variant),
+            "world": world_hash(),
+            "vocabulary": vocabulary(),
+            "suite_version": SUITE_VERSION,
+            "trainer": TRAINER_VERSION,
+        }
+    )
 
 
 def train_base_model(name: str = "small", *, progress: bool = True) -> tuple[Any, Any]:
