@@ -48,13 +48,16 @@ demo: venv
 	$(BIN)/shiftlab demo --out runs/demo
 
 # Two pytest processes keep a 2-core machine busy while a test waits on a subprocess or a
-# worker pool; TEST_WORKERS=0 runs the suite in one process.
+# worker pool; TEST_WORKERS=0 runs the suite in one process. `--dist loadfile` keeps each
+# file's tests on one worker, so a module fixture (a study, a trained organism) is built once:
+# xdist 3.8's loadgroup does not group under pytest 9.2 (the group it appends to a test's
+# nodeid is no longer read), so it scattered files over both workers and rebuilt their fixtures.
 TEST_WORKERS ?= 2
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks analyses
 	$(BIN)/lint-imports
-	$(BIN)/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: venv
 	$(BIN)/pytest -m slow -q

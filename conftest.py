@@ -52,7 +52,11 @@ _SHARED_SESSION_FIXTURES = ("demo_store",)
 
 def _group_for_workers(items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup`, keep each file's tests on one worker (its module fixtures are
-    built once, as with `--dist loadfile`) and the users of a costly session fixture together."""
+    built once, as with `--dist loadfile`) and the users of a costly session fixture together.
+
+    xdist 3.8 reads these groups from a suffix it writes to ``item._nodeid``, which pytest 9.2
+    no longer reads: under the lock's versions loadgroup groups nothing, and `make test` uses
+    `--dist loadfile` (no fast test uses ``demo_store``)."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         shared = [name for name in _SHARED_SESSION_FIXTURES if name in names]
