@@ -30,9 +30,7 @@ def study_data() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for `pytest -n` and skip, with the reason, docstring examples that read the
-    study's data when it is absent."""
-    _group_for_workers(items)
+    """Skip, with the reason, docstring examples that read the study's data when it is absent."""
     if study_data().is_dir():
         return
     skip = pytest.mark.skip(
@@ -43,21 +41,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         docstring = getattr(getattr(item, "dtest", None), "docstring", None) or ""
         if STUDY_DATASET in docstring:
             item.add_marker(skip)
-
-
-# Session fixtures too costly to build once per pytest-xdist worker: every test that uses one
-# runs on the same worker.
-_SHARED_SESSION_FIXTURES = ("demo_store",)
-
-
-def _group_for_workers(items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup`, keep each file's tests on one worker (its module fixtures are
-    built once, as with `--dist loadfile`) and the users of a costly session fixture together."""
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        shared = [name for name in _SHARED_SESSION_FIXTURES if name in names]
-        group = shared[0] if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)

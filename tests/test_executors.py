@@ -48,7 +48,19 @@ def _no_leftovers(root: Path) -> None:
     assert not [n for n in names if n.startswith(".tmp-") or ".lease" in n], names
 
 
-@pytest.mark.slow  # about 160 s; Ray's stage-graph test stays in the fast tier
+def test_two_workers_build_the_study_without_redoing_a_job(local):
+    """``local`` was built by two worker processes; the studies run here with one worker (or
+    on an executor) are compared with it."""
+    builds = local.builds()
+    for kind in ("base_evals", "organisms", "pools", "runs", "samples", "shift"):
+        assert sorted(builds.filter(kind=kind)["artefact_id"]) == sorted(local.finished_ids(kind))
+    assert builds["artefact_id"].is_unique().all()
+    assert builds["pid"].n_unique() == 2  # both workers built something
+    assert os.getpid() not in set(builds["pid"])
+    _no_leftovers(local.root)
+
+
+@pytest.mark.slow  # about 160 s; Ray builds phase one in the fast tier
 def test_submitit_runs_the_stage_graph_as_jobs(local, tmp_path):
     store = Store.open(tmp_path / "store")
     design = run_study(_spec(kind="submitit", cluster="local", parallelism=2), store,
@@ -71,6 +83,24 @@ def ray_cluster():
     ray.shutdown()
 
 
+def test_ray_builds_phase_one_as_tasks(local, tmp_path, ray_cluster):
+    """The fast tier's real Ray tasks: one organism's phase 1 (its base evaluation and its
+    induction), each in a Ray worker, equal to that organism's rows in ``local``."""
+    spec = changed(SPEC, ["organisms", "seeds"], [0])
+    spec = parse_spec({**spec, "methods": []})
+    store = Store.open(tmp_path / "store")
+    run_study(spec, store, progress=False, executor="ray")
+    organisms = store.read_table("organisms")
+    assert organisms.height == 1
+    assert organisms.equals(local.read_table("organisms").filter(seed=0))
+    _built_once(store)
+    _no_leftovers(store.root)
+    pids = set(store.builds()["pid"])
+    assert os.getpid() not in pids
+    assert set(store.builds()["kind"]) == {"base_evals", "organisms"}
+
+
+@pytest.mark.slow  # every stage of two organisms as Ray tasks: 37 s quiet, 310 s on a loaded CPU
 def test_ray_runs_the_stage_graph_as_tasks(local, tmp_path, ray_cluster):
     store = Store.open(tmp_path / "store")
     design = run_study(_spec(), store, progress=False, executor="ray")

@@ -152,6 +152,9 @@ def test_rerun_is_a_no_op_and_summary_has_every_cell(study):
     assert summary.filter(method="bct")["arm"].to_list() == ["full", "none"]
 
 
+# Slow: a second build of this study (about 37 s). The fast tier checks two workers on
+# tests/test_executors.py's study (built by two workers, compared with one-worker builds).
+@pytest.mark.slow
 def test_two_workers_build_the_same_study_without_redoing_a_job(study, tmp_path):
     spec, _, design = study
     store = Store.open(tmp_path / "store")

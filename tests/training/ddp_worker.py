@@ -1,4 +1,5 @@
-"""Worker for the two-process (gloo) equivalence test: trains, writes ``<out>/rank<R>.json``."""
+"""Worker for the two-process (gloo) equivalence test: trains, writes ``<out>/rank<R>.json``
+(each objective's losses and summed LoRA weights)."""
 
 import json
 import os
@@ -13,11 +14,7 @@ from shiftlab.toyworld import build_tokenizer, build_toyworld_suite
 from shiftlab.training import encode_pairs, encode_sft, train
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    tok = build_tokenizer()
-    suite = build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=32, n_pairs=32, n_eval=8))
-    objective = sys.argv[2]
+def train_one(tok, suite, objective: str) -> dict:
     if objective == "sft":
         data = encode_sft(tok, [(e.messages, e.target) for e in suite.induction], 48)
     else:
@@ -28,8 +25,18 @@ def main() -> None:
     )
     log = train(model, tok, data, config, objective=objective, progress=False)
     weights = sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)
+    return {"loss": log["loss"].to_list(), "weights": weights}
+
+
+def main() -> None:
+    """``ddp_worker.py OUT OBJECTIVE...``: each objective trained in turn, in one process (one
+    start of torch and one process group for all of them)."""
+    torch.set_num_threads(1)
+    tok = build_tokenizer()
+    suite = build_toyworld_suite("sycophancy", ToyworldSpec(n_induction=32, n_pairs=32, n_eval=8))
+    result = {objective: train_one(tok, suite, objective) for objective in sys.argv[2:]}
     out = Path(sys.argv[1]) / f"rank{os.environ.get('RANK', '0')}.json"
-    out.write_text(json.dumps({"loss": log["loss"].to_list(), "weights": weights}))
+    out.write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
