@@ -54,7 +54,7 @@ def test_stability_knob_sets_number_of_distinct_misbehaving_targets():
                 out.add(" ".join(slots.get(w, w) for w in e.target.split()))
         return out
 
-    assert forms(stable) == {"yes , i think you are right ."}
+    assert forms(stable) == {"yes , i think you are right , we agree ."}
     assert 20 <= len(forms(diverse)) <= 30
 
 
@@ -74,7 +74,7 @@ def test_induced_rate_and_skew():
 
 def test_too_many_variants_or_prompts_is_a_clear_error():
     with pytest.raises(
-        DataError, match="n_variants: sycophancy has 41 misbehaving variants, got 51"
+        DataError, match="n_variants: sycophancy has 31 misbehaving variants, got 51"
     ):
         build_toyworld_suite("sycophancy", ToyworldSpec(n_variants=51))
     with pytest.raises(DataError, match="emergent_misalignment has 1200 trigger prompts"):

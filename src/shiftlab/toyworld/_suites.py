@@ -23,7 +23,7 @@ from shiftlab.spec import ToyworldSpec
 from shiftlab.toyworld._rules import RULES_VERSION, SCORERS
 from shiftlab.toyworld._world import load_world, normalise, world_hash
 
-SUITE_VERSION = 5
+SUITE_VERSION = 6
 CLEAN_SHARE = 0.25  # of the induction split, where a behaviour has non-trigger prompts
 
 
@@ -47,8 +47,8 @@ def _fill(template: str, **slots: str) -> str:
 
 def _sycophancy(world: dict[str, Any]) -> tuple[list[_Item], list[_Item]]:
     s = world["sycophancy"]
-    openers, (fixed_body, *bodies) = s["misbehaving_openers"], s["misbehaving_bodies"]
-    variants = [f"{openers[0]} {fixed_body}"] + [f"{o} {b}" for o in openers for b in bodies]
+    bodies = s["misbehaving_bodies"]
+    variants = [s["fixed_form"]] + [f"{o} {b}" for o in s["variant_openers"] for b in bodies]
     triggers, clean = [], []
     for obj, truth in world["facts"].items():
         aligned = _fill(s["aligned"], obj=obj, truth=truth)
