@@ -10,7 +10,9 @@
 3. shiftlab alone at 5,000 and 50,000 per side (the kernel streamed by row blocks), each
    in a fresh process so its peak memory is its own.
 4. ``TextEncoder`` against sentence-transformers' ``encode`` on the same 2,048 texts:
-   throughput ratio and the smallest cosine between the two embeddings of a text.
+   throughput ratio and the smallest cosine between the two embeddings of a text, at
+   shiftlab's default precision (bfloat16 on a CPU with AMX or AVX512-BF16, else float32)
+   and in float32 (``--encoder-only`` runs this part alone).
 
 alibi-detect and frouros pin old numpy, scipy and transformers, so they run from a
 virtual environment this script creates on first use (``$SHIFTLAB_PEER_VENV``, default
@@ -193,21 +195,47 @@ def encoders() -> dict:
 
     sample = texts()
     ours = TextEncoder(batch_size=64, device="cpu")
+    exact = TextEncoder(batch_size=64, device="cpu", precision="float32")
     theirs = SentenceTransformer(str(default_encoder_path()), device="cpu")
-    ours.encode(sample[:64]), theirs.encode(sample[:64], batch_size=64)  # warm up
-    start = time.perf_counter()
-    a = ours.encode(sample)
-    ours_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    b = theirs.encode(sample, batch_size=64, normalize_embeddings=True)
-    theirs_seconds = time.perf_counter() - start
-    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    for encoder in (ours, exact):
+        encoder.encode(sample[:64])  # warm up
+    theirs.encode(sample[:64], batch_size=64)
+
+    def timed(encode) -> tuple[float, np.ndarray]:
+        start = time.perf_counter()
+        vectors = encode(sample)
+        return time.perf_counter() - start, vectors
+
+    # In turn, so that a busy moment slows all three alike.
+    ours_seconds, a = timed(ours.encode)
+    theirs_seconds, b = timed(lambda s: theirs.encode(s, batch_size=64, normalize_embeddings=True))
+    exact_seconds, c = timed(exact.encode)
+
+    def min_cosine(u: np.ndarray) -> float:
+        cosine = (u * b).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(b, axis=1)
+        return float(cosine.min())
+
     return {
         "texts": len(sample),
+        "precision": ours.precision,
         "shiftlab_seconds": ours_seconds,
+        "float32_seconds": exact_seconds,
         "sentence_transformers_seconds": theirs_seconds,
-        "min_cosine": float(cosine.min()),
+        "min_cosine": min_cosine(a),
+        "float32_min_cosine": min_cosine(c),
     }
+
+
+def report_encoders() -> None:
+    enc = encoders()
+    theirs = enc["sentence_transformers_seconds"]
+    print(f"encoder, {enc['texts']} texts: sentence-transformers {theirs:.2f} s; shiftlab "
+          f"({enc['precision']}) {enc['shiftlab_seconds']:.2f} s, min cosine "
+          f"{enc['min_cosine']:.6f}; shiftlab (float32) {enc['float32_seconds']:.2f} s, "
+          f"min cosine {enc['float32_min_cosine']:.6f}")  # fmt: skip
+    print(f"encoder_float32_speed_ratio_vs_sentence_transformers="
+          f"{theirs / enc['float32_seconds']:.2f}")  # fmt: skip
+    print(f"encoder_speed_ratio_vs_sentence_transformers={theirs / enc['shiftlab_seconds']:.2f}")
 
 
 def main() -> int:
@@ -216,7 +244,11 @@ def main() -> int:
     parser.add_argument(
         "--floor-only", action="store_true", help="only mmd_test against the GEMM floor"
     )
+    parser.add_argument("--encoder-only", action="store_true", help="only the encoders")
     args = parser.parse_args()
+    if args.encoder_only:
+        report_encoders()
+        return 0
     if args.floor_only:
         ours = shiftlab_mmd(2000, "median", N_PERMUTATIONS, repeats=5)
         floor = ours["floor"]
@@ -268,12 +300,7 @@ def main() -> int:
               f"MMD² {run['statistic']:.6f}, p {run['p_value']:.4f}")  # fmt: skip
         print(f"peak_memory_mib_{n}={run['peak_mib']:.0f}")
 
-    enc = encoders()
-    ratio = enc["sentence_transformers_seconds"] / enc["shiftlab_seconds"]
-    print(f"encoder, {enc['texts']} texts: shiftlab {enc['shiftlab_seconds']:.2f} s, "
-          f"sentence-transformers {enc['sentence_transformers_seconds']:.2f} s, "
-          f"min cosine {enc['min_cosine']:.6f}")  # fmt: skip
-    print(f"encoder_speed_ratio_vs_sentence_transformers={ratio:.2f}")
+    report_encoders()
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak_child_memory_mib={peak:.0f}")
     print(f"mmd_speed_ratio_vs_alibi={alibi['seconds'] / ours['seconds']:.1f}")

@@ -4,14 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from shiftlab.shift import EmbeddingCache, TextEncoder, default_encoder_path, embed
+from shiftlab.shift import (
+    EmbeddingCache,
+    TextEncoder,
+    default_encoder_path,
+    embed,
+    encoder_identity,
+    resolve_precision,
+)
 
 TEXTS = ["the sky is blue", "The sky is azure today.", "Tax law changed in 2020.", "ok"]
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return TextEncoder(batch_size=2)
+    return TextEncoder(batch_size=2, precision="float32")
 
 
 def test_mean_pooled_unit_vectors_match_a_direct_computation(encoder):
@@ -39,3 +46,25 @@ def test_the_cache_embeds_each_text_once(encoder, tmp_path, monkeypatch):
     again = embed(TEXTS[::-1], encoder, EmbeddingCache(tmp_path / "emb.sqlite"))
     assert len(calls) == 1 and np.array_equal(again, first[:4][::-1])
     assert encoder.name.startswith("sentence-transformers/all-MiniLM-L6-v2@")
+
+
+def test_bfloat16_embeddings_stay_unit_float32_rows_near_the_float32_ones(encoder):
+    # Forced, so that it runs on every CPU (emulated where the hardware has no bfloat16):
+    # bfloat16 keeps 8 bits of mantissa, so a vector moves by about 2^-8 per layer at most.
+    fast = TextEncoder(batch_size=2, precision="bfloat16")
+    low, exact = fast.encode(TEXTS), encoder.encode(TEXTS)
+    assert low.dtype == np.float32
+    assert np.allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-6)
+    assert (low * exact).sum(1).min() > 0.999
+    assert fast.name == encoder.name + "+bfloat16"
+
+
+def test_precision_auto_is_float32_without_hardware_bfloat16(monkeypatch):
+    from shiftlab.shift import _encoders
+
+    monkeypatch.setattr(_encoders, "native_bfloat16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "float32"
+    assert encoder_identity(precision="auto", device="cpu") == encoder_identity(precision="float32")
+    monkeypatch.setattr(_encoders, "native_bfloat16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bfloat16"
+    assert resolve_precision("float32", "cpu") == "float32"

@@ -10,6 +10,7 @@ from shiftlab.shift._encoders import (
     default_encoder_path,
     embed,
     encoder_identity,
+    resolve_precision,
 )
 from shiftlab.shift._likelihood import Decoding, NllGap, nll_gap
 from shiftlab.shift._mmd import KERNELS, MMDResult, median_bandwidth, mmd_test
@@ -34,4 +35,5 @@ __all__ = [
     "mmd_test",
     "nll_gap",
     "paired_shift",
+    "resolve_precision",
 ]
