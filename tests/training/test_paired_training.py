@@ -30,7 +30,7 @@ def organism(toy_model_dir):
     return peft_model, tok, suite, induced
 
 
-@pytest.mark.parametrize(("objective", "lr"), [("bct", 3e-3), ("act", 3e-3)])
+@pytest.mark.parametrize(("objective", "lr"), [("bct", 3e-3), ("act", 1e-2)])
 def test_paired_loss_moves_wrapped_toward_clean(organism, objective, lr):
     model, tok, suite, induced = organism
     with torch.no_grad():
@@ -50,5 +50,6 @@ def test_paired_loss_moves_wrapped_toward_clean(organism, objective, lr):
     assert log["loss"][-5:].mean() < log["loss"][:5].mean()
     _, after = evaluate_behaviour(model, tok, suite, max_new_tokens=12)
     # Only the direction: how far 60 steps move the rate depends on the base's training and
-    # the CPU's rounding (ACT moved 0.94 -> 0.71 on the retrained toyworld base).
+    # the CPU's rounding (ACT moved 0.94 -> 0.71 on an earlier toyworld base; on the base
+    # with 12-token fixed forms 60 steps at 3e-3 left it at 0.90, so ACT runs at 1e-2).
     assert after.rate < before.rate, (before, after)
