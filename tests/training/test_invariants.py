@@ -156,38 +156,114 @@ def test_seed_determinism(job):
     assert a[0]["loss"].to_list() != b[0]["loss"].to_list()
 
 
-def test_multi_arm_equivalence(job, tmp_path):
-    """Arms trained one after another on one resident base equal arms trained alone."""
-    tok, data = job
+def organism_folder(tok, folder):
+    """A non-trivial organism adapter saved at ``folder``."""
     organism = fresh(tok)
-    for name, param in organism.named_parameters():  # a non-trivial organism adapter
+    for name, param in organism.named_parameters():
         if param.requires_grad:
             param.data.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
-    organism.save_pretrained(tmp_path / "organism")
-    config = TrainingSpec(**BASE)
-    jobs = [
+    organism.save_pretrained(folder)
+    return folder
+
+
+def arm_jobs(data):
+    return [
         ArmJob("a", data[:20], seed=1),
         ArmJob("b", data[20:], seed=2),
         ArmJob("c", data, seed=3),
     ]
+
+
+def train_together(tok, folder, jobs, config, **kwargs):
     together = {}
 
     def keep(arm, model, log):
         together[arm.name] = (log, adapter(model))
 
     base = build_tiny_llama(len(tok), seed=7).double()
-    train_arms(base, tok, tmp_path / "organism", jobs, config, on_done=keep, progress=False)
+    train_arms(base, tok, folder, jobs, config, on_done=keep, progress=False, **kwargs)
     assert not any("lora" in n for n, _ in base.named_parameters())  # the adapter was taken out
+    return together
+
+
+# stack_tokens 0 trains the arms one after another; the default stacks all three.
+@pytest.mark.parametrize(("packing", "stack_tokens"), [("none", 0), ("none", 8192), ("bfd", 8192)])
+def test_multi_arm_equivalence(job, tmp_path, packing, stack_tokens):
+    """Arms trained on one resident base, one by one or stacked, equal arms trained alone."""
+    tok, data = job
+    folder = organism_folder(tok, tmp_path / "organism")
+    config = TrainingSpec(**{**BASE, "packing": packing})
+    jobs = arm_jobs(data)
+    together = train_together(tok, folder, jobs, config, stack_tokens=stack_tokens)
+    assert list(together) == ["a", "b", "c"]  # ``on_done`` in the order of the jobs
     for arm in jobs:
         # Alone: a fresh process's view, loading base and adapter and calling train directly.
-        one = load_lora(
-            build_tiny_llama(len(tok), seed=7).double(),
-            str(tmp_path / "organism"),
-            trainable=True,
-        )
+        one = load_lora(build_tiny_llama(len(tok), seed=7).double(), str(folder), trainable=True)
         log = train(one, tok, arm.data, config, seed=arm.seed, progress=False)
         assert_same(together[arm.name], (log, adapter(one)))
     assert not torch.equal(*(together[n][1][next(iter(together[n][1]))] for n in ("a", "b")))
+    # A stacked step is shared: its arms log one wall time.
+    seconds = [together[n][0]["seconds"].to_list() for n in ("a", "b", "c")]
+    assert (seconds[0] == seconds[1] == seconds[2]) == bool(stack_tokens)
+
+
+def test_a_finished_arm_still_trains_in_its_stack_but_is_not_stored(job, tmp_path):
+    """Resuming an organism whose arm ``b`` is stored: ``a`` and ``c`` come out bit-identical
+    to the uninterrupted stack's (the stack computes the same products), ``b`` is not handed
+    over again; an all-finished stack does not train."""
+    tok, data = job
+    folder = organism_folder(tok, tmp_path / "organism")
+    config = TrainingSpec(**BASE)
+    whole = train_together(tok, folder, arm_jobs(data), config)
+    resumed = train_together(tok, folder, arm_jobs(data), config, finished={"b"})
+    assert list(resumed) == ["a", "c"]
+    for name in ("a", "c"):
+        assert_same(resumed[name], whole[name], exact=True)
+    assert train_together(tok, folder, arm_jobs(data), config, finished={"a", "b", "c"}) == {}
+
+
+def test_arms_stack_within_the_token_budget(job):
+    from shiftlab.training._arms import stacks
+    from shiftlab.training._stacked import largest_micro_tokens, plan_bins
+
+    _, data = job
+    config = TrainingSpec(**{**BASE, "packing": "bfd"})
+    jobs = arm_jobs(data)
+    sizes = [largest_micro_tokens(plan_bins(j.data, config, j.seed)[1]) for j in jobs]
+    assert all(0 < s <= config.batch_size * config.max_length for s in sizes)
+
+    def names(budget):
+        return [[j.name for j in group] for group in stacks(jobs, config, budget)]
+
+    assert names(sum(sizes)) == [["a", "b", "c"]]
+    assert names(sizes[0] + sizes[1]) == [["a", "b"], ["c"]]
+    assert names(0) == [["a"], ["b"], ["c"]]
+
+
+@pytest.mark.parametrize(
+    ("dropout", "objective", "overrides", "reason"),
+    [
+        (0.1, "sft", {}, "dropout"),
+        (0.0, "bct", {}, "only SFT"),
+        (0.0, "sft", {"checkpoint_every": 2}, "checkpointed"),
+        (0.0, "sft", {"gradient_checkpointing": True}, "checkpointed"),
+    ],
+)
+def test_arms_that_cannot_stack_say_why(job, dropout, objective, overrides, reason):
+    from shiftlab.training._stacked import stack_refusal
+
+    tok, _ = job
+    assert stack_refusal(fresh(tok), ["sft", "sft"], TrainingSpec(**BASE)) is None
+    refusal = stack_refusal(fresh(tok, dropout), [objective], TrainingSpec(**{**BASE, **overrides}))
+    assert refusal is not None and reason in refusal
+
+
+def test_a_stacked_arm_without_data_is_named(job, tmp_path):
+    tok, data = job
+    folder = organism_folder(tok, tmp_path / "organism")
+    jobs = [ArmJob("a", data[:8]), ArmJob("empty", [])]
+    with pytest.raises(ValueError, match="arm empty: training needs at least one example"):
+        train_together(tok, folder, jobs, TrainingSpec(**BASE))
 
 
 def test_canary_adapter_changes_greedy_outputs(toy):

@@ -197,7 +197,8 @@ def _reexecute(
     ]
     target = _scratch_store(store, scratch, jobs, shift_jobs)
     with single_thread_on_cpu():
-        study.rebuild_runs(spec, target, suites, list(by_id.values()), shift_jobs, progress)
+        study.rebuild_runs(spec, target, suites, list(by_id.values()), shift_jobs, progress,
+                           stack_mates=list(plan.jobs.values()))  # fmt: skip
     report.runs = sorted(by_id)
     return target, {j.run.run_id: j.artefact_id for j in shift_jobs}
 

@@ -37,6 +37,7 @@ from shiftlab.study._claims import grouped
 from shiftlab.study._jobs import OrganismJob, PoolJob, RunJob, RunPlan, RunRow, ShiftJob, short_hash
 from shiftlab.study._suites import capability_suite
 from shiftlab.training import (
+    ARMS_VERSION,
     TRAINER_VERSION,
     Objective,
 )
@@ -172,6 +173,8 @@ def plan_runs(
             "seed": seed,
             "training": spec.runs.training.model_dump(),
             "trainer": TRAINER_VERSION,
+            # An arm's numbers depend on the arms it was stacked with (``train_arms``).
+            "arms": ARMS_VERSION,
             "eval": spec.eval.model_dump(exclude={"batch_size"}),
             "data": content_hash(
                 [

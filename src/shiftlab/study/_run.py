@@ -3,6 +3,7 @@ and what is left."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection, Sequence
 
@@ -221,9 +222,25 @@ def rebuild_runs(
     runs: Sequence[RunJob],
     shift: Sequence[ShiftJob] = (),
     progress: bool = True,
+    stack_mates: Sequence[RunJob] = (),
 ) -> None:
     """Train, evaluate and store ``runs`` (each with the settings its own config records)
     and measure ``shift`` into ``store``, on organisms the store already holds: what
-    ``repro check`` re-executes from manifests."""
-    build_runs(spec, store, suites, RunPlan([], {j.run_id: j for j in runs}), progress)
+    ``repro check`` re-executes from manifests. ``stack_mates`` (the study plan's runs, in
+    its order) train beside them as the study stacked them, so that each re-executed
+    run computes what it computed there; they are not stored."""
+    reruns = {j.run_id: j for j in runs}
+    jobs: dict[str, RunJob] = {}
+    for mate in stack_mates:
+        rerun = reruns.get(mate.run_id)
+        if rerun is None or rerun.config == mate.config:
+            jobs[mate.run_id] = rerun or mate  # a re-executed run keeps its place in the plan
+        else:
+            # Its record says otherwise than the plan: the planned run still trains in its
+            # stack (under another name, unstored), so its stack-mates compute as they did.
+            planned = f"{mate.run_id}~planned"
+            jobs[planned] = dataclasses.replace(mate, run_id=planned)
+    for job in runs:
+        jobs.setdefault(job.run_id, job)
+    build_runs(spec, store, suites, RunPlan([], jobs), progress, only={j.run_id for j in runs})
     build_shift(spec, store, list(shift), progress)

@@ -4,7 +4,7 @@ stored."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +38,37 @@ def build_runs(
     plan: RunPlan,
     progress: bool,
     resident: ResidentBase | None = None,
+    only: Collection[str] | None = None,
 ) -> None:
-    pending = [j for j in plan.jobs.values() if not store.is_finished("runs", j.run_id)]
+    """Train, evaluate and store the plan's runs that ``store`` lacks (of those in ``only``,
+    when given: the plan's other runs then train only as stack-mates, never stored)."""
+    pending = [
+        j
+        for j in plan.jobs.values()
+        if (only is None or j.run_id in only) and not store.is_finished("runs", j.run_id)
+    ]
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
     resident = resident or ResidentBase()
+    # Every run of an organism, stored or not: its arms train stacked, and a resumed
+    # organism stacks what an uninterrupted one did (see ``train_arms``' ``finished``).
+    by_organism = grouped(plan.jobs.values(), lambda j: j.organism.artefact_id)
 
     def build(organism_id: str, group_jobs: list[RunJob]) -> None:
-        run_jobs = [j for j in group_jobs if not store.is_finished("runs", j.run_id)]
+        jobs = by_organism[organism_id]
         train_runs(
             spec,
             store,
-            suites[run_jobs[0].organism.behaviour.name],
-            resident.get(run_jobs[0].organism.base),
+            suites[jobs[0].organism.behaviour.name],
+            resident.get(jobs[0].organism.base),
             store.verified("organisms", organism_id, "adapter"),
-            run_jobs,
+            jobs,
             bar,
+            finished={
+                j.run_id
+                for j in jobs
+                if (only is not None and j.run_id not in only)
+                or store.is_finished("runs", j.run_id)
+            },
         )
 
     claim_by_organism(store, "runs", pending, lambda j: j.organism, lambda j: j.run_id, build)
@@ -67,8 +83,10 @@ def train_runs(
     adapter_dir: Path,
     jobs: Sequence[RunJob],
     bar: Any,
+    finished: Collection[str] = (),
 ) -> None:
-    """Train, evaluate and store runs of one organism on its resident ``base``.
+    """Train, evaluate and store runs of one organism on its resident ``base``; runs in
+    ``finished`` (already stored) train only where they share a stack with others.
 
     Each run trains with the training settings in its own ``config`` (what its manifest
     records), so a run can be re-executed from its manifest alone.
@@ -101,6 +119,7 @@ def train_runs(
             on_done=save,
             checkpoint_root=store.root / CHECKPOINTS,
             progress=False,
+            finished=finished,
         )
 
 

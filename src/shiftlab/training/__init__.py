@@ -10,9 +10,12 @@ from shiftlab.training._fused_ce import (
 )
 from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
-from shiftlab.training._packing import best_fit_decreasing, pack, pack_rows
+from shiftlab.training._packing import best_fit_decreasing, pack, pack_bins, pack_rows
+from shiftlab.training._stacked import ARMS_VERSION, STACK_TOKENS, stack_refusal
 
 __all__ = [
+    "ARMS_VERSION",
+    "STACK_TOKENS",
     "TRAINER_VERSION",
     "ArmJob",
     "Objective",
@@ -29,8 +32,10 @@ __all__ = [
     "fused_linear_cross_entropy",
     "linear_schedule",
     "pack",
+    "pack_bins",
     "pack_rows",
     "sft_loss",
+    "stack_refusal",
     "train",
     "train_arms",
     "train_sft",

@@ -12,7 +12,7 @@ collapse onto one prompt-independent output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, cast
 
@@ -114,28 +114,46 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     head recomputed. Any other head runs over chunks of target positions, each recomputed
     in the backward pass.
     """
+    return sft_losses(model, batch, [slice(None)])[0]
+
+
+def sft_losses(
+    model: Any, batch: dict[str, torch.Tensor], groups: Sequence[slice]
+) -> list[tuple[torch.Tensor, int]]:
+    """:func:`sft_loss` of each group of the batch's rows, from one forward pass over all
+    of them: the head and the loss run group by group, each choosing its path (fused,
+    whole or chunked) by its own size, as it would alone."""
     at = _predicting(batch)
-    targets = batch["labels"][:, 1:][at[:, :-1]]
+    labels = batch["labels"][:, 1:]
     parts = _split_head(model)
-    vocab = parts[1].weight.shape[0] if parts is not None else 0
+    if parts is None:
+        logits = _forward(model, batch)
+        return [
+            (
+                F.cross_entropy(
+                    _full_precision(logits[g][at[g]]), labels[g][at[g, :-1]], reduction="sum"
+                ),
+                int(at[g].sum()),
+            )
+            for g in groups
+        ]
+    decoder, head = parts
+    hidden = decoder(**_inputs(batch), use_cache=False)[0]
+    return [_head_loss(head, hidden[g][at[g]], labels[g][at[g, :-1]]) for g in groups]
+
+
+def _head_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of ``head(hidden)`` against ``targets`` (see :func:`sft_loss`)."""
+    vocab = head.weight.shape[0]
     setting = fused_cross_entropy_setting()
     large = targets.numel() * vocab > CHUNKED_LOGITS
-    if (
-        parts is not None
-        and type(parts[1]) is torch.nn.Linear
-        and (setting or (setting is None and large))
-    ):
+    if type(head) is torch.nn.Linear and (setting or (setting is None and large)):
         # The head's gradients are formed in this forward pass (see ``_fused_ce``).
-        hidden = parts[0](**_inputs(batch), use_cache=False)[0][at]
-        loss = fused_linear_cross_entropy(hidden, parts[1].weight, targets, parts[1].bias)
-        return loss, int(targets.numel())
-    if parts is None or targets.numel() * vocab <= CHUNKED_LOGITS:
-        loss_sum = F.cross_entropy(
-            _full_precision(logits_at(model, batch, at)), targets, reduction="sum"
+        return fused_linear_cross_entropy(hidden, head.weight, targets, head.bias), int(
+            targets.numel()
         )
-        return loss_sum, int(targets.numel())
-    decoder, head = parts
-    hidden = decoder(**_inputs(batch), use_cache=False)[0][at]
+    if not large:
+        return _head_cross_entropy(head, hidden, targets), int(targets.numel())
     size = max(1, CHUNKED_LOGITS // vocab)
     loss_sum = sum(
         checkpoint(_head_cross_entropy, head, h, t, use_reentrant=False)

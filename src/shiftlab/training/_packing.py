@@ -76,6 +76,23 @@ def pack_rows(rows: Sequence[Sequence[EncodedExample]], pad_id: int) -> dict[str
     }
 
 
+def pack_bins(
+    examples: Sequence[EncodedExample],
+    mode: str,
+    capacity: int,
+    sizes: Sequence[int] | None = None,
+) -> list[list[EncodedExample]]:
+    """The rows a micro-batch's examples go in (``none``: each its own)."""
+    if mode == "none":
+        return [[e] for e in examples]
+    if mode == "padding_free":
+        return [list(examples)]
+    if mode == "bfd":
+        lengths = [len(e.input_ids) for e in examples] if sizes is None else sizes
+        return [[examples[i] for i in b] for b in best_fit_decreasing(lengths, capacity)]
+    raise ValueError(f"unknown packing mode {mode!r}")
+
+
 def pack(
     examples: Sequence[EncodedExample],
     pad_id: int,
@@ -91,10 +108,4 @@ def pack(
     """
     if mode == "none":
         return collate(examples, pad_id)
-    if mode == "padding_free":
-        return pack_rows([list(examples)], pad_id)
-    if mode == "bfd":
-        lengths = [len(e.input_ids) for e in examples] if sizes is None else sizes
-        bins = best_fit_decreasing(lengths, capacity)
-        return pack_rows([[examples[i] for i in b] for b in bins], pad_id)
-    raise ValueError(f"unknown packing mode {mode!r}")
+    return pack_rows(pack_bins(examples, mode, capacity, sizes), pad_id)
