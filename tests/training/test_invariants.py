@@ -281,3 +281,12 @@ def test_canary_adapter_changes_greedy_outputs(toy):
     assert generate(peft_model, tok, prompts)[0].text == "yes , the sky is red ."
     peft_model.unload()
     assert generate(model, tok, prompts)[0].text == before
+
+
+def test_a_model_that_drops_out_trains_its_arms_alone(job):
+    from shiftlab.training._stacked import stack_refusal
+
+    tok, _ = job
+    model = fresh(tok)
+    model.get_base_model().config.attention_dropout = 0.1
+    assert "attention_dropout" in stack_refusal(model, ["sft"], TrainingSpec(**BASE))

@@ -29,7 +29,7 @@ from shiftlab.chat import EncodedExample, collate
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._encoding import Encoded, data_order
 from shiftlab.training._loop import LOG_SCHEMA, _adamw, _resolve, _trainable, linear_schedule
-from shiftlab.training._losses import sft_losses
+from shiftlab.training._losses import _unwrap, sft_losses
 from shiftlab.training._packing import pack_bins, pack_rows
 from shiftlab.training._throughput import Throughput
 
@@ -38,6 +38,11 @@ STACK_TOKENS = 8192
 # Bump when how arms are grouped or stacked changes their numbers (run ids include it).
 ARMS_VERSION = 1
 
+# Attention and hidden dropout applied functionally, named by the model's config.
+_DROPOUT_KEYS = (
+    "attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout",
+    "hidden_dropout_prob", "attention_probs_dropout_prob",
+)  # fmt: skip
 Rows = list[list[EncodedExample]]  # a micro-batch's packed rows
 Bins = list[list[Rows]]  # per step, per micro-batch
 
@@ -53,23 +58,38 @@ class _StackedLayer:
     b_stack: torch.nn.Parameter
     scaling: float
 
+    rows: list[int]  # the stacked batch's row count, shared by every layer and set per micro
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Rows come grouped by arm, arm k's rows the k-th equal slice of the batch; a layer
+        # fed anything else (selected positions, routed tokens) would mix the arms.
+        if x.dim() < 3 or x.shape[0] != self.rows[0]:
+            raise RuntimeError(f"a stacked LoRA layer got input of shape {tuple(x.shape)}")
         result: torch.Tensor = self.layer.base_layer(x, *args, **kwargs)
-        # Rows come grouped by arm, arm k's rows the k-th equal slice of the batch.
         rows = x.to(self.a_stack.dtype).reshape(self.a_stack.shape[0], -1, x.shape[-1])
         low = torch.bmm(rows, self.a_stack.transpose(1, 2))
         update = torch.bmm(low, self.b_stack.transpose(1, 2)) * self.scaling
-        return result + update.reshape(result.shape).to(result.dtype)
+        # Added before rounding to the base's dtype, as peft adds it.
+        return (result + update.reshape(result.shape)).to(result.dtype)
 
 
 def _lora_layers(model: Any) -> list[tuple[Any, str]] | str:
     """Every LoRA layer with the adapter it runs, or why the model's adapter cannot stack."""
     from peft.tuners.lora import Linear, LoraLayer
 
+    base = _unwrap(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     found = []
     for name, module in model.named_modules():
+        # Dropout would draw every arm's masks from one stream, not from each arm's seed.
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"{name} is a dropout layer"
         if not isinstance(module, LoraLayer):
             continue
+        if module is head:
+            return "the output head has a LoRA adapter (it sees selected positions, not rows)"
+        if "forward" in vars(module) or hasattr(module, "_hf_hook"):
+            return f"{name}'s forward is already wrapped"
         if type(module) is not Linear:
             return f"{name} is a {type(module).__name__}, not a plain LoRA linear layer"
         if len(module.active_adapters) != 1 or module.merged or module.disable_adapters:
@@ -80,9 +100,13 @@ def _lora_layers(model: Any) -> list[tuple[Any, str]] | str:
             return f"{name} is a LoRA variant (DoRA or another)"
         if module.lora_B[adapter].bias is not None:
             return f"{name}'s LoRA has a bias"
-        # Dropout would draw each arm's masks from one stream, not from its own seed.
         if not isinstance(dropout, torch.nn.Identity) and getattr(dropout, "p", 1.0) > 0:
             return f"{name} has LoRA dropout"
+        if not (
+            module.lora_A[adapter].weight.requires_grad
+            and module.lora_B[adapter].weight.requires_grad
+        ):
+            return f"{name} freezes part of its LoRA adapter"
         found.append((module, adapter))
     if not found:
         return "the model has no LoRA layers"
@@ -105,6 +129,13 @@ def stack_refusal(model: Any, objectives: Sequence[str], config: TrainingSpec) -
         return "a checkpointed run trains alone"
     if PartialState().num_processes > 1:
         return "distributed training runs arms one by one"
+    config_of = _unwrap(model).config
+    dropped = [k for k in _DROPOUT_KEYS if (getattr(config_of, k, 0) or 0) > 0]
+    if dropped:
+        return f"the model drops out ({', '.join(dropped)})"
+    attention = str(getattr(config_of, "_attn_implementation", ""))
+    if attention.startswith("flash") and config.packing != "none":
+        return "flash attention keeps packed examples apart only in a single row"
     layers = _lora_layers(model)
     return layers if isinstance(layers, str) else None
 
@@ -159,6 +190,7 @@ def train_stacked(
     assert not isinstance(layers_found, str), layers_found
     k = len(arms)
     stacked = []
+    rows_now = [0]
     for module, adapter in layers_found:
         a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
         stacked.append(
@@ -167,6 +199,7 @@ def train_stacked(
                 torch.nn.Parameter(a.detach().unsqueeze(0).repeat(k, 1, 1)),
                 torch.nn.Parameter(b.detach().unsqueeze(0).repeat(k, 1, 1)),
                 float(module.scaling[adapter]),
+                rows_now,
             )
         )  # fmt: skip
     params = [p for s in stacked for p in (s.a_stack, s.b_stack)]
@@ -201,11 +234,15 @@ def train_stacked(
                         tokenizer.pad_token_id,
                     )
                 groups = [slice(i * height, (i + 1) * height) for i in range(k)]
+                rows_now[0] = k * height
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     losses = sft_losses(model, {n: t.to(device) for n, t in batch.items()}, groups)
-                scaled = [loss / max(n, 1) for (loss, _), n in zip(losses, n_tokens, strict=True)]
-                cast(torch.Tensor, sum(scaled)).backward()
-                step_loss += torch.stack([x.detach().double() for x in scaled])
+                pairs = list(zip(losses, n_tokens, strict=True))
+                cast(torch.Tensor, sum(loss / max(n, 1) for (loss, _), n in pairs)).backward()
+                # Summed in float64, as the lone loop logs it.
+                step_loss += torch.stack(
+                    [loss.detach().double() / max(n, 1) for (loss, _), n in pairs]
+                )
             grad_norms = _clip_per_arm(params, k, config.max_grad_norm)
             bad = [arms[i][0] for i in range(k) if not torch.isfinite(grad_norms[i])]
             if bad:
