@@ -224,16 +224,16 @@ def test_a_finished_arm_still_trains_in_its_stack_but_is_not_stored(job, tmp_pat
 
 def test_arms_stack_within_the_token_budget(job):
     from shiftlab.training._arms import stacks
-    from shiftlab.training._stacked import largest_micro_tokens, plan_bins
+    from shiftlab.training._stacked import ArmPlan
 
     _, data = job
     config = TrainingSpec(**{**BASE, "packing": "bfd"})
-    jobs = arm_jobs(data)
-    sizes = [largest_micro_tokens(plan_bins(j.data, config, j.seed)[1]) for j in jobs]
+    plans = [ArmPlan.of(j.name, j.data, config, j.seed) for j in arm_jobs(data)]
+    sizes = [p.largest_micro_tokens for p in plans]
     assert all(0 < s <= config.batch_size * config.max_length for s in sizes)
 
     def names(budget):
-        return [[j.name for j in group] for group in stacks(jobs, config, budget)]
+        return [[p.name for p in group] for group in stacks(plans, budget)]
 
     assert names(sum(sizes)) == [["a", "b", "c"]]
     assert names(sizes[0] + sizes[1]) == [["a", "b"], ["c"]]

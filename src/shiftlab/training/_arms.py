@@ -19,8 +19,7 @@ from shiftlab.spec import TrainingSpec
 from shiftlab.training._loop import Encoded, Objective, _trainable, restore_trainable, train
 from shiftlab.training._stacked import (
     STACK_TOKENS,
-    largest_micro_tokens,
-    plan_bins,
+    ArmPlan,
     stack_refusal,
     train_stacked,
 )
@@ -36,18 +35,18 @@ class ArmJob:
     seed: int = 0
 
 
-def stacks(jobs: Sequence[ArmJob], config: TrainingSpec, budget: int) -> list[list[ArmJob]]:
-    """Consecutive jobs grouped so that a group's largest stacked micro-batch stays within
-    ``budget`` tokens (a job larger than that trains alone)."""
-    groups: list[list[ArmJob]] = []
+def stacks(plans: Sequence[ArmPlan], budget: int) -> list[list[ArmPlan]]:
+    """Consecutive arms grouped so that a group's largest stacked micro-batch stays within
+    ``budget`` tokens (an arm larger than that trains alone)."""
+    groups: list[list[ArmPlan]] = []
     used = 0
-    for job in jobs:
-        tokens = largest_micro_tokens(plan_bins(job.data, config, job.seed)[1]) if job.data else 0
+    for plan in plans:
+        tokens = plan.largest_micro_tokens
         if groups and used + tokens <= budget:
-            groups[-1].append(job)
+            groups[-1].append(plan)
             used += tokens
         else:
-            groups.append([job])
+            groups.append([plan])
             used = tokens
     return groups
 
@@ -100,7 +99,15 @@ def train_arms(
     trainable = _trainable(peft_model)
     initial = {n: p.detach().clone() for n, p in trainable.items()}
     refusal = stack_refusal(peft_model, [j.objective for j in jobs], config)
-    groups = stacks(jobs, config, stack_tokens) if refusal is None else [[j] for j in jobs]
+    # Planned (ordered and packed) once: the plans size the stacks and feed them.
+    plans = [ArmPlan.of(j.name, j.data, config, j.seed) for j in jobs] if refusal is None else []
+    planned = {p.name: p for p in plans}
+    by_name = {job.name: job for job in jobs}
+    groups = (
+        [[by_name[p.name] for p in group] for group in stacks(plans, stack_tokens)]
+        if refusal is None
+        else [[j] for j in jobs]
+    )
     logs = {}
     try:
         for group in groups:
@@ -113,7 +120,7 @@ def train_arms(
                                                   checkpoint_root, progress)}  # fmt: skip
                 weights = None
             else:
-                arms = [(j.name, j.data, j.seed) for j in group]
+                arms = [planned[j.name] for j in group]
                 trained, weights = train_stacked(
                     peft_model, tokenizer, arms, config, progress=progress
                 )

@@ -140,38 +140,48 @@ def stack_refusal(model: Any, objectives: Sequence[str], config: TrainingSpec) -
     return layers if isinstance(layers, str) else None
 
 
-def plan_bins(
-    data: Sequence[Encoded], config: TrainingSpec, seed: int
-) -> tuple[list[list[int]], Bins]:
-    """An arm's data order (as :func:`train` draws it) and each micro-batch's packed rows."""
-    order = data_order(len(data), config.steps, config.batch_size, seed)
-    size = config.micro_batch_size_or_batch
-    bins: Bins = []
-    for indices in order:
-        examples = [cast(EncodedExample, data[i]) for i in indices]
-        micros = [examples[i : i + size] for i in range(0, len(examples), size)]
-        bins.append([pack_bins(m, config.packing, config.max_length) for m in micros])
-    return order, bins
+@dataclass(frozen=True)
+class ArmPlan:
+    """An arm ready to stack: its SFT data, its data order (as :func:`train` draws it from
+    the arm's seed) and each step's micro-batches as packed rows."""
 
+    name: str
+    data: Sequence[Encoded]
+    order: list[list[int]]
+    bins: Bins
 
-def largest_micro_tokens(bins: Bins) -> int:
-    """Rows x width of an arm's largest packed micro-batch."""
-    return max(
-        len(rows) * max(sum(len(e.input_ids) for e in row) for row in rows)
-        for step in bins
-        for rows in step
-    )
+    @classmethod
+    def of(cls, name: str, data: Sequence[Encoded], config: TrainingSpec, seed: int) -> ArmPlan:
+        if not data:
+            raise ValueError(f"arm {name}: training needs at least one example")
+        order = data_order(len(data), config.steps, config.batch_size, seed)
+        size = config.micro_batch_size_or_batch
+        bins: Bins = []
+        for indices in order:
+            examples = [cast(EncodedExample, data[i]) for i in indices]
+            micros = [examples[i : i + size] for i in range(0, len(examples), size)]
+            bins.append([pack_bins(m, config.packing, config.max_length) for m in micros])
+        return cls(name, data, order, bins)
+
+    @property
+    def largest_micro_tokens(self) -> int:
+        """Rows x width of the arm's largest packed micro-batch."""
+        return max(
+            len(rows) * max(sum(len(e.input_ids) for e in row) for row in rows)
+            for step in self.bins
+            for rows in step
+        )
 
 
 def train_stacked(
     model: Any,
     tokenizer: Any,
-    arms: Sequence[tuple[str, Sequence[Encoded], int]],
+    arms: Sequence[ArmPlan],
     config: TrainingSpec,
     *,
     progress: bool = True,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, dict[int, torch.Tensor]]]:
-    """Train ``arms`` (name, SFT data, seed) together from ``model``'s adapter as it is now.
+    """Train ``arms`` (planned under ``config``) together from ``model``'s adapter as it is now.
 
     Returns each arm's log (:func:`train`'s columns; ``seconds`` and ``tokens_per_second``
     are those of the shared step) and its trained adapter, keyed by ``id`` of each trainable
@@ -180,9 +190,6 @@ def train_stacked(
     """
     from accelerate import Accelerator
 
-    for name, data, _ in arms:
-        if not data:
-            raise ValueError(f"arm {name}: training needs at least one example")
     device = Accelerator(cpu=not torch.cuda.is_available()).device
     config = _resolve(config, model, device)
     model.to(device)
@@ -207,7 +214,6 @@ def train_stacked(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, linear_schedule(config.warmup_steps, config.steps)
     )
-    plans = [plan_bins(data, config, seed) for _, data, seed in arms]
     throughput = Throughput(model, device, paired=False)
     bf16 = config.mixed_precision == "bf16"
     rows: list[list[dict[str, Any]]] = [[] for _ in arms]
@@ -217,14 +223,11 @@ def train_stacked(
     try:
         for step in tqdm(range(config.steps), desc="arms", disable=not progress, leave=False):
             started = time.perf_counter()
-            examples = [
-                [data[i] for i in plan[0][step]]
-                for (_, data, _), plan in zip(arms, plans, strict=True)
-            ]
+            examples = [[arm.data[i] for i in arm.order[step]] for arm in arms]
             n_tokens = [sum(e.n_target_tokens for e in x) for x in examples]
             step_loss = torch.zeros(k, dtype=torch.float64, device=device)
-            for micro in range(len(plans[0][1][step])):
-                arm_rows = [plan[1][step][micro] for plan in plans]
+            for micro in range(len(arms[0].bins[step])):
+                arm_rows = [arm.bins[step][micro] for arm in arms]
                 height = max(len(r) for r in arm_rows)
                 if config.packing == "none":  # one example a row, as many rows in every arm
                     batch = collate([row[0] for r in arm_rows for row in r], tokenizer.pad_token_id)
@@ -244,7 +247,7 @@ def train_stacked(
                     [loss.detach().double() / max(n, 1) for (loss, _), n in pairs]
                 )
             grad_norms = _clip_per_arm(params, k, config.max_grad_norm)
-            bad = [arms[i][0] for i in range(k) if not torch.isfinite(grad_norms[i])]
+            bad = [arms[i].name for i in range(k) if not torch.isfinite(grad_norms[i])]
             if bad:
                 raise FloatingPointError(
                     f"arm {', '.join(bad)}: non-finite gradient norm at step {step}; "
@@ -266,7 +269,7 @@ def train_stacked(
                         "n_tokens": n_tokens[i],
                         "seconds": seconds,
                         **rate,
-                        "examples": plans[i][0][step],
+                        "examples": arms[i].order[step],
                     }
                 )
     finally:
@@ -274,15 +277,13 @@ def train_stacked(
             del s.layer.forward
         model.eval()
     weights = {
-        name: {
+        arm.name: {
             **{id(s.a): s.a_stack[i].detach().clone() for s in stacked},
             **{id(s.b): s.b_stack[i].detach().clone() for s in stacked},
         }
-        for i, (name, _, _) in enumerate(arms)
+        for i, arm in enumerate(arms)
     }
-    logs = {
-        name: pl.DataFrame(r, schema=LOG_SCHEMA) for (name, _, _), r in zip(arms, rows, strict=True)
-    }
+    logs = {arm.name: pl.DataFrame(r, schema=LOG_SCHEMA) for arm, r in zip(arms, rows, strict=True)}
     return logs, weights
 
 
