@@ -240,6 +240,21 @@ def test_arms_stack_within_the_token_budget(job):
     assert names(0) == [["a"], ["b"], ["c"]]
 
 
+def test_paired_arms_train_alone_between_stacks_of_sft_arms(job):
+    """The study gives each organism its SFT arms and a BCT arm under one training config:
+    the SFT arms still stack (they once all trained alone because one arm was paired)."""
+    from shiftlab.training._arms import _groups
+    from shiftlab.training._stacked import ArmPlan
+
+    _, data = job
+    config = TrainingSpec(**BASE)
+    a, b, c = arm_jobs(data)
+    paired = ArmJob("p", [], objective="bct")
+    planned = {j.name: ArmPlan.of(j.name, j.data, config, j.seed) for j in (a, b, c)}
+    groups = _groups([a, b, paired, c], planned, budget=1 << 30)
+    assert [[j.name for j in g] for g in groups] == [["a", "b"], ["p"], ["c"]]
+
+
 @pytest.mark.parametrize(
     ("dropout", "objective", "overrides", "reason"),
     [

@@ -51,6 +51,23 @@ def stacks(plans: Sequence[ArmPlan], budget: int) -> list[list[ArmPlan]]:
     return groups
 
 
+def _groups(jobs: Sequence[ArmJob], planned: dict[str, ArmPlan], budget: int) -> list[list[ArmJob]]:
+    """Each run of consecutive planned (stackable) jobs in stacks, every other job alone;
+    the jobs' order is kept."""
+    by_name = {job.name: job for job in jobs}
+    groups: list[list[ArmJob]] = []
+    run: list[ArmPlan] = []
+    for job in [*jobs, None]:
+        if job is not None and job.name in planned:
+            run.append(planned[job.name])
+            continue
+        groups += [[by_name[p.name] for p in stack] for stack in stacks(run, budget)]
+        run = []
+        if job is not None:
+            groups.append([job])
+    return groups
+
+
 def train_arms(
     model: Any,
     tokenizer: Any,
@@ -71,8 +88,9 @@ def train_arms(
     adapter afterwards. With ``checkpoint_root`` (and ``config.checkpoint_every``) each arm
     checkpoints into ``checkpoint_root/<arm name>`` and resumes from there.
 
-    SFT arms of a plain LoRA adapter train together, stacked, as long as a stack's largest
-    micro-batch holds at most ``stack_tokens`` tokens (0: every arm alone); a stacked arm
+    Consecutive SFT arms of a plain LoRA adapter train together, stacked, as long as a
+    stack's largest micro-batch holds at most ``stack_tokens`` tokens (0: every arm alone;
+    a BCT or ACT arm always trains alone, between the stacks around it); a stacked arm
     follows its lone trajectory up to float rounding. Jobs named in ``finished`` (already
     stored) train only inside a stack with jobs that are not, so that the stack computes
     what it computed in an uninterrupted run; they are never passed to ``on_done``.
@@ -98,16 +116,14 @@ def train_arms(
     peft_model = load_lora(model, str(adapter_dir), trainable=True)
     trainable = _trainable(peft_model)
     initial = {n: p.detach().clone() for n, p in trainable.items()}
-    refusal = stack_refusal(peft_model, [j.objective for j in jobs], config)
+    stackable = stack_refusal(peft_model, ["sft"], config) is None
     # Planned (ordered and packed) once: the plans size the stacks and feed them.
-    plans = [ArmPlan.of(j.name, j.data, config, j.seed) for j in jobs] if refusal is None else []
-    planned = {p.name: p for p in plans}
-    by_name = {job.name: job for job in jobs}
-    groups = (
-        [[by_name[p.name] for p in group] for group in stacks(plans, stack_tokens)]
-        if refusal is None
-        else [[j] for j in jobs]
-    )
+    planned = {
+        j.name: ArmPlan.of(j.name, j.data, config, j.seed)
+        for j in jobs
+        if stackable and j.objective == "sft"
+    }
+    groups = _groups(jobs, planned, stack_tokens)
     logs = {}
     try:
         for group in groups:
