@@ -194,8 +194,8 @@ def encoders() -> dict:
     from shiftlab.shift import TextEncoder, default_encoder_path
 
     sample = texts()
-    ours = TextEncoder(batch_size=64, device="cpu")
-    exact = TextEncoder(batch_size=64, device="cpu", precision="float32")
+    ours = TextEncoder(device="cpu")
+    exact = TextEncoder(device="cpu", precision="float32")
     theirs = SentenceTransformer(str(default_encoder_path()), device="cpu")
     for encoder in (ours, exact):
         encoder.encode(sample[:64])  # warm up

@@ -68,3 +68,24 @@ def test_precision_auto_is_float32_without_hardware_bfloat16(monkeypatch):
     monkeypatch.setattr(_encoders, "native_bfloat16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bfloat16"
     assert resolve_precision("float32", "cpu") == "float32"
+
+
+def test_batches_hold_each_text_once_within_both_budgets():
+    encoder = TextEncoder.__new__(TextEncoder)
+    encoder.batch_size, encoder.batch_tokens = 3, 20
+    lengths = [5, 1, 30, 4, 4, 6, 2, 9, 7]
+    batches = encoder._batches(lengths)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)  # in order of length
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert len(batch) <= 3 and (padded <= 20 or len(batch) == 1)
+    assert [2] in batches  # longer than the budget: alone
+
+
+def test_the_batching_does_not_change_the_vectors(encoder):
+    one_by_one = TextEncoder(batch_size=1, precision="float32").encode(TEXTS)
+    by_tokens = TextEncoder(batch_tokens=8, precision="float32").encode(TEXTS)
+    assert np.allclose(one_by_one, encoder.encode(TEXTS), atol=1e-5)
+    assert np.allclose(by_tokens, one_by_one, atol=1e-5)

@@ -98,8 +98,10 @@ class TextEncoder:
     """Embeds texts as L2-normalised mean-pooled hidden states.
 
     ``path``: a model folder or hub id (``sentence-transformers/all-MiniLM-L6-v2``, the
-    default, is the shipped copy). Texts are batched by length (``batch_size``), truncated
-    to ``max_length`` tokens, on ``device`` (CUDA when present), in ``precision``
+    default, is the shipped copy). Texts are batched by length, at most ``batch_size`` texts
+    and ``batch_tokens`` padded tokens to a batch (many short texts, few long ones: the
+    products stay large and memory-friendly), truncated to ``max_length`` tokens, on
+    ``device`` (CUDA when present), in ``precision``
     (:func:`resolve_precision`; ``auto`` is bfloat16 only where the hardware multiplies
     it). ``name`` identifies the encoder, its weights and its precision in caches.
 
@@ -115,7 +117,8 @@ class TextEncoder:
         self,
         path: str | Path = DEFAULT_ENCODER,
         *,
-        batch_size: int = 64,
+        batch_size: int = 256,
+        batch_tokens: int = 2048,
         max_length: int = 256,
         device: str | None = None,
         precision: Precision = "auto",
@@ -131,7 +134,11 @@ class TextEncoder:
             raise ModelError(f"encoder {str(path)!r}: {str(error).splitlines()[0]}") from None
         self.device = _resolve_device(device)
         self.model.to(self.device)
-        self.batch_size, self.max_length = batch_size, max_length
+        if batch_size < 1 or batch_tokens < 1:
+            raise ValueError(
+                f"batch_size and batch_tokens must be positive, got {batch_size}, {batch_tokens}"
+            )
+        self.batch_size, self.batch_tokens, self.max_length = batch_size, batch_tokens, max_length
         self.precision = resolve_precision(precision, str(self.device))
         self.name = encoder_identity(path, precision, str(self.device))
 
@@ -146,11 +153,9 @@ class TextEncoder:
         ids = self.tokenizer(
             list(texts), truncation=True, max_length=self.max_length, return_attention_mask=False
         )["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         width = self.model.config.hidden_size
         out = np.empty((len(texts), width), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in self._batches([len(i) for i in ids]):
             batch = self.tokenizer.pad(
                 {"input_ids": [ids[i] for i in chunk]}, return_tensors="pt"
             ).to(self.device)
@@ -163,6 +168,21 @@ class TextEncoder:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[chunk] = pooled.cpu().numpy()
         return out
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices in order of length, cut where a batch would pass ``batch_size`` texts or
+        ``batch_tokens`` padded tokens (a text longer than the budget goes alone)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        batches: list[list[int]] = []
+        for i in order:
+            if batches and (
+                len(batches[-1]) < self.batch_size
+                and (len(batches[-1]) + 1) * lengths[i] <= self.batch_tokens
+            ):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
 
 
 class EmbeddingCache:
