@@ -10,6 +10,7 @@ from shiftlab.shift import (
     default_encoder_path,
     embed,
     encoder_identity,
+    length_batches,
     resolve_precision,
 )
 
@@ -71,10 +72,8 @@ def test_precision_auto_is_float32_without_hardware_bfloat16(monkeypatch):
 
 
 def test_batches_hold_each_text_once_within_both_budgets():
-    encoder = TextEncoder.__new__(TextEncoder)
-    encoder.batch_size, encoder.batch_tokens = 3, 20
     lengths = [5, 1, 30, 4, 4, 6, 2, 9, 7]
-    batches = encoder._batches(lengths)
+    batches = length_batches(lengths, max_texts=3, max_tokens=20)
     flat = [i for batch in batches for i in batch]
     assert sorted(flat) == list(range(len(lengths)))
     assert [lengths[i] for i in flat] == sorted(lengths)  # in order of length

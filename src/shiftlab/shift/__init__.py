@@ -10,6 +10,7 @@ from shiftlab.shift._encoders import (
     default_encoder_path,
     embed,
     encoder_identity,
+    length_batches,
     resolve_precision,
 )
 from shiftlab.shift._likelihood import Decoding, NllGap, nll_gap
@@ -31,6 +32,7 @@ __all__ = [
     "embed",
     "encoder_identity",
     "frechet_distance",
+    "length_batches",
     "median_bandwidth",
     "mmd_test",
     "nll_gap",

@@ -94,6 +94,23 @@ def encoder_identity(
     return f"{path}@{_weights_digest(source) if local else 'hub'}{suffix}"
 
 
+def length_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Indices in order of length, cut where a batch would pass ``max_texts`` texts or
+    ``max_tokens`` padded tokens (a text longer than ``max_tokens`` goes alone).
+
+    >>> length_batches([5, 1, 30, 4], max_texts=2, max_tokens=12)
+    [[1, 3], [0], [2]]
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        last = batches[-1] if batches else []
+        if last and len(last) < max_texts and (len(last) + 1) * lengths[i] <= max_tokens:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class TextEncoder:
     """Embeds texts as L2-normalised mean-pooled hidden states.
 
@@ -123,6 +140,10 @@ class TextEncoder:
         device: str | None = None,
         precision: Precision = "auto",
     ):
+        if batch_size < 1 or batch_tokens < 1:
+            raise ValueError(
+                f"batch_size and batch_tokens must be positive, got {batch_size}, {batch_tokens}"
+            )
         from transformers import AutoModel, AutoTokenizer
 
         source, _ = _source(path)
@@ -134,10 +155,6 @@ class TextEncoder:
             raise ModelError(f"encoder {str(path)!r}: {str(error).splitlines()[0]}") from None
         self.device = _resolve_device(device)
         self.model.to(self.device)
-        if batch_size < 1 or batch_tokens < 1:
-            raise ValueError(
-                f"batch_size and batch_tokens must be positive, got {batch_size}, {batch_tokens}"
-            )
         self.batch_size, self.batch_tokens, self.max_length = batch_size, batch_tokens, max_length
         self.precision = resolve_precision(precision, str(self.device))
         self.name = encoder_identity(path, precision, str(self.device))
@@ -155,7 +172,7 @@ class TextEncoder:
         )["input_ids"]
         width = self.model.config.hidden_size
         out = np.empty((len(texts), width), dtype=np.float32)
-        for chunk in self._batches([len(i) for i in ids]):
+        for chunk in length_batches([len(i) for i in ids], self.batch_size, self.batch_tokens):
             batch = self.tokenizer.pad(
                 {"input_ids": [ids[i] for i in chunk]}, return_tensors="pt"
             ).to(self.device)
@@ -168,21 +185,6 @@ class TextEncoder:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[chunk] = pooled.cpu().numpy()
         return out
-
-    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices in order of length, cut where a batch would pass ``batch_size`` texts or
-        ``batch_tokens`` padded tokens (a text longer than the budget goes alone)."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        batches: list[list[int]] = []
-        for i in order:
-            if batches and (
-                len(batches[-1]) < self.batch_size
-                and (len(batches[-1]) + 1) * lengths[i] <= self.batch_tokens
-            ):
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        return batches
 
 
 class EmbeddingCache:

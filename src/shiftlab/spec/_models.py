@@ -447,7 +447,7 @@ class EncoderSpec(_Spec):
     """The sentence encoder used to measure representation shift."""
 
     path: str = "sentence-transformers/all-MiniLM-L6-v2"
-    batch_size: PositiveInt = 256  # a cap; the encoder also caps a batch at 2,048 padded tokens
+    batch_size: PositiveInt = 256  # a cap: TextEncoder also caps a batch's padded tokens
 
 
 class ShiftSpec(_Spec):
