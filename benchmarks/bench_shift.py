@@ -191,8 +191,10 @@ def texts(count: int = 2048) -> list[str]:
 def encoders() -> dict:
     from sentence_transformers import SentenceTransformer
 
+    from shiftlab._workers import retain_freed_memory
     from shiftlab.shift import TextEncoder, default_encoder_path
 
+    retain_freed_memory()  # as in shiftlab's study workers; both sides get it
     sample = texts()
     ours = TextEncoder(device="cpu")
     exact = TextEncoder(device="cpu", precision="float32")
