@@ -88,9 +88,9 @@ def retain_freed_memory() -> bool:
     True
     """
     try:
-        libc = ctypes.CDLL(None)
+        libc = ctypes.CDLL(None)  # the process's own C library (Windows has no such handle)
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
