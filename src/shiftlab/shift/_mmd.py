@@ -4,7 +4,7 @@ The kernel matrix of the pooled sample is computed once in float32, block of row
 of rows, and every permutation's statistic comes out of one matrix product with the matrix
 of permuted labels, so B permutations cost one (n + m) x (n + m) x (B + 1) GEMM: with the
 kernel's own GEMM that is the test's FLOP floor, and little else is spent (in-place
-elementwise passes, labels shuffled by numpy in C, sums accumulated in float64).
+elementwise passes, labels shuffled by numpy in C, quadratic forms summed in float64).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _labels(
 ) -> torch.Tensor:
     """Row 0: the observed assignment (1 = first sample); then one row per permutation,
     shuffled across the pool or within each group. Rows (not columns), so each shuffle
-    walks contiguous memory; the products use the transpose as a view."""
+    walks contiguous memory and the products read each assignment contiguously."""
     generator = np.random.default_rng(seed)
     observed = np.concatenate([np.ones(n), np.zeros(m)]).astype(np.float32)
     rows = np.empty((n_permutations + 1, n + m), dtype=np.float32)
@@ -217,7 +217,6 @@ def _kernel_products(
     total = z.shape[0]
     rows = max(1, _ROW_BYTES // (4 * total))
     squared = (z * z).sum(1)
-    columns = labels.T  # a view: BLAS reads the transpose in place
     quadratic = torch.zeros(labels.shape[0], dtype=torch.float64, device=z.device)
     row_sums = torch.empty(total, dtype=torch.float64, device=z.device)
     diagonal = torch.empty(total, dtype=torch.float64, device=z.device)
@@ -233,10 +232,15 @@ def _kernel_products(
             k = torch.addmm(squared[None, :], z[block], z.T, alpha=-2.0)
             k.add_(squared[block, None]).clamp_min_(0).sqrt_().neg_()
         diagonal[block] = k.diagonal(offset=start)
-        row_sums[block] = k.sum(1, dtype=torch.float64)
-        products = k @ columns
+        # A row's entries share one sign (nothing cancels), so torch's cascaded float32 sum
+        # is good to a few ulps, as fine as the float32 entries themselves, and 30x faster
+        # than widening every entry to float64.
+        row_sums[block] = k.sum(1)
+        # (labels x K[:, block]) by symmetry, as labels @ k^T: MKL runs this orientation
+        # about 1.4x faster than k @ labels^T.
+        products = labels @ k.T
         del k
-        quadratic += products.mul_(columns[block]).sum(0, dtype=torch.float64)
+        quadratic += products.mul_(labels[:, block]).sum(1, dtype=torch.float64)
     return quadratic, row_sums, diagonal
 
 
