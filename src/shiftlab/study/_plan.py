@@ -38,6 +38,7 @@ from shiftlab.study._jobs import OrganismJob, PoolJob, RunJob, RunPlan, RunRow, 
 from shiftlab.study._suites import capability_suite
 from shiftlab.training import (
     ARMS_VERSION,
+    FUSED_CE_VERSION,
     TRAINER_VERSION,
     Objective,
 )
@@ -52,6 +53,8 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[OrganismJob]:
             common = {
                 "shiftlab": __version__,
                 "trainer": TRAINER_VERSION,
+                # A real vocabulary trains through the fused head and loss.
+                "fused_ce": FUSED_CE_VERSION,
                 "base": base.model_dump(),
                 "base_identity": identity,
                 "suite": suites[behaviour.name].fingerprint,
@@ -173,6 +176,7 @@ def plan_runs(
             "seed": seed,
             "training": spec.runs.training.model_dump(),
             "trainer": TRAINER_VERSION,
+            "fused_ce": FUSED_CE_VERSION,
             # An arm's numbers depend on the arms it was stacked with (``train_arms``).
             "arms": ARMS_VERSION,
             "eval": spec.eval.model_dump(exclude={"batch_size"}),

@@ -4,6 +4,7 @@ loop (prompts are rendered and encoded by :mod:`shiftlab.chat`)."""
 from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
 from shiftlab.training._fused_ce import (
+    FUSED_CE_VERSION,
     fused_cross_entropy,
     fused_cross_entropy_setting,
     fused_linear_cross_entropy,
@@ -15,6 +16,7 @@ from shiftlab.training._stacked import ARMS_VERSION, STACK_TOKENS, stack_refusal
 
 __all__ = [
     "ARMS_VERSION",
+    "FUSED_CE_VERSION",
     "STACK_TOKENS",
     "TRAINER_VERSION",
     "ArmJob",
