@@ -12,7 +12,13 @@ from shiftlab.models._loading import (
     save_model_dir,
     smollm2_folder,
 )
-from shiftlab.models._lora import attach_lora, load_lora
+from shiftlab.models._lora import (
+    attach_lora,
+    exact_scaling,
+    load_lora,
+    low_rank_scaled_linear,
+    scale_low_rank,
+)
 from shiftlab.models._tiny import TINY_SIZES, build_tiny_llama
 
 __all__ = [
@@ -23,10 +29,13 @@ __all__ = [
     "ModelSource",
     "attach_lora",
     "build_tiny_llama",
+    "exact_scaling",
     "load_causal_lm",
     "load_lora",
+    "low_rank_scaled_linear",
     "model_identity",
     "resolve_model",
     "save_model_dir",
+    "scale_low_rank",
     "smollm2_folder",
 ]

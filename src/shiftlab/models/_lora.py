@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ def attach_lora(model: Any, lora: LoraSpec | None = None, *, seed: int = 0) -> A
         warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
         try:
-            return get_peft_model(model, config)
+            return scale_low_rank(get_peft_model(model, config))
         except ValueError as error:
             raise ModelError(f"lora: {str(error).splitlines()[0]}") from None
 
@@ -52,4 +54,66 @@ def load_lora(model: Any, adapter_dir: str, *, trainable: bool = False) -> Any:
         raise ModelError(f"adapter {adapter_dir}: no adapter_model.safetensors")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+        return scale_low_rank(PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable))
+
+
+def exact_scaling(scaling: float) -> bool:
+    """Whether multiplying by ``scaling`` commutes with float rounding: a power of two of at
+    least 1 (scaling each term of a float sum by one scales every rounding by it exactly;
+    a power below 1 could round subnormals)."""
+    return scaling >= 1 and math.frexp(scaling)[0] == 0.5
+
+
+@functools.cache
+def low_rank_scaled_linear() -> type:
+    """peft's LoRA ``Linear`` with the scaling applied to the rank-r activations instead of
+    the layer's output: ``base(x) + B((A x) s)`` for peft's ``base(x) + B(A x) s``. Where
+    the scaling is exact (:func:`exact_scaling`, as shiftlab's default alpha = 2r is) the
+    two are equal bit for bit (short of products below float's normal range, ~1e-38), and
+    this one multiplies r values a token instead of the layer's width, forward and
+    backward. Anything else (several or merged adapters, dropout, a variant, a LoRA bias,
+    per-call arguments) runs peft's own forward."""
+    import torch
+    from peft.tuners.lora import Linear
+
+    class LowRankScaledLinear(Linear):
+        def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            names = self.active_adapters
+            name: str = names[0] if len(names) == 1 else ""
+            if (
+                args
+                or kwargs
+                or name not in self.lora_A
+                or self.disable_adapters
+                or self.merged
+                or name in self.lora_variant
+                or not isinstance(self.lora_dropout[name], torch.nn.Identity)
+                or self.lora_B[name].bias is not None
+                or not exact_scaling(self.scaling[name])
+                or x.dtype != self.lora_A[name].weight.dtype
+            ):
+                return super().forward(x, *args, **kwargs)
+            result: torch.Tensor = self.base_layer(x)
+            low = self.lora_A[name](x) * self.scaling[name]
+            return (result + self.lora_B[name](low)).to(result.dtype)
+
+    return LowRankScaledLinear
+
+
+def scale_low_rank(model: Any) -> Any:
+    """``model`` with each of peft's plain LoRA ``Linear`` layers running
+    :func:`low_rank_scaled_linear`'s forward (in place; the class is swapped, the weights,
+    state dict and saved adapter are untouched).
+
+    >>> from shiftlab.models import build_tiny_llama
+    >>> model = attach_lora(build_tiny_llama(64))  # attach_lora and load_lora call it
+    >>> sorted({type(m).__name__ for m in model.modules() if hasattr(m, "lora_A")})
+    ['LowRankScaledLinear']
+    """
+    from peft.tuners.lora import Linear
+
+    scaled = low_rank_scaled_linear()
+    for module in model.modules():
+        if type(module) is Linear:
+            module.__class__ = scaled
+    return model

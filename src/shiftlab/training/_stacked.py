@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shiftlab.chat import EncodedExample, collate
+from shiftlab.models import exact_scaling, low_rank_scaled_linear
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._encoding import Encoded, data_order
 from shiftlab.training._loop import LOG_SCHEMA, _adamw, _resolve, _trainable, linear_schedule
@@ -68,7 +69,10 @@ class _StackedLayer:
         result: torch.Tensor = self.layer.base_layer(x, *args, **kwargs)
         rows = x.to(self.a_stack.dtype).reshape(self.a_stack.shape[0], -1, x.shape[-1])
         low = torch.bmm(rows, self.a_stack.transpose(1, 2))
-        update = torch.bmm(low, self.b_stack.transpose(1, 2)) * self.scaling
+        if exact_scaling(self.scaling):  # the same bits, r values scaled a token (models)
+            update = torch.bmm(low * self.scaling, self.b_stack.transpose(1, 2))
+        else:
+            update = torch.bmm(low, self.b_stack.transpose(1, 2)) * self.scaling
         # Added before rounding to the base's dtype, as peft adds it.
         return (result + update.reshape(result.shape)).to(result.dtype)
 
@@ -90,7 +94,7 @@ def _lora_layers(model: Any) -> list[tuple[Any, str]] | str:
             return "the output head has a LoRA adapter (it sees selected positions, not rows)"
         if "forward" in vars(module) or hasattr(module, "_hf_hook"):
             return f"{name}'s forward is already wrapped"
-        if type(module) is not Linear:
+        if type(module) not in (Linear, low_rank_scaled_linear()):
             return f"{name} is a {type(module).__name__}, not a plain LoRA linear layer"
         if len(module.active_adapters) != 1 or module.merged or module.disable_adapters:
             return f"{name} does not run exactly one unmerged adapter"
