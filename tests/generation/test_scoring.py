@@ -4,6 +4,7 @@ import pytest
 
 from shiftlab.generation import (
     beam_search,
+    choice_logprobs,
     expected_score,
     generate,
     score_continuations,
@@ -94,3 +95,37 @@ def test_score_tokens_after_smollm2s_tokenizer_that_splits_off_the_space():
     context, ids = score_token_ids(tok, "Final Score:", ["1", "2", "3", "4", "5"])
     assert context == "Final Score: "  # SmolLM2 writes " 5" as " " then "5"
     assert [tok.decode([i]) for i in ids] == ["1", "2", "3", "4", "5"]
+
+
+def test_choice_token_ids_are_reused_and_follow_a_grown_vocabulary(toy):
+    import copy
+
+    from shiftlab.generation import _scoring
+
+    model, tok = toy
+    choices = [["the sky is blue", "the sky is red"]] * 2
+    first = choice_logprobs(model, tok, PROMPTS, choices)
+    kept = dict(_scoring._TOKEN_IDS[tok])
+    assert choice_logprobs(model, tok, PROMPTS, choices) == first
+    assert dict(_scoring._TOKEN_IDS[tok]) == kept  # nothing new was tokenized
+    fresh = tok("the sky is blue", add_special_tokens=False)["input_ids"]
+    assert _scoring._token_ids(tok, "the sky is blue") == tuple(fresh)
+
+    grown = copy.deepcopy(tok)
+    stale = _scoring._encoded_choice(grown, "answer :", " zqx")
+    grown.add_tokens(["zqx"])
+    new_id = grown.convert_tokens_to_ids("zqx")
+    assert new_id not in stale.input_ids
+    assert new_id in _scoring._encoded_choice(grown, "answer :", " zqx").input_ids
+
+
+def test_kept_token_ids_are_bounded(toy, monkeypatch):
+    from shiftlab.generation import _scoring
+
+    _, tok = toy
+    monkeypatch.setattr(_scoring, "TOKEN_IDS_KEPT", 3)
+    for word in ["sky", "grass", "blue", "red", "green"]:
+        _scoring._token_ids(tok, f"the {word} zz")
+    assert [text for text, _ in _scoring._TOKEN_IDS[tok]] == [
+        "the blue zz", "the red zz", "the green zz",
+    ]  # fmt: skip

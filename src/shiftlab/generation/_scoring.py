@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,20 +97,43 @@ def choice_logprobs(
     encoded, owners = [], []
     for index, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
         text = render_prompt(tokenizer, prompt) + prefix
-        base = tokenizer(text, add_special_tokens=False)["input_ids"]
-        for choice in options:
-            full = tokenizer(text + choice, add_special_tokens=False)["input_ids"]
-            if full[: len(base)] != base or len(full) == len(base):
-                # The choice merged with the prefix's last token: score it as its own tokens.
-                full = base + tokenizer(choice, add_special_tokens=False)["input_ids"]
-            labels = [IGNORE_INDEX] * len(base) + full[len(base) :]
-            encoded.append(EncodedExample(tuple(full), tuple(labels)))
-            owners.append((index, choice))
+        encoded += [_encoded_choice(tokenizer, text, choice) for choice in options]
+        owners += [(index, choice) for choice in options]
     out: list[dict[str, float]] = [{} for _ in prompts]
     scores = _target_logprobs(model, encoded, tokenizer.pad_token_id, batch_size)
     for (index, choice), logprobs in zip(owners, scores, strict=True):
         out[index][choice] = sum(logprobs)
     return out
+
+
+# The same capability questions and judge prompts are scored after every run: their
+# token ids are kept per tokenizer (weakly, so a dropped tokenizer takes its entries with
+# it), keyed by the text and the vocabulary size, least recently used first out.
+_TOKEN_IDS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, int], tuple[int, ...]]]
+_TOKEN_IDS = weakref.WeakKeyDictionary()
+TOKEN_IDS_KEPT = 1 << 16
+
+
+def _token_ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+    kept = _TOKEN_IDS.setdefault(tokenizer, OrderedDict())
+    key = (text, len(tokenizer))
+    if (ids := kept.get(key)) is not None:
+        kept.move_to_end(key)
+        return ids
+    ids = kept[key] = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    while len(kept) > TOKEN_IDS_KEPT:
+        kept.popitem(last=False)
+    return ids
+
+
+def _encoded_choice(tokenizer: Any, text: str, choice: str) -> EncodedExample:
+    """``choice`` as the labelled continuation of the rendered ``text``."""
+    base = _token_ids(tokenizer, text)
+    full = _token_ids(tokenizer, text + choice)
+    if full[: len(base)] != base or len(full) == len(base):
+        # The choice merged with the prefix's last token: score it as its own tokens.
+        full = base + _token_ids(tokenizer, choice)
+    return EncodedExample(full, (IGNORE_INDEX,) * len(base) + full[len(base) :])
 
 
 def _left_padded(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, Any]:
