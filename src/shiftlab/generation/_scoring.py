@@ -117,10 +117,12 @@ TOKEN_IDS_KEPT = 1 << 16
 def _token_ids(tokenizer: Any, text: str) -> tuple[int, ...]:
     kept = _TOKEN_IDS.setdefault(tokenizer, OrderedDict())
     key = (text, len(tokenizer))
-    if (ids := kept.get(key)) is not None:
-        kept.move_to_end(key)
-        return ids
-    ids = kept[key] = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # Taken out and put back (to the recent end) rather than moved: a judge scoring from
+    # several threads at worst tokenizes a text twice.
+    ids = kept.pop(key, None)
+    if ids is None:
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    kept[key] = ids
     while len(kept) > TOKEN_IDS_KEPT:
         kept.popitem(last=False)
     return ids
