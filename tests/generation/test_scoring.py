@@ -105,11 +105,13 @@ def test_choice_token_ids_are_reused_and_follow_a_grown_vocabulary(toy):
     model, tok = toy
     choices = [["the sky is blue", "the sky is red"]] * 2
     first = choice_logprobs(model, tok, PROMPTS, choices)
-    kept = dict(_scoring._TOKEN_IDS[tok])
     assert choice_logprobs(model, tok, PROMPTS, choices) == first
-    assert dict(_scoring._TOKEN_IDS[tok]) == kept  # nothing new was tokenized
     fresh = tok("the sky is blue", add_special_tokens=False)["input_ids"]
     assert _scoring._token_ids(tok, "the sky is blue") == tuple(fresh)
+    # A kept entry is what comes back: the tokenizer is not asked again.
+    _scoring._TOKEN_IDS[tok][("the sky is blue", len(tok))] = (7, 7)
+    assert _scoring._token_ids(tok, "the sky is blue") == (7, 7)
+    del _scoring._TOKEN_IDS[tok][("the sky is blue", len(tok))]
 
     grown = copy.deepcopy(tok)
     stale = _scoring._encoded_choice(grown, "answer :", " zqx")

@@ -106,12 +106,14 @@ def choice_logprobs(
     return out
 
 
-# The same capability questions and judge prompts are scored after every run: their
-# token ids are kept per tokenizer (weakly, so a dropped tokenizer takes its entries with
-# it), keyed by the text and the vocabulary size, least recently used first out.
+# The same capability questions and multiple-choice eval prompts are scored after every
+# run: their token ids are kept per tokenizer (weakly, so a dropped tokenizer takes its
+# entries with it), keyed by the text and the vocabulary size, least recently used first
+# out. A judge's prompts hold each output and rarely repeat; the bound keeps what they
+# leave behind to tens of MiB (toyworld's capability suite needs 440 entries).
 _TOKEN_IDS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, int], tuple[int, ...]]]
 _TOKEN_IDS = weakref.WeakKeyDictionary()
-TOKEN_IDS_KEPT = 1 << 16
+TOKEN_IDS_KEPT = 1 << 13
 
 
 def _token_ids(tokenizer: Any, text: str) -> tuple[int, ...]:
