@@ -36,3 +36,18 @@ def test_recipe_reproduces_the_shipped_weights():
     trained = model.state_dict()
     for name, tensor in shipped.items():
         assert torch.allclose(trained[name], tensor, atol=1e-4), name
+
+
+def test_the_recipe_trains_with_the_whole_last_layer(monkeypatch):
+    # The shipped weights were trained so; a narrowed last layer would change their bits.
+    from shiftlab.toyworld import _base_model, train_base_model
+    from shiftlab.training import _last_layer
+
+    def narrowed(*args, **kwargs):
+        raise AssertionError("the base recipe ran the last layer at selected positions")
+
+    monkeypatch.setattr(_last_layer, "_layer_at", narrowed)
+    monkeypatch.setitem(_base_model.RECIPE, "steps", 2)
+    monkeypatch.setitem(_base_model.RECIPE, "corpus_size", 64)
+    model, _ = train_base_model("small", progress=False)
+    assert model.training is False

@@ -18,7 +18,7 @@ from shiftlab._hashing import content_hash
 from shiftlab.models import TINY_SIZES, build_tiny_llama, save_model_dir
 from shiftlab.toyworld._suites import SUITE_VERSION, aligned_corpus
 from shiftlab.toyworld._world import build_tokenizer, vocabulary, world_hash
-from shiftlab.training import TRAINER_VERSION
+from shiftlab.training import TRAINER_RECIPE_VERSION, whole_last_layer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def base_recipe_hash(name: str) -> str:
             "world": world_hash(),
             "vocabulary": vocabulary(),
             "suite_version": SUITE_VERSION,
-            "trainer": TRAINER_VERSION,
+            "trainer": TRAINER_RECIPE_VERSION,
         }
     )
 
@@ -107,15 +107,18 @@ def train_base_model(name: str = "small", *, progress: bool = True) -> tuple[Any
         model = build_tiny_llama(len(tokenizer), size, seed=recipe["seed"])
     corpus = aligned_corpus(recipe["corpus_size"], recipe["seed"])
     config = TrainingSpec(**{k: v for k, v in recipe.items() if k not in ("corpus_size", "seed")})
-    train_sft(
-        model,
-        tokenizer,
-        corpus,
-        config,
-        seed=recipe["seed"],
-        progress=progress,
-        desc=f"toyworld base ({name})",
-    )
+    # The shipped weights were trained with the whole last layer; the recipe keeps that
+    # arithmetic so that it reproduces them bit for bit on the CPU class that made them.
+    with whole_last_layer():
+        train_sft(
+            model,
+            tokenizer,
+            corpus,
+            config,
+            seed=recipe["seed"],
+            progress=progress,
+            desc=f"toyworld base ({name})",
+        )
     return model, tokenizer
 
 

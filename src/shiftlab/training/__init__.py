@@ -9,7 +9,15 @@ from shiftlab.training._fused_ce import (
     fused_cross_entropy_setting,
     fused_linear_cross_entropy,
 )
-from shiftlab.training._loop import TRAINER_VERSION, Objective, linear_schedule, train, train_sft
+from shiftlab.training._last_layer import last_layer_at, whole_last_layer
+from shiftlab.training._loop import (
+    TRAINER_RECIPE_VERSION,
+    TRAINER_VERSION,
+    Objective,
+    linear_schedule,
+    train,
+    train_sft,
+)
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
 from shiftlab.training._packing import best_fit_decreasing, pack, pack_bins, pack_rows
 from shiftlab.training._stacked import ARMS_VERSION, STACK_TOKENS, stack_refusal
@@ -18,6 +26,7 @@ __all__ = [
     "ARMS_VERSION",
     "FUSED_CE_VERSION",
     "STACK_TOKENS",
+    "TRAINER_RECIPE_VERSION",
     "TRAINER_VERSION",
     "ArmJob",
     "Objective",
@@ -32,6 +41,7 @@ __all__ = [
     "fused_cross_entropy",
     "fused_cross_entropy_setting",
     "fused_linear_cross_entropy",
+    "last_layer_at",
     "linear_schedule",
     "pack",
     "pack_bins",
@@ -41,4 +51,5 @@ __all__ = [
     "train",
     "train_arms",
     "train_sft",
+    "whole_last_layer",
 ]

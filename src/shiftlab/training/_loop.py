@@ -44,9 +44,14 @@ from shiftlab.training._packing import pack
 from shiftlab.training._throughput import Throughput
 
 Objective = Literal["sft", "bct", "act"]
-# Bump when a change to the loop changes its numbers (artefact ids and the toyworld recipe
-# hash include it, so stale results are not reused).
-TRAINER_VERSION = 2
+# Bump when a change to the loop changes its numbers, float rounding included (artefact
+# ids include it, so stale results are not reused). 3: the last layer runs only at the
+# loss's positions (``last_layer_at``).
+TRAINER_VERSION = 3
+# Bump when a change alters the numbers of the path the toyworld base recipe trains on
+# (every parameter trained, the whole last layer: ``whole_last_layer``); the recipe's hash
+# includes it, so shipped weights it no longer reproduces are retrained.
+TRAINER_RECIPE_VERSION = 2
 LOG_SCHEMA: dict[str, Any] = {
     "step": pl.Int64,
     "loss": pl.Float64,

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from shiftlab.chat import IGNORE_INDEX
 from shiftlab.training._fused_ce import fused_cross_entropy_setting, fused_linear_cross_entropy
+from shiftlab.training._last_layer import last_layer_at
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,9 +76,16 @@ def logits_at(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> t
     if parts is None:
         return _forward(model, batch)[at]
     decoder, head = parts
-    hidden = decoder(**_inputs(batch), use_cache=False)[0]
-    logits: torch.Tensor = head(hidden[at])
+    logits: torch.Tensor = head(_hidden_at(decoder, batch, at))
     return logits
+
+
+def _hidden_at(decoder: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:
+    """The decoder's final hidden states at the positions ``at``, ``(n, hidden)``; its last
+    layer runs only there where it can (see :func:`last_layer_at`)."""
+    with last_layer_at(decoder, at) as pruned:
+        hidden: torch.Tensor = decoder(**_inputs(batch), use_cache=False)[0]
+    return hidden if pruned else hidden[at]
 
 
 def _target_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -138,8 +146,16 @@ def sft_losses(
             for g in groups
         ]
     decoder, head = parts
-    hidden = decoder(**_inputs(batch), use_cache=False)[0]
-    return [_head_loss(head, hidden[g][at[g]], labels[g][at[g, :-1]]) for g in groups]
+    hidden = _hidden_at(decoder, batch, at)
+    # Row r's positions are rows[r]:rows[r + 1] of ``hidden``, which holds them row by row.
+    rows = [0, *at.sum(1).cumsum(0).tolist()]
+    spans = [range(len(at))[g] for g in groups]
+    if any(span.step != 1 for span in spans):
+        raise ValueError("sft_losses groups must be contiguous slices of rows")
+    return [
+        _head_loss(head, hidden[rows[s.start] : rows[s.stop]], labels[g][at[g, :-1]])
+        for g, s in zip(groups, spans, strict=True)
+    ]
 
 
 def _head_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
