@@ -121,3 +121,44 @@ def test_unsupported_models_and_masks_run_whole():
     handle.remove()
     with pytest.raises(RuntimeError, match="cache"), last_layer_at(llama, some):
         llama(input_ids=torch.ones(2, 6, dtype=torch.long), use_cache=True)
+
+
+def test_a_checkpointed_last_layer_runs_whole():
+    from shiftlab.training._loop import _set_checkpointing
+
+    model = _llama("sdpa")
+    _set_checkpointing(model, True)
+    model.train()
+    at = torch.zeros(2, 6, dtype=torch.bool)
+    at[:, 4] = True
+    with last_layer_at(model.get_base_model().model, at) as pruned:
+        assert not pruned  # transformers checkpoints in the class's forward
+
+
+def test_stacked_arms_run_the_last_layer_at_their_targets(tmp_path, monkeypatch):
+    from shiftlab.models import build_tiny_llama
+    from shiftlab.spec import TrainingSpec
+    from shiftlab.toyworld import build_tokenizer
+    from shiftlab.training import ArmJob, _last_layer, encode_sft, train_arms
+
+    tok = build_tokenizer()
+    organism = attach_lora(build_tiny_llama(len(tok), seed=7), LoraSpec(r=4, alpha=8))
+    organism.save_pretrained(tmp_path)
+    chat = ([{"role": "user", "content": "hi ."}], "the sky is blue .")
+    data = encode_sft(tok, [chat] * 4, 64)
+    narrowed = []
+    layer_at = _last_layer._layer_at
+    monkeypatch.setattr(
+        _last_layer, "_layer_at", lambda *args: narrowed.append(1) or layer_at(*args)
+    )
+    config = TrainingSpec(
+        steps=2, batch_size=2, learning_rate=1e-2, warmup_steps=0, packing="bfd", max_length=64
+    )
+    seconds = []
+    train_arms(
+        build_tiny_llama(len(tok), seed=7), tok, tmp_path,
+        [ArmJob("a", data, seed=1), ArmJob("b", data, seed=2)], config,
+        on_done=lambda arm, model, log: seconds.append(log["seconds"].to_list()), progress=False,
+    )  # fmt: skip
+    assert seconds[0] == seconds[1]  # the two arms trained stacked, one step at a time
+    assert len(narrowed) == 2  # and each stacked step narrowed the last layer

@@ -5,9 +5,11 @@ suffix of BCT) needs the last layer's keys and values at every position, but its
 attention output, output projection and MLP only at those positions: nothing after the
 last layer mixes positions. Where the targets are a third of a packed row, as in
 toyworld's chats, that is most of the last layer's work, and on a two-layer model a
-quarter of the step. :func:`last_layer_at` runs the last layer so for the decoder layers
-whose arithmetic it reproduces (``transformers``' Llama layer, which SmolLM2 and toyworld
-use, with sdpa or eager attention); any other layer runs whole.
+sixth of a LoRA step (a thirtieth of the layers, on SmolLM2, saves little).
+:func:`last_layer_at` runs the last layer so for the decoder layers whose arithmetic it
+reproduces (``transformers``' causal Llama layer, which SmolLM2 and toyworld use, with sdpa
+or eager attention); any other layer runs whole, as does one that is checkpointed or
+watched by a hook (see :func:`_prunable`).
 
 The kept positions compute the same sums as the whole layer, in other matrix shapes: the
 results agree to float rounding, not bit for bit.
@@ -15,14 +17,30 @@ results agree to float rounding, not bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 _ENABLED: ContextVar[bool] = ContextVar("shiftlab_last_layer_at", default=True)
+_ROW_WISE = "_shiftlab_row_wise"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def row_wise(forward: F) -> F:
+    """Mark a forward that replaces a module's own (as the stacked arms' LoRA layers do) as
+    one that treats every batch row on its own: :func:`last_layer_at` may then feed it
+    the rows of the selected positions."""
+    setattr(forward, _ROW_WISE, True)
+    return forward
+
+
+def _replaced(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward is replaced by one not marked :func:`row_wise`."""
+    forward = vars(module).get("forward")
+    return forward is not None and not getattr(forward, _ROW_WISE, False)
 
 
 @contextmanager
@@ -53,15 +71,20 @@ def _prunable(decoder: Any) -> Any | None:
     if not n_layers or len(layers) < n_layers:
         return None
     layer = layers[n_layers - 1]
-    # A hook or a replaced forward (accelerate's offloading, a user's probe) inside the
-    # layer would see other positions than it was written for.
-    wrapped = any(
-        "forward" in vars(m) or m._forward_hooks or m._forward_pre_hooks for m in layer.modules()
-    )
+    # A hook or a replaced forward (accelerate's offloading, a user's probe, transformers'
+    # output capture) in the layer, the final norm or the decoder itself would see other
+    # positions than it was written for.
+    norm = getattr(decoder, "norm", None)
+    watched = [decoder, *layer.modules(), *(norm.modules() if norm is not None else ())]
+    wrapped = any(_replaced(m) or m._forward_hooks or m._forward_pre_hooks for m in watched)
     supported = (
         type(layer) is LlamaDecoderLayer
         and type(layer.self_attn) is LlamaAttention
+        and layer.self_attn.is_causal
+        and getattr(config, "is_causal", True) is not False
         and not wrapped
+        # transformers checkpoints the layer in its class's forward, which this replaces.
+        and not (layer.gradient_checkpointing and layer.training)
         and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
     )
     return layer if supported else None

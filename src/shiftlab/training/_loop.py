@@ -299,6 +299,8 @@ def train(
         fingerprint = content_hash(
             {
                 "config": config.model_dump(),
+                # A checkpoint of the loop at another version would resume other arithmetic.
+                "trainer": TRAINER_VERSION,
                 "objective": objective,
                 "seed": seed,
                 "data": [_token_ids(e) for e in data],

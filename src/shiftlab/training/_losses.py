@@ -147,13 +147,15 @@ def sft_losses(
         ]
     decoder, head = parts
     hidden = _hidden_at(decoder, batch, at)
+    spans = [range(len(at))[g] for g in groups]
+    if any(span.step != 1 for span in spans if len(span) > 1):
+        raise ValueError("sft_losses groups must be contiguous slices of rows")
+    if len(spans) == 1 and len(spans[0]) == len(at):  # one group of every row
+        return [_head_loss(head, hidden, labels[at[:, :-1]])]
     # Row r's positions are rows[r]:rows[r + 1] of ``hidden``, which holds them row by row.
     rows = [0, *at.sum(1).cumsum(0).tolist()]
-    spans = [range(len(at))[g] for g in groups]
-    if any(span.step != 1 for span in spans):
-        raise ValueError("sft_losses groups must be contiguous slices of rows")
     return [
-        _head_loss(head, hidden[rows[s.start] : rows[s.stop]], labels[g][at[g, :-1]])
+        _head_loss(head, hidden[rows[s.start] : rows[s.start + len(s)]], labels[g][at[g, :-1]])
         for g, s in zip(groups, spans, strict=True)
     ]
 

@@ -29,6 +29,7 @@ from shiftlab.chat import EncodedExample, collate
 from shiftlab.models import exact_scaling, low_rank_scaled_linear
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._encoding import Encoded, data_order
+from shiftlab.training._last_layer import row_wise
 from shiftlab.training._loop import LOG_SCHEMA, _adamw, _resolve, _trainable, linear_schedule
 from shiftlab.training._losses import _unwrap, sft_losses
 from shiftlab.training._packing import pack_bins, pack_rows
@@ -61,9 +62,11 @@ class _StackedLayer:
 
     rows: list[int]  # the stacked batch's row count, shared by every layer and set per micro
 
+    @row_wise
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # Rows come grouped by arm, arm k's rows the k-th equal slice of the batch; a layer
-        # fed anything else (selected positions, routed tokens) would mix the arms.
+        # fed anything else (positions selected across rows, routed tokens) would mix the
+        # arms; rows of selected positions (``last_layer_at``) keep them apart.
         if x.dim() < 3 or x.shape[0] != self.rows[0]:
             raise RuntimeError(f"a stacked LoRA layer got input of shape {tuple(x.shape)}")
         result: torch.Tensor = self.layer.base_layer(x, *args, **kwargs)
