@@ -109,7 +109,8 @@ def last_layer_at(decoder: Any, at: torch.Tensor) -> Iterator[bool]:
     (True, True, True)
     """
     layer = _prunable(decoder) if _ENABLED.get() else None
-    width = int(at.sum(1).max()) if at.numel() else 0
+    # Read from the device only for a layer that can be narrowed.
+    width = int(at.sum(1).max()) if layer is not None and at.numel() else 0
     if layer is None or width in (0, at.shape[1]):
         yield False
         return
