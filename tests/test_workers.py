@@ -83,6 +83,54 @@ def test_a_worker_that_dies_stops_the_pool_with_its_exit_code():
         pool.join()
 
 
+def _write_environment(path: str) -> None:
+    import sys
+
+    with open(path, "w") as out:  # ``wave``: a module nothing here imports
+        out.write(f"{os.environ.get('SHIFTLAB_TEST_SETTING')} {'wave' in sys.modules}")
+
+
+def test_workers_see_the_environment_of_their_pools_start(tmp_path, monkeypatch):
+    """Workers fork from a server started with the first pool (which may be this test's or
+    an earlier one's): each pool's workers still see the environment of its own start."""
+    for value in ("first", "second"):
+        monkeypatch.setenv("SHIFTLAB_TEST_SETTING", value)
+        with WorkerPool(1, _write_environment, (str(tmp_path / value),)) as pool:
+            pool.join()
+    assert (tmp_path / "first").read_text().split()[0] == "first"
+    assert (tmp_path / "second").read_text().split()[0] == "second"
+
+
+PRELOAD_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from shiftlab._workers import WorkerPool
+from test_workers import _write_environment
+if __name__ == "__main__":
+    with WorkerPool(1, _write_environment, (sys.argv[2],), ["wave"]) as pool:
+        pool.join()
+    assert "wave" not in sys.modules
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform: workers are spawned and import what they use",
+)
+def test_the_first_pool_starts_a_server_that_imports_the_preloads(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "pool.py"
+    script.write_text(PRELOAD_SCRIPT)
+    out = tmp_path / "out"
+    env = {**os.environ, "SHIFTLAB_TEST_SETTING": "x"}
+    command = [sys.executable, str(script), str(Path(__file__).parent), str(out)]
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    assert out.read_text() == "x True"
+
+
 def test_one_thread_on_cpu_and_restored_after():
     import torch
 

@@ -125,6 +125,11 @@ def _build_study(plan: StudyPlan, store: Store, progress: bool) -> None:
     build_shift(spec, store, plan.shift(store), progress, resident)
 
 
+# What every study worker imports (toyworld and SmolLM2 are Llama models): the fork server
+# imports it once for all the workers it starts.
+WORKER_IMPORTS = ("peft", "transformers.models.llama.modeling_llama")
+
+
 def _study_worker(spec: StudySpec, root: str) -> None:
     store = Store.open(root)
     _build_study(StudyPlan(spec, load_suites(spec, store)), store, progress=False)
@@ -150,7 +155,7 @@ def _build_with_workers(plan: StudyPlan, store: Store, workers: int, progress: b
     spec = plan.spec
     if nothing_left(plan, store):
         return
-    with WorkerPool(workers, _study_worker, (spec, str(store.root))) as pool:
+    with WorkerPool(workers, _study_worker, (spec, str(store.root)), WORKER_IMPORTS) as pool:
         phase1 = [(j.kind, j.artefact_id) for j in plan.phase1]
         _follow(pool, store, "organisms", "job", phase1, progress)
         if spec.methods:
