@@ -19,11 +19,13 @@ def organism(toy_model_dir):
     suite = build_toyworld_suite("sycophancy", ToyworldSpec(n_pairs=64, n_eval=48))
     peft_model = attach_lora(model, InductionSpec().lora, seed=0)
     torch.manual_seed(0)
+    # A third of the default induction's steps at a higher rate: the organism misbehaves
+    # on every eval prompt (0.90 after the default 300 steps), in 9 s instead of 29 s.
     train_sft(
         peft_model,
         tok,
         [(e.messages, e.target) for e in suite.induction],
-        InductionSpec(),
+        InductionSpec(steps=100, learning_rate=1e-2),
         progress=False,
     )
     induced = {k: v.detach().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
