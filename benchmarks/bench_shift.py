@@ -12,7 +12,12 @@
 4. ``TextEncoder`` against sentence-transformers' ``encode`` on the same 2,048 texts:
    throughput ratio and the smallest cosine between the two embeddings of a text, at
    shiftlab's default precision (bfloat16 on a CPU with AMX or AVX512-BF16, else float32)
-   and in float32 (``--encoder-only`` runs this part alone).
+   and in float32 (``--encoder-only`` runs this part alone), and shiftlab's float32 time
+   over the FLOP floor of its linear layers (``encoder_floor_ratio``): the multiply-adds
+   of every query, key, value, attention-output and MLP projection on the padded tokens
+   of shiftlab's own length batches, at the float32 ``addmm`` throughput measured on each
+   of those shapes (rows: one batch's tokens). Attention, GELU and layer norms are left
+   out, so the floor is a lower bound.
 
 alibi-detect and frouros pin old numpy, scipy and transformers, so they run from a
 virtual environment this script creates on first use (``$SHIFTLAB_PEER_VENV``, default
@@ -35,6 +40,7 @@ Last lines: ``mmd_speed_ratio_vs_alibi=<x>`` (target: at least 200) and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -223,6 +229,7 @@ def encoders() -> dict:
         key=lambda timing: timing[0],
     )  # fmt: skip
     exact_seconds, c = timed(exact.encode)
+    floor = encoder_floor(exact, sample)
 
     def min_cosine(u: np.ndarray) -> float:
         cosine = (u * b).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(b, axis=1)
@@ -236,11 +243,47 @@ def encoders() -> dict:
         "sentence_transformers_seconds": theirs_seconds,
         "min_cosine": min_cosine(a),
         "float32_min_cosine": min_cosine(c),
+        "floor": floor,
     }
+
+
+def encoder_floor(encoder: Any, sample: list[str], repeats: int = 5) -> dict:
+    """The seconds ``encoder``'s linear layers need on ``sample`` at this machine's float32
+    ``addmm`` throughput on their shapes (see the module's docstring)."""
+    import torch
+
+    from shiftlab.shift import length_batches
+
+    ids = encoder.tokenizer(
+        sample, truncation=True, max_length=encoder.max_length, return_attention_mask=False
+    )["input_ids"]
+    lengths = [len(i) for i in ids]
+    batches = length_batches(lengths, encoder.batch_size, encoder.batch_tokens)
+    padded = sum(len(chunk) * max(lengths[i] for i in chunk) for chunk in batches)
+    config = encoder.model.config
+    hidden, inner = config.hidden_size, config.intermediate_size
+    # (fan in, fan out) -> projections of that shape in a layer: q, k, v, attention output;
+    # MLP up; MLP down.
+    shapes = {(hidden, hidden): 4, (hidden, inner): 1, (inner, hidden): 1}
+    generator = torch.Generator().manual_seed(0)
+    seconds = flop = 0.0
+    for (fan_in, fan_out), count in shapes.items():
+        x = torch.randn(encoder.batch_tokens, fan_in, generator=generator)
+        weight = torch.randn(fan_out, fan_in, generator=generator)
+        bias = torch.randn(fan_out, generator=generator)
+        out = torch.empty(encoder.batch_tokens, fan_out)
+        once = _best_seconds(functools.partial(torch.addmm, bias, x, weight.T, out=out), repeats)
+        rate = 2.0 * encoder.batch_tokens * fan_in * fan_out / once
+        shape_flop = 2.0 * padded * fan_in * fan_out * count * config.num_hidden_layers
+        flop += shape_flop
+        seconds += shape_flop / rate
+    return {"seconds": seconds, "gflop": flop / 1e9, "padded_tokens": padded,
+            "tokens": sum(lengths)}  # fmt: skip
 
 
 def report_encoders() -> None:
     enc = encoders()
+    floor = enc["floor"]
     theirs = enc["sentence_transformers_seconds"]
     print(f"encoder, {enc['texts']} texts: sentence-transformers {theirs:.2f} s; shiftlab "
           f"({enc['precision']}) {enc['shiftlab_seconds']:.2f} s, min cosine "
@@ -248,6 +291,10 @@ def report_encoders() -> None:
           f"min cosine {enc['float32_min_cosine']:.6f}")  # fmt: skip
     print(f"encoder_float32_speed_ratio_vs_sentence_transformers="
           f"{theirs / enc['float32_seconds']:.2f}")  # fmt: skip
+    print(f"encoder floor (linear layers, float32): {floor['seconds']:.2f} s for "
+          f"{floor['gflop']:.0f} GFLOP on {floor['padded_tokens']:,} padded tokens "
+          f"({floor['tokens']:,} real)")  # fmt: skip
+    print(f"encoder_floor_ratio={enc['float32_seconds'] / floor['seconds']:.2f}")
     print(f"encoder_speed_ratio_vs_sentence_transformers={theirs / enc['shiftlab_seconds']:.2f}")
 
 
