@@ -131,3 +131,81 @@ def test_kept_token_ids_are_bounded(toy, monkeypatch):
     assert [text for text, _ in _scoring._TOKEN_IDS[tok]] == [
         "the blue zz", "the red zz", "the green zz",
     ]  # fmt: skip
+
+
+def _reference(model, tok, encoded):
+    """Each example's labelled tokens' log-probs from the whole model's logits, one by one."""
+    import torch
+
+    from shiftlab.chat import IGNORE_INDEX, collate
+
+    out = []
+    for example in encoded:
+        batch = collate([example], tok.pad_token_id)
+        labels = batch.pop("labels")[0, 1:]
+        with torch.no_grad():
+            logp = model(**batch).logits[0, :-1].double().log_softmax(-1)
+        keep = labels != IGNORE_INDEX
+        out.append(logp[keep].gather(-1, labels[keep][:, None])[:, 0].tolist())
+    return out
+
+
+def _with_lora(model):
+    """A LoRA on every linear layer, its B matrices random so the adapter changes scores."""
+    import torch
+
+    from shiftlab.models import attach_lora
+    from shiftlab.spec import LoraSpec
+
+    peft_model = attach_lora(model, LoraSpec(r=4, alpha=8), seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return peft_model.eval()
+
+
+@pytest.mark.parametrize("kind", ["toyworld", "gpt2"])
+def test_scores_from_the_labelled_positions_equal_the_whole_models(toy, kind, monkeypatch):
+    """Scores read the head (and, on Llama, the last layer) only where a label is; batches
+    of several lengths, with a LoRA, give the whole forward's numbers to float rounding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from shiftlab import _last_layer
+    from shiftlab.chat import encode_example, render_prompt
+    from shiftlab.generation import label_logprobs
+    from shiftlab.generation._scoring import _encoded_choice
+
+    model, tok = toy
+    if kind == "gpt2":  # no split of its layers: the head alone runs at the labels
+        config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+        model = GPT2LMHeadModel(config)
+    model = _with_lora(model)
+    narrowed = []
+    layer_at = _last_layer._layer_at
+    monkeypatch.setattr(_last_layer, "_layer_at", lambda *a: narrowed.append(1) or layer_at(*a))
+    prompts = [*PROMPTS, [{"role": "user", "content": "what colour is a ripe lemon ?"}]]
+    replies = ["the sky is blue .", "the grass is green , i think .", "yellow"]
+    scored = score_continuations(model, tok, prompts, replies, batch_size=2)
+    encoded = [encode_example(tok, p, r, 1024) for p, r in zip(prompts, replies, strict=True)]
+    for ours, theirs in zip(scored, _reference(model, tok, encoded), strict=True):
+        assert len(ours) == len(theirs)
+        assert ours == pytest.approx(theirs, abs=1e-4)
+
+    options = ["blue", "green ."]
+    choices = choice_logprobs(model, tok, prompts, [options] * 3, prefix="it is ", batch_size=4)
+    for prompt, scores in zip(prompts, choices, strict=True):
+        text = render_prompt(tok, prompt) + "it is "
+        theirs = _reference(model, tok, [_encoded_choice(tok, text, c) for c in options])
+        assert [scores[c] for c in options] == pytest.approx([sum(t) for t in theirs], abs=1e-4)
+
+    context, ids = score_token_ids(tok, "the sky is", ["blue", "red"])
+    read = label_logprobs(model, tok, prompts, prefix="the sky is", labels=["blue", "red"])
+    for prompt, ours in zip(prompts, read, strict=True):
+        batch = tok([render_prompt(tok, prompt) + context], return_tensors="pt",
+                    add_special_tokens=False)  # fmt: skip
+        with __import__("torch").no_grad():
+            whole = model(**batch).logits[0, -1].double().log_softmax(-1)
+        assert ours == pytest.approx(whole[ids].tolist(), abs=1e-4)
+    assert bool(narrowed) == (kind == "toyworld")

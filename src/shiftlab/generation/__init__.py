@@ -4,6 +4,7 @@ replies with top log-probs (what a local judge answers)."""
 from shiftlab.generation._generate import Generation, generate, gumbel_noise
 from shiftlab.generation._greedy import ScoredToken, greedy_top_logprobs
 from shiftlab.generation._scoring import (
+    LOGPROBS_VERSION,
     beam_search,
     choice_logprobs,
     expected_score,
@@ -13,6 +14,7 @@ from shiftlab.generation._scoring import (
 )
 
 __all__ = [
+    "LOGPROBS_VERSION",
     "Generation",
     "ScoredToken",
     "beam_search",

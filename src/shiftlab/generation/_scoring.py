@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from shiftlab._logits import logits_at
 from shiftlab.chat import (
     IGNORE_INDEX,
     EncodedExample,
@@ -18,6 +19,11 @@ from shiftlab.chat import (
     render_prompt,
 )
 from shiftlab.generation._generate import Generation, _stop_ids
+
+# Bump when teacher-forced log-probs are computed otherwise, their rounding included:
+# artefact ids include it, so a store never mixes scores of two versions. 1: logits only
+# where a label is, the last decoder layer narrowed to them (:func:`logits_at`).
+LOGPROBS_VERSION = 1
 
 
 def _device(model: Any) -> torch.device:
@@ -56,21 +62,25 @@ def score_continuations(
 def _target_logprobs(
     model: Any, encoded: Sequence[EncodedExample], pad_id: int, batch_size: int
 ) -> list[tuple[float, ...]]:
-    """Log-probs of each example's labelled tokens, in length-sorted right-padded batches."""
+    """Log-probs of each example's labelled tokens, in length-sorted right-padded batches.
+
+    Logits are formed only where the next token is labelled (:func:`logits_at`), which
+    also runs the last decoder layer only there where it can.
+    """
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     out: list[tuple[float, ...]] = [()] * len(encoded)
     device = _device(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = collate([encoded[i] for i in chunk], pad_id)
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
         labels = batch.pop("labels")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-        logp = logits[:, :-1].log_softmax(-1)
-        targets = labels[:, 1:].to(device)
-        picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-        keep = targets != IGNORE_INDEX
+        keep = labels[:, 1:] != IGNORE_INDEX
+        predicting = torch.nn.functional.pad(keep, (0, 1))
+        logp = logits_at(model, batch, predicting).float().log_softmax(-1)
+        picked = logp.gather(-1, labels[:, 1:][keep][:, None])[:, 0].tolist()
+        ends = [0, *keep.sum(1).cumsum(0).tolist()]
         for row, i in enumerate(chunk):
-            out[i] = tuple(picked[row][keep[row]].tolist())
+            out[i] = tuple(picked[ends[row] : ends[row + 1]])
     return out
 
 
@@ -204,8 +214,10 @@ def label_logprobs(
     out: list[list[float]] = []
     for start in range(0, len(texts), batch_size):
         batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
-        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = model(**batch, position_ids=positions).logits[:, -1, :]
+        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=device)
+        last[:, -1] = True
+        logits = logits_at(model, batch, last)
         out += logits.double().log_softmax(-1)[:, ids].cpu().tolist()
     return out
 

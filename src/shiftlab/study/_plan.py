@@ -23,6 +23,7 @@ from shiftlab.consistency import (
     candidate_decoding,
 )
 from shiftlab.errors import DataError, ShiftlabError, StoreError
+from shiftlab.generation import LOGPROBS_VERSION
 from shiftlab.models import model_identity
 from shiftlab.shift import Decoding
 from shiftlab.spec import (
@@ -59,6 +60,7 @@ def plan_phase1(spec: StudySpec, suites: dict[str, Suite]) -> list[OrganismJob]:
                 "base_identity": identity,
                 "suite": suites[behaviour.name].fingerprint,
                 "scoring": SCORING_VERSION,
+                "logprobs": LOGPROBS_VERSION,
                 # Which judge scored the outputs; its concurrency and timeouts do not matter.
                 "judge": behaviour.judge
                 and behaviour.judge.model_dump(include={"kind", "path", "base_url", "model"}),
@@ -179,6 +181,7 @@ def plan_runs(
             "fused_ce": FUSED_CE_VERSION,
             # An arm's numbers depend on the arms it was stacked with (``train_arms``).
             "arms": ARMS_VERSION,
+            "logprobs": LOGPROBS_VERSION,
             "eval": spec.eval.model_dump(exclude={"batch_size"}),
             "data": content_hash(
                 [

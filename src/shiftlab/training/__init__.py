@@ -1,6 +1,7 @@
 """Training: encoding for the objectives, packing, the SFT/BCT/ACT losses and the resumable
 loop (prompts are rendered and encoded by :mod:`shiftlab.chat`)."""
 
+from shiftlab._last_layer import last_layer_at, whole_last_layer
 from shiftlab.training._arms import ArmJob, train_arms
 from shiftlab.training._encoding import PairedExample, data_order, encode_pairs, encode_sft
 from shiftlab.training._fused_ce import (
@@ -9,7 +10,6 @@ from shiftlab.training._fused_ce import (
     fused_cross_entropy_setting,
     fused_linear_cross_entropy,
 )
-from shiftlab.training._last_layer import last_layer_at, whole_last_layer
 from shiftlab.training._loop import (
     TRAINER_RECIPE_VERSION,
     TRAINER_VERSION,

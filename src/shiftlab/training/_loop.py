@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shiftlab._hashing import content_hash
+from shiftlab._logits import unwrap
 from shiftlab.chat import EncodedExample, Message
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._checkpoints import (
@@ -35,7 +36,6 @@ from shiftlab.training._encoding import Encoded, PairedExample, data_order, enco
 from shiftlab.training._losses import (
     FrozenTeacher,
     Teacher,
-    _unwrap,
     act_loss,
     bct_loss,
     sft_loss,
@@ -200,7 +200,7 @@ def _adamw(params: list[torch.nn.Parameter], config: TrainingSpec) -> torch.opti
 
 def _set_checkpointing(model: Any, on: bool) -> None:
     """Turn activation checkpointing on or off (transformers 5 renamed the methods)."""
-    base = _unwrap(model)
+    base = unwrap(model)
     if hasattr(base, "activation_checkpointing_enable"):
         if on:
             base.activation_checkpointing_enable({"use_reentrant": False})
@@ -221,7 +221,7 @@ def _resolve(config: TrainingSpec, model: Any, device: Any) -> TrainingSpec:
     if config.mixed_precision == "auto":
         cuda = getattr(device, "type", "cpu") == "cuda" and torch.cuda.is_bf16_supported()
         updates["mixed_precision"] = "bf16" if cuda else "no"
-    attention = str(getattr(_unwrap(model).config, "_attn_implementation", ""))
+    attention = str(getattr(unwrap(model).config, "_attn_implementation", ""))
     if config.packing == "bfd" and attention.startswith("flash"):
         # Flash attention isolates packed examples only in a single row (varlen kernels).
         updates["packing"] = "padding_free"

@@ -20,72 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from shiftlab._logits import full_logits, hidden_at, logits_at, model_inputs, split_head, unwrap
 from shiftlab.chat import IGNORE_INDEX
 from shiftlab.training._fused_ce import fused_cross_entropy_setting, fused_linear_cross_entropy
-from shiftlab.training._last_layer import last_layer_at
-
-
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-
-
-def _forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits: torch.Tensor = model(**_inputs(batch), use_cache=False).logits
-    return logits
-
-
-def _unwrap(model: Any) -> Any:
-    """The ``transformers`` model inside DDP and peft wrappers."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _split_head(model: Any) -> tuple[Any, Any] | None:
-    """(decoder, output head) when logits are a plain projection of the decoder's output."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return None  # DDP syncs gradients only through its own forward
-    base = _unwrap(model)
-    config = base.config
-    transformed = getattr(config, "final_logit_softcapping", None) or getattr(
-        config, "logit_scale", None
-    )
-    get_decoder = getattr(base, "get_decoder", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if transformed or head is None or get_decoder is None or getattr(base, "logit_scale", None):
-        return None
-    return get_decoder(), head
 
 
 def _run_decoder(model: Any, batch: dict[str, torch.Tensor]) -> None:
     """Run the decoder stack (for its hooks), skipping the output head where possible."""
-    parts = _split_head(model)
+    parts = split_head(model)
     if parts is None:
-        _forward(model, batch)
+        full_logits(model, batch)
     else:
-        parts[0](**_inputs(batch), use_cache=False)
-
-
-def logits_at(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:
-    """Logits at the positions ``at`` (a boolean mask), shape ``(n, vocab)``.
-
-    Projects only those positions' hidden states through the output head, so the
-    ``(batch, length, vocab)`` logits tensor and its gradient are never materialised.
-    """
-    parts = _split_head(model)
-    if parts is None:
-        return _forward(model, batch)[at]
-    decoder, head = parts
-    logits: torch.Tensor = head(_hidden_at(decoder, batch, at))
-    return logits
-
-
-def _hidden_at(decoder: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:
-    """The decoder's final hidden states at the positions ``at``, ``(n, hidden)``; its last
-    layer runs only there where it can (see :func:`last_layer_at`)."""
-    with last_layer_at(decoder, at) as pruned:
-        hidden: torch.Tensor = decoder(**_inputs(batch), use_cache=False)[0]
-    return hidden if pruned else hidden[at]
+        parts[0](**model_inputs(batch), use_cache=False)
 
 
 def _target_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -133,9 +79,9 @@ def sft_losses(
     whole or chunked) by its own size, as it would alone."""
     at = _predicting(batch)
     labels = batch["labels"][:, 1:]
-    parts = _split_head(model)
+    parts = split_head(model)
     if parts is None:
-        logits = _forward(model, batch)
+        logits = full_logits(model, batch)
         return [
             (
                 F.cross_entropy(
@@ -146,7 +92,7 @@ def sft_losses(
             for g in groups
         ]
     decoder, head = parts
-    hidden = _hidden_at(decoder, batch, at)
+    hidden = hidden_at(decoder, batch, at)
     spans = [range(len(at))[g] for g in groups]
     if any(span.step != 1 for span in spans if len(span) > 1):
         raise ValueError("sft_losses groups must be contiguous slices of rows")
@@ -271,7 +217,7 @@ def bct_loss(
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
     """The decoder-layer list of a causal LM (DDP- or peft-wrapped or not)."""
-    base = _unwrap(model)
+    base = unwrap(model)
     n_layers = base.config.num_hidden_layers
     for module in base.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:

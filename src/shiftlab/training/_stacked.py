@@ -25,13 +25,14 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from shiftlab._last_layer import row_wise
+from shiftlab._logits import unwrap
 from shiftlab.chat import EncodedExample, collate
 from shiftlab.models import exact_scaling, low_rank_scaled_linear
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._encoding import Encoded, data_order
-from shiftlab.training._last_layer import row_wise
 from shiftlab.training._loop import LOG_SCHEMA, _adamw, _resolve, _trainable, linear_schedule
-from shiftlab.training._losses import _unwrap, sft_losses
+from shiftlab.training._losses import sft_losses
 from shiftlab.training._packing import pack_bins, pack_rows
 from shiftlab.training._throughput import Throughput
 
@@ -84,7 +85,7 @@ def _lora_layers(model: Any) -> list[tuple[Any, str]] | str:
     """Every LoRA layer with the adapter it runs, or why the model's adapter cannot stack."""
     from peft.tuners.lora import Linear, LoraLayer
 
-    base = _unwrap(model)
+    base = unwrap(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     found = []
     for name, module in model.named_modules():
@@ -136,7 +137,7 @@ def stack_refusal(model: Any, objectives: Sequence[str], config: TrainingSpec) -
         return "a checkpointed run trains alone"
     if PartialState().num_processes > 1:
         return "distributed training runs arms one by one"
-    config_of = _unwrap(model).config
+    config_of = unwrap(model).config
     dropped = [k for k in _DROPOUT_KEYS if (getattr(config_of, k, 0) or 0) > 0]
     if dropped:
         return f"the model drops out ({', '.join(dropped)})"

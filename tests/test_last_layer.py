@@ -136,10 +136,11 @@ def test_a_checkpointed_last_layer_runs_whole():
 
 
 def test_stacked_arms_run_the_last_layer_at_their_targets(tmp_path, monkeypatch):
+    from shiftlab import _last_layer
     from shiftlab.models import build_tiny_llama
     from shiftlab.spec import TrainingSpec
     from shiftlab.toyworld import build_tokenizer
-    from shiftlab.training import ArmJob, _last_layer, encode_sft, train_arms
+    from shiftlab.training import ArmJob, encode_sft, train_arms
 
     tok = build_tokenizer()
     organism = attach_lora(build_tiny_llama(len(tok), seed=7), LoraSpec(r=4, alpha=8))
