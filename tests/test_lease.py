@@ -160,3 +160,11 @@ def test_sweep_removes_what_killed_workers_left(tmp_path):
         os.utime(runs / name, (old, old))
     assert store.sweep_leases() == 3
     assert sorted(os.listdir(runs)) == [".fresh.lease.def.tmp", ".live.lease"]
+
+
+def test_the_lease_time_is_read_when_a_lease_is_made(tmp_path, monkeypatch):
+    """A worker forked from a server started earlier reads its creator's setting."""
+    monkeypatch.setenv("SHIFTLAB_LEASE_SECONDS", "7.5")
+    assert Lease(tmp_path / "a.lease").ttl == 7.5
+    monkeypatch.delenv("SHIFTLAB_LEASE_SECONDS")
+    assert Lease(tmp_path / "a.lease").ttl == 60.0

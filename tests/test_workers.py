@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -131,6 +132,56 @@ def test_the_first_pool_starts_a_server_that_imports_the_preloads(tmp_path):
     assert out.read_text() == "x True"
 
 
+LINUX_ONLY = pytest.mark.skipif(
+    sys.platform != "linux", reason="workers fork from a server on Linux only; elsewhere spawned"
+)
+
+
+@LINUX_ONLY
+def test_pools_are_spawned_once_the_package_changed(monkeypatch):
+    from shiftlab import _workers
+
+    assert _workers._context([]).get_start_method() == "forkserver"
+    monkeypatch.setattr(_workers, "_code_stamp", lambda: (0, 0))  # a source file was edited
+    assert _workers._context([]).get_start_method() == "spawn"
+
+
+ORPHAN_SCRIPT = """
+import os, signal, sys, time
+from multiprocessing import forkserver
+from shiftlab._workers import WorkerError, WorkerPool
+if __name__ == "__main__":
+    try:
+        with WorkerPool(1, time.sleep, (120,)) as pool:
+            (pid,) = pool.pids
+            time.sleep(0.5)
+            os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+            pool.join()
+    except WorkerError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(0)
+    os.kill(pid, signal.SIGKILL)
+    sys.exit("the worker outlived its pool")
+"""
+
+
+@LINUX_ONLY
+def test_workers_a_dead_fork_server_loses_are_stopped_with_the_pool(tmp_path):
+    """A killed fork server leaves its workers running and their status unknown: the
+    pool's stop still ends them, so none goes on claiming jobs."""
+    import subprocess
+
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_one_thread_on_cpu_and_restored_after():
     import torch
 
@@ -240,7 +291,7 @@ def test_sigterm_stops_every_worker_releases_leases_and_keeps_finished_work(tmp_
         assert process.poll() is None, process.communicate()[1]
         time.sleep(0.1)
     workers = _descendants(process.pid)
-    assert len(workers) >= 2  # two workers (and multiprocessing's resource tracker)
+    assert len(workers) >= 2  # two workers (and multiprocessing's fork server and tracker)
     process.send_signal(signal.SIGTERM)
     started = time.monotonic()
     _, err = process.communicate(timeout=60)

@@ -33,8 +33,17 @@ from typing import Any
 from shiftlab._files import naming_full_disk
 from shiftlab.errors import StoreError
 
-# How long a lease lives without renewal; renewed every third of it.
-LEASE_SECONDS = float(os.environ.get("SHIFTLAB_LEASE_SECONDS", "60"))
+# How long a lease lives without renewal (``SHIFTLAB_LEASE_SECONDS``, read when a lease is
+# made: a worker forked from a long-lived server has its creator's environment, not the
+# server's, by then); renewed every third of it.
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+def lease_seconds() -> float:
+    """``$SHIFTLAB_LEASE_SECONDS``, else 60."""
+    return float(os.environ.get("SHIFTLAB_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+
+
 POLL_SECONDS = 0.2
 HOST = platform.node()
 
@@ -103,7 +112,7 @@ def sweep(folder: Path, ttl: float | None = None) -> int:
     """Remove leftovers of killed workers in ``folder``: lease files whose holder is dead
     or whose lease expired, and lease temporaries (``.tmp``/``.stale``) older than the
     lease time. Returns how many files went."""
-    ttl = LEASE_SECONDS if ttl is None else ttl
+    ttl = lease_seconds() if ttl is None else ttl
     removed = 0
     for path in folder.glob(".*.lease*"):
         record = _read(path) if path.name.endswith(".lease") else {}
@@ -123,7 +132,7 @@ class Lease:
 
     def __init__(self, path: str | os.PathLike[str], ttl: float | None = None) -> None:
         self.path = Path(path)
-        self.ttl = LEASE_SECONDS if ttl is None else ttl
+        self.ttl = lease_seconds() if ttl is None else ttl
         self.token = uuid.uuid4().hex
         self._depth = 0
         self._stop = threading.Event()

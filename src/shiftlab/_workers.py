@@ -24,6 +24,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from shiftlab._lease import Lease, LeaseLost
@@ -163,8 +164,8 @@ ERROR_BYTES = 32_000
 def _worker_main(
     report_to: Any, environ: dict[str, str], target: Callable[..., None], args: Sequence[Any]
 ) -> None:
-    # A worker forked from the fork server starts with the server's environment, which is
-    # the pool's creator's when the server started: give it the creator's of now, as a
+    # A worker forked from the fork server starts with the server's environment (the
+    # pool's creator's when the server started): give it the creator's of now, as a
     # spawned process would have had.
     os.environ.clear()
     os.environ.update(environ)
@@ -196,23 +197,79 @@ class WorkerError(RuntimeError):
     """A worker process failed on something other than bad input; carries its traceback."""
 
 
-def _context(preload: Sequence[str]) -> Any:
-    """multiprocessing's fork server where the platform has one, else spawn.
+# The package's source files (how many, the newest modification) when the fork server
+# started: a pool started after they changed is spawned instead of forked from a server
+# holding other code. (The import path may grow, as importing ray makes it: what the
+# server imported was found on the path as it was, and this process's modules are the same.)
+_FORK_SERVER: dict[str, Any] = {}
 
-    Both start workers from a fresh interpreter, never a fork of a process that has run
-    torch (whose thread pools a fork leaves broken). The fork server is one such process,
-    started with the first pool and kept until this process ends, that imports
-    ``preload`` once; each worker is a fork of it. A study worker then starts without
-    paying torch's, transformers' and peft's imports itself (9 s of CPU on a 2-core EPYC),
-    and later pools of the same process (a notebook's, a test session's) start at once.
+
+def _code_stamp() -> tuple[int, int]:
+    times = [p.stat().st_mtime_ns for p in Path(__file__).resolve().parent.rglob("*.py")]
+    return len(times), max(times, default=0)
+
+
+def _context(preload: Sequence[str]) -> Any:
+    """multiprocessing's fork server on Linux, else spawn.
+
+    Neither forks a process that has run torch (whose thread pools a fork leaves broken):
+    the fork server is a fresh interpreter, started with the first pool and kept until
+    this process ends, that imports ``preload`` once; each worker is a fork of it. A study
+    worker then starts without paying torch's, transformers' and peft's imports itself
+    (9 s of CPU on a 2-core EPYC), and later pools of the same process (a notebook's, a
+    test session's) start at once. The server gets this process's import path (Python
+    3.11's ignores it otherwise); once the package's source files have changed, pools are
+    spawned, so workers never run older code than their creator would.
+    macOS, where forking a process that loaded Apple's frameworks is unsafe, and Windows
+    spawn.
     """
     import multiprocessing
+    import sys
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if sys.platform != "linux":
+        return multiprocessing.get_context("spawn")
+    state = _code_stamp()
+    if _FORK_SERVER.get("state", state) != state:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))  # read only when the server starts
+    if not _FORK_SERVER:
+        from multiprocessing import forkserver
+
+        context.set_forkserver_preload(list(preload))
+        path = os.pathsep.join(entry for entry in sys.path if entry)
+        with _environment(PYTHONPATH=path):  # each worker restores its creator's
+            forkserver.ensure_running()
+        _FORK_SERVER["state"] = state
     return context
+
+
+@contextlib.contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+# The exit code multiprocessing reports for a fork server's worker whose status it lost
+# (the server died): the worker may still be running.
+UNKNOWN_EXIT = 255
 
 
 class WorkerPool:
@@ -308,15 +365,25 @@ class WorkerPool:
     def stop(self) -> None:
         """Ask every worker to stop (SIGTERM: each releases its leases), kill one that has
         not ended within :data:`STOP_SECONDS`, and wait for all."""
+        orphans = [p.pid for p in self._processes
+                   if p.exitcode == UNKNOWN_EXIT and _alive(p.pid)]  # fmt: skip
         for process in self._processes:
             if process.exitcode is None:
                 process.terminate()
+        for pid in orphans:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         for process in self._processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
                 process.kill()
                 process.join()
+        while orphans and time.monotonic() < deadline:
+            orphans = [pid for pid in orphans if _alive(pid)]
+            time.sleep(POLL_SECONDS)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for reader in self._reports.values():
             reader.close()
 
