@@ -1,11 +1,12 @@
-"""The last decoder layer run only where a loss reads it.
+"""The last decoder layer run only where a loss or a score reads it.
 
-A loss that reads the final hidden states at a few positions (the targets of SFT, the
-suffix of BCT) needs the last layer's keys and values at every position, but its query,
-attention output, output projection and MLP only at those positions: nothing after the
-last layer mixes positions. Where the targets are a third of a packed row, as in
-toyworld's chats, that is most of the last layer's work, and on a two-layer model a
-sixth of a LoRA step (a thirtieth of the layers, on SmolLM2, saves little).
+A loss or a teacher-forced score that reads the final hidden states at a few positions
+(the targets of SFT, the suffix of BCT, a scored continuation) needs the last layer's
+keys and values at every position, but its query, attention output, output projection
+and MLP only at those positions: nothing after the last layer mixes positions. Where the
+targets are a third of a packed row, as in toyworld's chats, that is most of the last
+layer's work, and on a two-layer model a sixth of a LoRA step (a thirtieth of the
+layers, on SmolLM2, saves little).
 :func:`last_layer_at` runs the last layer so for the decoder layers whose arithmetic it
 reproduces (``transformers``' causal Llama layer, which SmolLM2 and toyworld use, with sdpa
 or eager attention); any other layer runs whole, as does one that is checkpointed or
@@ -122,7 +123,9 @@ def last_layer_at(decoder: Any, at: torch.Tensor) -> Iterator[bool]:
         cache: Any = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if cache is not None or position_embeddings is None:
+        # transformers 4 names the cache past_key_value(s).
+        caches = (cache, kwargs.get("past_key_values"), kwargs.get("past_key_value"))
+        if any(c is not None for c in caches) or position_embeddings is None:
             raise RuntimeError("the last layer runs on selected positions only without a cache")
         return _layer_at(layer, at, width, hidden_states, attention_mask, position_embeddings)
 

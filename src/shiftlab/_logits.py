@@ -34,18 +34,24 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+# Model types whose logits are the output head applied to the decoder's final hidden states
+# and nothing else. Others scale or cap them in their own forward (Granite divides by
+# ``logits_scaling``, Cohere multiplies by ``logit_scale``, Gemma 2 caps them, Falcon-H1
+# multiplies by ``lm_head_multiplier``): their logits come from the whole forward.
+PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
+
+
 def split_head(model: Any) -> tuple[Any, Any] | None:
-    """(decoder, output head) when logits are a plain projection of the decoder's output."""
+    """(decoder, output head) when logits are a plain projection of the decoder's output
+    (a model type in :data:`PLAIN_HEAD_MODEL_TYPES`); None otherwise."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return None  # DDP syncs gradients only through its own forward
     base = unwrap(model)
-    config = base.config
-    transformed = getattr(config, "final_logit_softcapping", None) or getattr(
-        config, "logit_scale", None
-    )
     get_decoder = getattr(base, "get_decoder", None)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if transformed or head is None or get_decoder is None or getattr(base, "logit_scale", None):
+    if getattr(base.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+        return None
+    if head is None or get_decoder is None:
         return None
     return get_decoder(), head
 

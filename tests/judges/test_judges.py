@@ -237,3 +237,22 @@ def test_local_judge_scores_labels_when_the_request_names_them(toy):
     (token,) = reply.tokens
     assert [label for label, _ in token.top] == ["the sky is blue .", "the sky is red ."]
     assert sum(math.exp(lp) for _, lp in token.top) == pytest.approx(1.0)
+
+
+def test_a_local_judges_cached_replies_are_keyed_by_its_log_prob_arithmetic(toy, tmp_path):
+    """Replies cached when labels were scored another way (another LOGPROBS_VERSION) are
+    asked again, not read back."""
+    from shiftlab.generation import LOGPROBS_VERSION
+
+    model, tok = toy
+    judge = LocalJudge(model, tok, name="toy")
+    assert judge.cache_name == f"local:toy#logprobs-{LOGPROBS_VERSION}"
+    cached = CachedJudge(judge, tmp_path / "judge.sqlite")
+    ask = JudgeRequest(({"role": "user", "content": "what colour is the sky ?"},),
+                       labels=("the sky is blue .", "the sky is red ."))  # fmt: skip
+    cached.complete([ask])
+    cached.complete([ask])
+    assert (cached.n_misses, cached.n_hits) == (1, 1)
+    judge.cache_name = "local:toy#logprobs-another"
+    cached.complete([ask])
+    assert (cached.n_misses, cached.n_hits) == (2, 1)

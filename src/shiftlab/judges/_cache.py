@@ -39,7 +39,9 @@ class CachedJudge:
         return self.judge.name
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
-        keys = [r.key(self.name) for r in requests]
+        # A judge may name itself otherwise in caches (LocalJudge: with its arithmetic's
+        # version), so replies computed another way are never read back as its own.
+        keys = [r.key(getattr(self.judge, "cache_name", self.name)) for r in requests]
         found = {k: JudgeReply.from_json(row[2]) for k, row in self._replies.get(keys).items()}
         unique = dict(zip(keys, requests, strict=True))
         missing = [(k, r) for k, r in unique.items() if k not in found]

@@ -26,7 +26,12 @@ class LocalJudge:
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16):
         self.model, self.tokenizer = model.eval(), tokenizer
+        from shiftlab.generation import LOGPROBS_VERSION
+
         self.name = local_judge_name(name)
+        # Labelled requests are answered by log-probs: a cached reply is this judge's only
+        # while they are computed as they were (see CachedJudge).
+        self.cache_name = f"{self.name}#logprobs-{LOGPROBS_VERSION}"
         self.batch_size = batch_size
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:

@@ -66,7 +66,8 @@ class JudgeReply:
 
 
 class Judge(Protocol):
-    """Completes chat requests; ``name`` identifies the judge model in caches and tables."""
+    """Completes chat requests; ``name`` identifies the judge model in caches and tables
+    (a judge with a ``cache_name`` attribute is keyed by that in caches instead)."""
 
     @property
     def name(self) -> str: ...
