@@ -141,6 +141,8 @@ LINUX_ONLY = pytest.mark.skipif(
 def test_pools_are_spawned_once_the_package_changed(monkeypatch):
     from shiftlab import _workers
 
+    # As if this process's server had started: the check needs no server of its own.
+    monkeypatch.setattr(_workers, "_FORK_SERVER", {"state": _workers._code_stamp()})
     assert _workers._context([]).get_start_method() == "forkserver"
     monkeypatch.setattr(_workers, "_code_stamp", lambda: (0, 0))  # a source file was edited
     assert _workers._context([]).get_start_method() == "spawn"
