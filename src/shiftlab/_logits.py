@@ -47,13 +47,10 @@ def split_head(model: Any) -> tuple[Any, Any] | None:
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return None  # DDP syncs gradients only through its own forward
     base = unwrap(model)
-    get_decoder = getattr(base, "get_decoder", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if getattr(base.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
         return None
-    if head is None or get_decoder is None:
-        return None
-    return get_decoder(), head
+    head = base.get_output_embeddings()
+    return None if head is None else (base.get_decoder(), head)
 
 
 def hidden_at(decoder: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:

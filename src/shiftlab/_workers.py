@@ -234,27 +234,14 @@ def _context(preload: Sequence[str]) -> Any:
     context = multiprocessing.get_context("forkserver")
     if not _FORK_SERVER:
         from multiprocessing import forkserver
+        from unittest import mock
 
         context.set_forkserver_preload(list(preload))
         path = os.pathsep.join(entry for entry in sys.path if entry)
-        with _environment(PYTHONPATH=path):  # each worker restores its creator's
+        with mock.patch.dict(os.environ, PYTHONPATH=path):  # each worker restores its creator's
             forkserver.ensure_running()
         _FORK_SERVER["state"] = state
     return context
-
-
-@contextlib.contextmanager
-def _environment(**variables: str) -> Iterator[None]:
-    before = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _alive(pid: int | None) -> bool:
