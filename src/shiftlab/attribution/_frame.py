@@ -53,10 +53,24 @@ def adjust_p_values(p_values: Sequence[float | None], method: str = "holm") -> l
     out: list[float | None] = [None] * len(p_values)
     if present:
         raw = np.array([p_values[i] for i in present], dtype=float)
-        adjusted = multipletests(raw, method="holm" if method == "holm" else "fdr_bh")[1]
+        # statsmodels' Holm branch runs a full gc.collect() on every call (0.3 s in a process
+        # that holds torch, several times a report); the step-down is computed here instead,
+        # as statsmodels computes it (tested against it).
+        adjusted = _holm(raw) if method == "holm" else multipletests(raw, method="fdr_bh")[1]
         for i, value in zip(present, adjusted, strict=True):
             out[i] = round(float(value), 15)
     return out
+
+
+def _holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: the i-th smallest (from 0) of n is multiplied by
+    n - i, made non-decreasing in that order and capped at 1. Tied p-values get the same
+    adjusted value whatever order the sort leaves them in."""
+    order = np.argsort(p_values)
+    steps = np.arange(len(p_values), 0, -1)
+    adjusted = np.empty_like(p_values)
+    adjusted[order] = np.minimum(np.maximum.accumulate(p_values[order] * steps), 1.0)
+    return adjusted
 
 
 def with_adjusted(frame: pl.DataFrame, method: str = "holm") -> pl.DataFrame:
