@@ -294,6 +294,9 @@ def _figures(
         for suffix in ("png", "svg"):
             path = folder / f"{name}.{suffix}"
             atomic_write(path, functools.partial(_save_figure, display.figure_, suffix))
+            # The layout the first drawing found holds for the second, which would
+            # otherwise measure every label again (a third of a figure's drawing).
+            display.figure_.set_layout_engine("none")
         paths[name] = folder / f"{name}.png"
         plt.close(display.figure_)
     return paths, skipped
