@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import best_seconds
 
 HERE = Path(__file__).resolve().parent
 PEER_VENV = Path(
@@ -120,16 +121,6 @@ print(json.dumps({{"statistic": result.statistic, "p_value": result.p_value,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _best_seconds(function: Any, repeats: int) -> float:
-    function()  # warm up (thread pool, page faults)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def gemm_floor(total: int, dim: int, n_permutations: int, repeats: int = 5) -> dict:
     """The permutation test's FLOP floor on this machine: float32 GEMM on its two shapes,
     the kernel's Gram product (total x dim x total) and the kernel against every
@@ -143,10 +134,10 @@ def gemm_floor(total: int, dim: int, n_permutations: int, repeats: int = 5) -> d
     signs = torch.randn(n_permutations + 1, total, generator=generator).sign_()
     products = torch.empty(total, n_permutations + 1)
     products_t = torch.empty(n_permutations + 1, total)
-    kernel_seconds = _best_seconds(lambda: torch.mm(z, z.T, out=kernel), repeats)
+    kernel_seconds = best_seconds(lambda: torch.mm(z, z.T, out=kernel), repeats)
     permutation_seconds = min(
-        _best_seconds(lambda: torch.mm(kernel, signs.T, out=products), repeats),
-        _best_seconds(lambda: torch.mm(signs, kernel, out=products_t), repeats),
+        best_seconds(lambda: torch.mm(kernel, signs.T, out=products), repeats),
+        best_seconds(lambda: torch.mm(signs, kernel, out=products_t), repeats),
     )
     kernel_flop = 2.0 * total * total * dim
     permutation_flop = 2.0 * total * total * (n_permutations + 1)
@@ -272,7 +263,7 @@ def encoder_floor(encoder: Any, sample: list[str], repeats: int = 5) -> dict:
         weight = torch.randn(fan_out, fan_in, generator=generator)
         bias = torch.randn(fan_out, generator=generator)
         out = torch.empty(encoder.batch_tokens, fan_out)
-        once = _best_seconds(functools.partial(torch.addmm, bias, x, weight.T, out=out), repeats)
+        once = best_seconds(functools.partial(torch.addmm, bias, x, weight.T, out=out), repeats)
         rate = 2.0 * encoder.batch_tokens * fan_in * fan_out / once
         shape_flop = 2.0 * padded * fan_in * fan_out * count * config.num_hidden_layers
         flop += shape_flop

@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _timing import best_seconds
+
 CASES: dict[str, dict[str, Any]] = {
     "tiny-cpu": {"model": "toyworld:small", "steps": 60, "batch": 16, "max_length": 64, "lr": 3e-3},
     "smollm2-cpu": {
@@ -187,16 +189,6 @@ def run_shiftlab(case: str, params: dict[str, Any], fused: bool | None = None) -
     return result
 
 
-def _best_seconds(function: Any, repeats: int = 5) -> float:
-    function()  # warm up (thread pool, page faults)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _projections(config: Any) -> list[tuple[str, int, int]]:
     """A Llama decoder layer's linear layers: (name, fan in, fan out)."""
     hidden, inner = config.hidden_size, config.intermediate_size
@@ -237,7 +229,7 @@ def train_floor(model: Any, steps: list[tuple[int, int]], rank: int) -> dict[str
         if (m, k, n) not in rates:
             left = torch.randn(m, k, generator=generator)
             weight = torch.randn(n, k, generator=generator)
-            seconds = _best_seconds(lambda: torch.mm(left, weight.T))
+            seconds = best_seconds(lambda: torch.mm(left, weight.T))
             rates[(m, k, n)] = 2.0 * m * k * n / seconds
         return rates[(m, k, n)]
 
