@@ -39,6 +39,7 @@ tokens/s, median paired ratio, geometric mean over cases).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -179,11 +180,8 @@ def run_shiftlab(case: str, params: dict[str, Any], fused: bool | None = None) -
         "mfu": log["mfu"][1:].mean(),
     }
     if not torch.cuda.is_available() and config.micro_batch_size_or_batch == config.batch_size:
-        per_step = [
-            (sum(data[i].n_input_tokens for i in s), sum(data[i].n_target_tokens for i in s))
-            for s in timed
-        ]
-        floor = train_floor(unwrap(model), per_step, LORA["r"])
+        targets = sum(data[i].n_target_tokens for step in timed for i in step)
+        floor = train_floor(unwrap(model), tokens, targets, len(timed), LORA["r"])
         result["floor_tokens_per_second"] = tokens / floor["seconds"]
         result["floor_gflop"] = floor["gflop"]
     return result
@@ -201,9 +199,9 @@ def _projections(config: Any) -> list[tuple[str, int, int]]:
     ]  # fmt: skip
 
 
-def train_floor(model: Any, steps: list[tuple[int, int]], rank: int) -> dict[str, float]:
-    """Seconds the matrix products of a LoRA SFT step cannot go below on this machine, summed
-    over ``steps`` ((input tokens, target tokens) per step, one micro-batch each).
+def train_floor(model: Any, tokens: int, targets: int, steps: int, rank: int) -> dict[str, float]:
+    """Seconds the matrix products of ``steps`` LoRA SFT steps (one micro-batch each) over
+    ``tokens`` input and ``targets`` target tokens in all cannot go below on this machine.
 
     The arithmetic counted is what any trainer of this job must do: every linear layer of
     every layer forward and its input's gradient backward (the frozen weights need none;
@@ -219,40 +217,34 @@ def train_floor(model: Any, steps: list[tuple[int, int]], rank: int) -> dict[str
 
     config = model.config
     n_layers, vocab = config.num_hidden_layers, config.vocab_size
-    rows = max(1, round(sum(t for t, _ in steps) / len(steps)))
-    target_rows = max(1, round(sum(t for _, t in steps) / len(steps)))
+    # A product's time is linear in its rows at a fixed rate, so the steps add up to one
+    # product over all their tokens, priced at the mean step's shape.
+    rows, target_rows = max(1, round(tokens / steps)), max(1, round(targets / steps))
     generator = torch.Generator().manual_seed(0)
-    rates: dict[tuple[int, int, int], float] = {}
 
-    def rate(m: int, k: int, n: int) -> float:
-        """FLOP/s of an (m x k) @ (k x n) product, the right factor stored as a weight is."""
-        if (m, k, n) not in rates:
-            left = torch.randn(m, k, generator=generator)
-            weight = torch.randn(n, k, generator=generator)
-            seconds = best_seconds(lambda: torch.mm(left, weight.T))
-            rates[(m, k, n)] = 2.0 * m * k * n / seconds
-        return rates[(m, k, n)]
-
-    def seconds_of(m: int, k: int, n: int, tokens: int) -> float:
-        return 2.0 * tokens * k * n / rate(m, k, n)
+    @functools.cache
+    def seconds_per_row(m: int, k: int, n: int) -> float:
+        """Seconds a row of a k -> n product takes at the rate an (m x k) @ (k x n) product
+        runs, its right factor stored as a weight is."""
+        left = torch.randn(m, k, generator=generator)
+        weight = torch.randn(n, k, generator=generator)
+        return best_seconds(lambda: torch.mm(left, weight.T)) / m
 
     total = flop = 0.0
-    for tokens, targets in steps:
-        for layer in range(n_layers):
-            for name, fan_in, fan_out in _projections(config):
-                narrowed = layer == n_layers - 1 and name not in ("k", "v")
-                m, t = (target_rows, targets) if narrowed else (rows, tokens)
-                input_grad = not (layer == 0 and name in ("q", "k", "v"))
-                products = [(fan_in, fan_out), (fan_in, rank), (rank, fan_out)]  # forward
-                products += [(rank, fan_in), (fan_out, rank)]  # A's and B's gradients
-                if input_grad:
-                    products += [(fan_out, fan_in), (fan_out, rank), (rank, fan_in)]
-                for k, n in products:
-                    total += seconds_of(m, k, n, t)
-                    flop += 2.0 * t * k * n
-        for k, n in ((config.hidden_size, vocab), (vocab, config.hidden_size)):
-            total += seconds_of(target_rows, k, n, targets)
-            flop += 2.0 * targets * k * n
+    for layer in range(n_layers):
+        for name, fan_in, fan_out in _projections(config):
+            narrowed = layer == n_layers - 1 and name not in ("k", "v")
+            m, t = (target_rows, targets) if narrowed else (rows, tokens)
+            products = [(fan_in, fan_out), (fan_in, rank), (rank, fan_out)]  # forward
+            products += [(rank, fan_in), (fan_out, rank)]  # A's and B's gradients
+            if not (layer == 0 and name in ("q", "k", "v")):  # the input's gradient
+                products += [(fan_out, fan_in), (fan_out, rank), (rank, fan_in)]
+            for k, n in products:
+                total += seconds_per_row(m, k, n) * t
+                flop += 2.0 * t * k * n
+    for k, n in ((config.hidden_size, vocab), (vocab, config.hidden_size)):
+        total += seconds_per_row(target_rows, k, n) * targets
+        flop += 2.0 * targets * k * n
     return {"seconds": total, "gflop": flop / 1e9}
 
 
