@@ -44,3 +44,26 @@ def test_mediation_needs_its_mediator_and_both_arms():
         mediation(runs, "shift_energy")
     with pytest.raises(ShiftlabError, match="needs both 'original' and 'relabeled'"):
         mediation(runs.filter(pl.col("arm") != "original"))
+
+
+def test_every_effect_interval_stays_inside_the_range_of_a_rate_difference():
+    from scipy import stats
+
+    # Six noisy organisms: the bootstrap spread of a*b and c' reaches past [-1, 1].
+    runs = simulate_runs(reference_effect=-0.2, n_bases=1, organisms_per_base=6, noise=0.1,
+                         seed=0)  # fmt: skip
+    effects = mediation(runs, n_boot=300).filter(pl.col("term") != "proportion_mediated")
+    half_width = stats.t.ppf(0.975, 5) * effects["se"]
+    reached = (effects["estimate"] - half_width < -1) | (effects["estimate"] + half_width > 1)
+    assert reached.any()  # the case the clipping is for
+    assert effects["ci_low"].min() >= -1 and effects["ci_high"].max() <= 1
+    assert ((effects["ci_low"] <= effects["estimate"])
+            & (effects["estimate"] <= effects["ci_high"])).all()  # fmt: skip
+
+
+def test_refused_when_a_nearly_collinear_mediator_extrapolates_past_any_rate():
+    runs = simulate_runs(reference_effect=-0.2, n_bases=1, organisms_per_base=6,
+                         shift_noise=0.005, seed=0)  # fmt: skip
+    with pytest.raises(ShiftlabError, match=r"the fitted indirect [-+]\d+\.\d+ and direct "
+                       r"[-+]\d+\.\d+ lie outside \[-1, 1\]"):  # fmt: skip
+        mediation(runs, n_boot=200)

@@ -83,14 +83,16 @@ def mediation(
 ) -> pl.DataFrame:
     """Arm -> ``mediator`` -> delta per behaviour, on the ``treated`` and ``control`` runs
     (each distinct run once): the indirect effect a*b, the direct effect c' and the
-    total, with cluster-bootstrap 95% intervals over organisms (the total's inside
-    [-1, 1]), and the proportion mediated only where the total's interval excludes 0.
+    total, with cluster-bootstrap 95% intervals over organisms (inside [-1, 1], where
+    a difference of rates lies), and the proportion mediated only where the total's
+    interval excludes 0.
     Both paths are fitted on within-organism deviations (organism fixed effects).
 
     The default mediator is a representation measure (MMD² of a run's targets against
     the organism's own samples). A behaviour is refused, with a warning, when it has
     fewer than ``min_organisms`` organisms or its mediator does not vary within
-    organisms beyond the arm itself.
+    organisms beyond the arm itself, or so little that the fitted indirect or direct
+    effect lies outside [-1, 1].
 
     >>> from shiftlab.attribution import simulate_runs
     >>> runs = simulate_runs(reference_effect=-0.2, seed=0)
@@ -134,6 +136,18 @@ def mediation(
                            "the arm, so its path to delta is not identified")  # fmt: skip
             continue
         point = _mediation_effects(arrays, range(len(arrays)))
+        outside = [f"{term} {value:+.2f}"
+                   for term, value in zip(("indirect", "direct"), point[:2], strict=True)
+                   if not RATE_DIFFERENCE[0] <= value <= RATE_DIFFERENCE[1]]  # fmt: skip
+        if outside:
+            # A linear path fitted to a mediator nearly collinear with the arm extrapolates
+            # past any possible difference of rates: the data cannot carry the split.
+            refused.append(
+                f"{behaviour}: the fitted {' and '.join(outside)} lie outside "
+                f"[-1, 1], where a difference of rates lies; {mediator} varies "
+                "too little within organisms beyond the arm to split the change"
+            )
+            continue
         draws = np.array(
             [_mediation_effects(arrays, rng.integers(0, len(arrays), len(arrays)))
              for _ in range(n_boot)]
@@ -142,10 +156,14 @@ def mediation(
         for i, term in enumerate(("indirect", "direct", "total")):
             found[term] = _bootstrap(point[i], draws[:, i], f"mediation_{mediator}", term,
                                      part.height, len(arrays))  # fmt: skip
+        # Each effect is a difference of rates by its counterfactual definition (the
+        # indirect one: treated rate with the treated mediator minus with the control's),
+        # so its interval stays in [-1, 1] even where a*b's bootstrap spread does not.
+        for effect in found.values():
+            if "ci_low" in effect:
+                effect["ci_low"] = max(effect["ci_low"], RATE_DIFFERENCE[0])
+                effect["ci_high"] = min(effect["ci_high"], RATE_DIFFERENCE[1])
         total = found["total"]
-        if "ci_low" in total:
-            total["ci_low"] = max(total["ci_low"], RATE_DIFFERENCE[0])
-            total["ci_high"] = min(total["ci_high"], RATE_DIFFERENCE[1])
         rows += [row | {"behaviour": str(behaviour)} for row in found.values()]
         if "ci_low" in total and (total["ci_low"] > 0 or total["ci_high"] < 0):
             share = draws[:, 0] / draws[:, 2]
