@@ -20,11 +20,19 @@ from shiftlab.training._loop import (
 )
 from shiftlab.training._losses import act_loss, bct_loss, decoder_layers, sft_loss
 from shiftlab.training._packing import best_fit_decreasing, pack, pack_bins, pack_rows
-from shiftlab.training._stacked import ARMS_VERSION, STACK_TOKENS, stack_refusal
+from shiftlab.training._stacked import (
+    ARMS_VERSION,
+    STACK_BYTES,
+    STACK_TOKENS,
+    activation_bytes_per_token,
+    stack_budget,
+    stack_refusal,
+)
 
 __all__ = [
     "ARMS_VERSION",
     "FUSED_CE_VERSION",
+    "STACK_BYTES",
     "STACK_TOKENS",
     "TRAINER_RECIPE_VERSION",
     "TRAINER_VERSION",
@@ -32,6 +40,7 @@ __all__ = [
     "Objective",
     "PairedExample",
     "act_loss",
+    "activation_bytes_per_token",
     "bct_loss",
     "best_fit_decreasing",
     "data_order",
@@ -47,6 +56,7 @@ __all__ = [
     "pack_bins",
     "pack_rows",
     "sft_loss",
+    "stack_budget",
     "stack_refusal",
     "train",
     "train_arms",

@@ -17,12 +17,7 @@ import polars as pl
 from shiftlab.models import load_lora
 from shiftlab.spec import TrainingSpec
 from shiftlab.training._loop import Encoded, Objective, _trainable, restore_trainable, train
-from shiftlab.training._stacked import (
-    STACK_TOKENS,
-    ArmPlan,
-    stack_refusal,
-    train_stacked,
-)
+from shiftlab.training._stacked import ArmPlan, stack_budget, stack_refusal, train_stacked
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ def train_arms(
     checkpoint_root: str | Path | None = None,
     progress: bool = True,
     finished: Collection[str] = (),
-    stack_tokens: int = STACK_TOKENS,
+    stack_tokens: int | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Train each job from the organism adapter at ``adapter_dir``; return each arm's log.
 
@@ -89,8 +84,9 @@ def train_arms(
     checkpoints into ``checkpoint_root/<arm name>`` and resumes from there.
 
     Consecutive SFT arms of a plain LoRA adapter train together, stacked, as long as a
-    stack's largest micro-batch holds at most ``stack_tokens`` tokens (0: every arm alone;
-    a BCT or ACT arm always trains alone, between the stacks around it); a stacked arm
+    stack's largest micro-batch holds at most ``stack_tokens`` tokens (None: the model's
+    :func:`~shiftlab.training.stack_budget`; 0: every arm alone; a BCT or ACT arm always
+    trains alone, between the stacks around it); a stacked arm
     follows its lone trajectory up to float rounding. Jobs named in ``finished`` (already
     stored) train only inside a stack with jobs that are not, so that the stack computes
     what it computed in an uninterrupted run; they are never passed to ``on_done``.
@@ -123,7 +119,9 @@ def train_arms(
         for j in jobs
         if stackable and j.objective == "sft"
     }
-    groups = _groups(jobs, planned, stack_tokens)
+    if stack_tokens is None and planned:
+        stack_tokens = stack_budget(model, max(p.widest_row for p in planned.values()))
+    groups = _groups(jobs, planned, stack_tokens or 0)
     logs = {}
     try:
         for group in groups:
