@@ -46,7 +46,7 @@ def study(scale: str, *options: str) -> tuple[float, int, int]:
     exe = str(Path(sys.executable).with_name("shiftlab"))
     with tempfile.TemporaryDirectory() as root:
         store = Path(root) / scale
-        seconds = timed(
+        seconds, _ = timed(
             [exe, "demo", "--scale", scale, "--out", str(store), "--no-progress", *options]
         )
         design = pl.read_parquet(store / "tables" / "runs.parquet")
