@@ -85,8 +85,8 @@ def mediation(
     (each distinct run once): the indirect effect a*b, the direct effect c' and the
     total, with cluster-bootstrap 95% intervals over organisms (inside [-1, 1], where
     a difference of rates lies), and the proportion mediated only where the total's
-    interval excludes 0.
-    Both paths are fitted on within-organism deviations (organism fixed effects).
+    interval excludes 0. Both paths are fitted on within-organism deviations (organism
+    fixed effects).
 
     The default mediator is a representation measure (MMD² of a run's targets against
     the organism's own samples). A behaviour is refused, with a warning, when it has
