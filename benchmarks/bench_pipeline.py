@@ -1,18 +1,22 @@
 """Whole studies end to end, as a user runs them: seconds, runs per second, peak memory.
 
-    python benchmarks/bench_pipeline.py [--skip-paper] [--executor ray]
+    python benchmarks/bench_pipeline.py [--skip-paper] [--executor ray] [--keep DIR]
 
 Runs ``shiftlab demo`` and then ``shiftlab demo --scale paper`` (108 organisms, all nine
 methods, every arm) into fresh stores, through :func:`bench_demo.timed`, and reads the
 design tables they wrote. The toyworld bases that the paper spec names are built into the
 cache before its timer starts (from their shipped weights, or by their recipe where those
 are stale), as a download would be; that time is printed as ``zoo_seconds``. Last line:
-``paper_scale_toyworld_seconds=<s>`` (target: at most 600 s on a 2-core machine).
+``paper_scale_toyworld_seconds=<s>`` (target: at most 600 s on a 2-core machine). Each
+study also prints its workers' seconds by stage (organisms, pools, runs, samples, shift),
+read from the store's build log.
 
 With ``--executor ray`` each study runs twice in the same session, on the local executor
 in its sequential form (``--workers 1``: one process, in order) and as Ray tasks on a
 local Ray cluster with every core; last line ``ray_vs_local_speedup=<x>`` (runs per
-second of Ray over local, on the largest scale timed).
+second of Ray over local, on the largest scale timed). With ``--keep DIR`` the stores are
+written under ``DIR`` and kept, so that their build logs (``store.builds()``: which process
+finished which artefact when) show where the time went.
 """
 
 from __future__ import annotations
@@ -41,16 +45,45 @@ def paper_zoo() -> list[str]:
     return [path.removeprefix("toyworld:") for path in paths if path.startswith("toyworld:")]
 
 
-def study(scale: str, *options: str) -> tuple[float, int, int]:
-    """Seconds, distinct runs and design rows of one ``shiftlab demo --scale`` study."""
+def study(scale: str, *options: str, keep: Path | None = None) -> tuple[float, int, int]:
+    """Seconds, distinct runs and design rows of one ``shiftlab demo --scale`` study, into
+    a fresh store under ``keep`` (left there) or a temporary folder."""
     exe = str(Path(sys.executable).with_name("shiftlab"))
-    with tempfile.TemporaryDirectory() as root:
-        store = Path(root) / scale
+    with tempfile.TemporaryDirectory() as scratch:
+        store = (keep or Path(scratch)) / scale
+        if store.exists():
+            raise SystemExit(f"{store}: already exists; --keep needs a folder without it")
         seconds, _ = timed(
             [exe, "demo", "--scale", scale, "--out", str(store), "--no-progress", *options]
         )
         design = pl.read_parquet(store / "tables" / "runs.parquet")
+        print(f"{scale} worker seconds by stage: {stage_seconds(store)}")
     return seconds, design["run_id"].drop_nulls().n_unique(), design.height
+
+
+def stage_seconds(store: Path) -> str:
+    """Where a study's workers spent their time, from its build log: each artefact is
+    charged the time since its process last finished one (a process's first artefact, which
+    also pays the start and the model loading, is left out)."""
+    from shiftlab.store import Store
+
+    builds = (
+        Store.open(store)
+        .builds()
+        .with_columns(pl.col("finished_at").str.to_datetime(time_zone="UTC"))
+    )
+    spent = (
+        builds.sort("pid", "finished_at")
+        .with_columns(pl.col("finished_at").diff().over("pid").dt.total_milliseconds() / 1e3)
+        .group_by("kind")
+        .agg(pl.len(), pl.col("finished_at").sum().alias("seconds"))
+        .sort("seconds", descending=True)
+    )
+    total = spent["seconds"].sum()
+    return ", ".join(
+        f"{kind} {seconds:.0f} s ({seconds / total:.0%}, {n} x {seconds / n:.2f} s)"
+        for kind, n, seconds in spent.iter_rows()
+    )
 
 
 def _train_zoo() -> None:
@@ -82,18 +115,19 @@ def main() -> int:
         "--executor", choices=["local", "ray"], default="local",
         help="ray: compare Ray tasks with the sequential local executor",
     )  # fmt: skip
+    parser.add_argument("--keep", type=Path, help="write the stores under DIR and keep them")
     args = parser.parse_args()
     if not args.skip_paper:
         _train_zoo()
     if args.executor == "ray":
         compare_executors(["demo"] if args.skip_paper else ["demo", "paper"])
         return 0
-    seconds, n_runs, rows = study("demo")
+    seconds, n_runs, rows = study("demo", keep=args.keep)
     print(f"demo: {seconds:.1f} s, {n_runs} distinct runs, {rows} design rows")
     print(f"runs_per_second={n_runs / seconds:.3f}")
     print(f"demo_seconds={seconds:.1f}")
     if not args.skip_paper:
-        seconds, n_runs, rows = study("paper")
+        seconds, n_runs, rows = study("paper", keep=args.keep)
         print(f"paper scale: {seconds:.1f} s, {n_runs} distinct runs, {rows} design rows")
         print(f"paper_runs_per_second={n_runs / seconds:.3f}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
