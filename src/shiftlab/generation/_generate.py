@@ -14,6 +14,7 @@ from typing import Any, cast
 import torch
 from tqdm.auto import tqdm
 
+from shiftlab._folded import folded_adapters
 from shiftlab.chat import Message, render_prompt
 
 _MASK32 = 0xFFFFFFFF
@@ -147,8 +148,10 @@ def generate(
 ) -> list[Generation]:
     """Continue each chat prompt; greedy when ``temperature`` is 0, else seeded sampling.
 
-    Prompts are batched by length. The returned text excludes the stop token; token ids
-    and log-probs include it. ``seeds`` gives one seed per prompt (required to sample).
+    Prompts are batched by length, and a LoRA model's adapters are folded into their
+    weights meanwhile (:func:`~shiftlab._folded.folded_adapters`). The returned text
+    excludes the stop token; token ids and log-probs include it. ``seeds`` gives one seed
+    per prompt (required to sample).
 
     >>> from shiftlab.models import load_causal_lm
     >>> model, tok = load_causal_lm("toyworld:small")
@@ -170,21 +173,24 @@ def generate(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[Generation | None] = [None] * len(encoded)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
-        chunk = order[start : start + batch_size]
-        outputs = _generate_batch(
-            model,
-            [encoded[i] for i in chunk],
-            pad_id=tokenizer.pad_token_id,
-            stop=stop,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seeds=[int(seeds[i]) for i in chunk] if seeds is not None and temperature > 0 else None,
-        )
-        for index, (token_ids, logprobs) in zip(chunk, outputs, strict=True):
-            text_ids = [t for t in token_ids if t not in stop]
-            text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
-            results[index] = Generation(text, tuple(token_ids), tuple(logprobs))
+    with torch.no_grad(), folded_adapters(model):
+        for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
+            chunk = order[start : start + batch_size]
+            outputs = _generate_batch(
+                model,
+                [encoded[i] for i in chunk],
+                pad_id=tokenizer.pad_token_id,
+                stop=stop,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seeds=[int(seeds[i]) for i in chunk]
+                if seeds is not None and temperature > 0
+                else None,
+            )
+            for index, (token_ids, logprobs) in zip(chunk, outputs, strict=True):
+                text_ids = [t for t in token_ids if t not in stop]
+                text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+                results[index] = Generation(text, tuple(token_ids), tuple(logprobs))
     assert all(r is not None for r in results)
     return cast(list[Generation], results)

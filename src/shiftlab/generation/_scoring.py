@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from shiftlab._folded import folded_adapters
 from shiftlab._logits import logits_at
 from shiftlab.chat import (
     IGNORE_INDEX,
@@ -20,10 +21,11 @@ from shiftlab.chat import (
 )
 from shiftlab.generation._generate import Generation, _stop_ids
 
-# Bump when teacher-forced log-probs are computed otherwise, their rounding included:
-# artefact ids include it, so a store never mixes scores of two versions. 1: logits only
-# where a label is, the last decoder layer narrowed to them (:func:`logits_at`).
-LOGPROBS_VERSION = 1
+# Bump when teacher-forced or generated log-probs are computed otherwise, their rounding
+# included: artefact ids include it, so a store never mixes scores of two versions. 1:
+# logits only where a label is, the last decoder layer narrowed to them (:func:`logits_at`).
+# 2: LoRA adapters folded into their weights while scoring and generating.
+LOGPROBS_VERSION = 2
 
 
 def _device(model: Any) -> torch.device:
@@ -65,22 +67,26 @@ def _target_logprobs(
     """Log-probs of each example's labelled tokens, in length-sorted right-padded batches.
 
     Logits are formed only where the next token is labelled (:func:`logits_at`), which
-    also runs the last decoder layer only there where it can.
+    also runs the last decoder layer only there where it can; a LoRA model's adapters
+    are folded into their weights meanwhile (:func:`~shiftlab._folded.folded_adapters`).
     """
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     out: list[tuple[float, ...]] = [()] * len(encoded)
     device = _device(model)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
-        labels = batch.pop("labels")
-        keep = labels[:, 1:] != IGNORE_INDEX
-        predicting = torch.nn.functional.pad(keep, (0, 1))
-        logp = logits_at(model, batch, predicting).float().log_softmax(-1)
-        picked = logp.gather(-1, labels[:, 1:][keep][:, None])[:, 0].tolist()
-        ends = [0, *keep.sum(1).cumsum(0).tolist()]
-        for row, i in enumerate(chunk):
-            out[i] = tuple(picked[ends[row] : ends[row + 1]])
+    with torch.no_grad(), folded_adapters(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = {
+                k: v.to(device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()
+            }
+            labels = batch.pop("labels")
+            keep = labels[:, 1:] != IGNORE_INDEX
+            predicting = torch.nn.functional.pad(keep, (0, 1))
+            logp = logits_at(model, batch, predicting).float().log_softmax(-1)
+            picked = logp.gather(-1, labels[:, 1:][keep][:, None])[:, 0].tolist()
+            ends = [0, *keep.sum(1).cumsum(0).tolist()]
+            for row, i in enumerate(chunk):
+                out[i] = tuple(picked[ends[row] : ends[row + 1]])
     return out
 
 

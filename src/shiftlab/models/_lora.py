@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shiftlab._weights import require_safetensors
 from shiftlab.errors import ModelError
@@ -72,30 +73,75 @@ def low_rank_scaled_linear() -> type:
     two are equal bit for bit (short of products below float's normal range, ~1e-38), and
     this one multiplies r values a token instead of the layer's width, forward and
     backward. Anything else (several or merged adapters, dropout, a variant, a LoRA bias,
-    per-call arguments) runs peft's own forward."""
+    per-call arguments) runs peft's own forward. A plain layer can also fold its adapter
+    into its weight while the model infers (:func:`shiftlab._folded.folded_adapters`)."""
     import torch
     from peft.tuners.lora import Linear
 
     class LowRankScaledLinear(Linear):
-        def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # True while the adapter is folded into the base weight (``fold``).
+        _folded = False
+
+        def _plain_adapter(self) -> str | None:
+            """The one adapter this layer runs, where it is a plain one (else None)."""
             names = self.active_adapters
             name: str = names[0] if len(names) == 1 else ""
             if (
-                args
-                or kwargs
-                or name not in self.lora_A
+                name not in self.lora_A
                 or self.disable_adapters
                 or self.merged
                 or name in self.lora_variant
                 or not isinstance(self.lora_dropout[name], torch.nn.Identity)
                 or self.lora_B[name].bias is not None
                 or not exact_scaling(self.scaling[name])
-                or x.dtype != self.lora_A[name].weight.dtype
             ):
+                return None
+            return name
+
+        def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if self._folded:
+                folded: torch.Tensor = self.base_layer(x, *args, **kwargs)
+                return folded
+            name = self._plain_adapter()
+            if args or kwargs or name is None or x.dtype != self.lora_A[name].weight.dtype:
                 return super().forward(x, *args, **kwargs)
             result: torch.Tensor = self.base_layer(x)
             low = self.lora_A[name](x) * self.scaling[name]
             return (result + self.lora_B[name](low)).to(result.dtype)
+
+        def fold_bytes(self) -> int:
+            """Bytes of the weight copy that folding makes; 0 where this layer cannot fold
+            (not a plain adapter on a ``torch.nn.Linear`` of the adapter's dtype)."""
+            name = self._plain_adapter()
+            weight = getattr(self.base_layer, "weight", None)
+            if (
+                self._folded
+                or name is None
+                or type(self.base_layer) is not torch.nn.Linear
+                or weight is None
+                or weight.dtype != self.lora_A[name].weight.dtype
+            ):
+                return 0
+            return int(weight.nelement() * weight.element_size())
+
+        def fold(self) -> Callable[[], None]:
+            """Run the base weight plus ``B (s A)`` from now on (``fold_bytes`` must be
+            above 0); returns what puts the base's own weight back."""
+            name = self._plain_adapter()
+            assert name is not None and not self._folded
+            weight = cast(torch.nn.Parameter, self.base_layer.weight)
+            original = weight.data
+            a = cast(torch.Tensor, self.lora_A[name].weight)
+            b = cast(torch.Tensor, self.lora_B[name].weight)
+            with torch.no_grad():
+                weight.data = torch.addmm(original, b, a * self.scaling[name])
+            self._folded = True
+
+            def restore() -> None:
+                weight.data = original
+                self._folded = False
+
+            return restore
 
     return LowRankScaledLinear
 
