@@ -218,13 +218,14 @@ def label_logprobs(
     texts = [render_prompt(tokenizer, p) + context for p in prompts]
     device = _device(model)
     out: list[list[float]] = []
-    for start in range(0, len(texts), batch_size):
-        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
-        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=device)
-        last[:, -1] = True
-        logits = logits_at(model, batch, last)
-        out += logits.double().log_softmax(-1)[:, ids].cpu().tolist()
+    with folded_adapters(model):
+        for start in range(0, len(texts), batch_size):
+            batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
+            batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=device)
+            last[:, -1] = True
+            logits = logits_at(model, batch, last)
+            out += logits.double().log_softmax(-1)[:, ids].cpu().tolist()
     return out
 
 
@@ -266,22 +267,23 @@ def beam_search(
     stop = sorted(_stop_ids(model, tokenizer))
     texts = [render_prompt(tokenizer, p) for p in prompts]
     beams: list[list[list[int]]] = []
-    for start in range(0, len(texts), batch_size):
-        batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
-        out = model.generate(
-            **batch,
-            num_beams=beam_width,
-            num_return_sequences=beam_width,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, batch["input_ids"].shape[1] :].tolist()
-        # Like ``generate``: ids up to and including the stop token, padding dropped.
-        cut = [next((j + 1 for j, t in enumerate(ids) if t in stop), len(ids)) for ids in new]
-        rows = [ids[:n] for ids, n in zip(new, cut, strict=True)]
-        beams += [rows[i : i + beam_width] for i in range(0, len(rows), beam_width)]
+    with folded_adapters(model):
+        for start in range(0, len(texts), batch_size):
+            batch = _left_padded(tokenizer, texts[start : start + batch_size], device)
+            out = model.generate(
+                **batch,
+                num_beams=beam_width,
+                num_return_sequences=beam_width,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1] :].tolist()
+            # Like ``generate``: ids up to and including the stop token, padding dropped.
+            cut = [next((j + 1 for j, t in enumerate(ids) if t in stop), len(ids)) for ids in new]
+            rows = [ids[:n] for ids, n in zip(new, cut, strict=True)]
+            beams += [rows[i : i + beam_width] for i in range(0, len(rows), beam_width)]
     flat_prompts = [p for p, rows in zip(prompts, beams, strict=True) for _ in rows]
     flat_texts = [
         tokenizer.decode([t for t in ids if t not in stop], skip_special_tokens=True).strip()

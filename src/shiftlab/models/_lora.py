@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,7 +99,8 @@ def low_rank_scaled_linear() -> type:
 
         def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             if self._folded:
-                folded: torch.Tensor = self.base_layer(x, *args, **kwargs)
+                self._check_still_folded(args, kwargs)
+                folded: torch.Tensor = self.base_layer(x)
                 return folded
             name = self._plain_adapter()
             if args or kwargs or name is None or x.dtype != self.lora_A[name].weight.dtype:
@@ -109,39 +109,67 @@ def low_rank_scaled_linear() -> type:
             low = self.lora_A[name](x) * self.scaling[name]
             return (result + self.lora_B[name](low)).to(result.dtype)
 
-        def fold_bytes(self) -> int:
-            """Bytes of the weight copy that folding makes; 0 where this layer cannot fold
-            (not a plain adapter on a ``torch.nn.Linear`` of the adapter's dtype)."""
+        def fold_weight(self) -> torch.nn.Parameter | None:
+            """The base weight that folding would replace; None where this layer cannot
+            fold (not a plain adapter on a ``torch.nn.Linear`` of the adapter's dtype, or
+            a forward replaced or hooked from outside)."""
             name = self._plain_adapter()
             weight = getattr(self.base_layer, "weight", None)
             if (
                 self._folded
                 or name is None
                 or type(self.base_layer) is not torch.nn.Linear
-                or weight is None
+                or not isinstance(weight, torch.nn.Parameter)
                 or weight.dtype != self.lora_A[name].weight.dtype
+                or weight.device.type == "meta"
+                or "forward" in vars(self)
+                or hasattr(self, "_hf_hook")
+                or hasattr(self.base_layer, "_hf_hook")
             ):
-                return 0
-            return int(weight.nelement() * weight.element_size())
+                return None
+            return weight
 
-        def fold(self) -> Callable[[], None]:
-            """Run the base weight plus ``B (s A)`` from now on (``fold_bytes`` must be
-            above 0); returns what puts the base's own weight back."""
+        def fold(self) -> None:
+            """Run the base weight plus ``B (s A)`` from now on, until :meth:`unfold`
+            (``fold_weight`` must not be None)."""
             name = self._plain_adapter()
-            assert name is not None and not self._folded
-            weight = cast(torch.nn.Parameter, self.base_layer.weight)
-            original = weight.data
+            weight = self.fold_weight()
+            assert name is not None and weight is not None
             a = cast(torch.Tensor, self.lora_A[name].weight)
             b = cast(torch.Tensor, self.lora_B[name].weight)
             with torch.no_grad():
-                weight.data = torch.addmm(original, b, a * self.scaling[name])
+                folded = torch.addmm(weight.data, b, a * self.scaling[name])
+            self._unfolded = (name, weight.data)
             self._folded = True
+            weight.data = folded
 
-            def restore() -> None:
-                weight.data = original
-                self._folded = False
+        def unfold(self) -> None:
+            """Put the base's own weight back (nothing when not folded)."""
+            if not self._folded:
+                return
+            name, original = self._unfolded
+            cast(torch.nn.Parameter, self.base_layer.weight).data = original
+            self._folded = False
+            del self._unfolded
+            if self.merged:
+                raise RuntimeError(
+                    f"adapter {name!r} was merged while folded; its merge is lost with the "
+                    "folded weight, so the base must be reloaded"
+                )
 
-            return restore
+        def _check_still_folded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            # A folded layer runs only the adapter it folded, on plain inputs, without
+            # gradients: anything else would silently compute with the wrong weights.
+            if (
+                args
+                or kwargs
+                or torch.is_grad_enabled()
+                or self._plain_adapter() != self._unfolded[0]
+            ):
+                raise RuntimeError(
+                    "a folded LoRA layer was called with gradients on, extra arguments, or "
+                    "another adapter state; change these outside folded_adapters"
+                )
 
     return LowRankScaledLinear
 
