@@ -149,7 +149,7 @@ def generate(
     """Continue each chat prompt; greedy when ``temperature`` is 0, else seeded sampling.
 
     Prompts are batched by length, and a LoRA model's adapters are folded into their
-    weights meanwhile (:func:`~shiftlab._folded.folded_adapters`). The returned text
+    weights meanwhile (:func:`~shiftlab.generation.folded_adapters`). The returned text
     excludes the stop token; token ids and log-probs include it. ``seeds`` gives one seed
     per prompt (required to sample).
 

@@ -68,7 +68,7 @@ def _target_logprobs(
 
     Logits are formed only where the next token is labelled (:func:`logits_at`), which
     also runs the last decoder layer only there where it can; a LoRA model's adapters
-    are folded into their weights meanwhile (:func:`~shiftlab._folded.folded_adapters`).
+    are folded into their weights meanwhile (:func:`~shiftlab.generation.folded_adapters`).
     """
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     out: list[tuple[float, ...]] = [()] * len(encoded)

@@ -73,7 +73,7 @@ def low_rank_scaled_linear() -> type:
     this one multiplies r values a token instead of the layer's width, forward and
     backward. Anything else (several or merged adapters, dropout, a variant, a LoRA bias,
     per-call arguments) runs peft's own forward. A plain layer can also fold its adapter
-    into its weight while the model infers (:func:`shiftlab._folded.folded_adapters`)."""
+    into its weight while the model infers (:func:`shiftlab.generation.folded_adapters`)."""
     import torch
     from peft.tuners.lora import Linear
 
