@@ -272,21 +272,23 @@ def test_the_report_of_a_real_study(study, tmp_path):
     assert not (store.root / "report.html").exists()
 
 
-def _workers_of(pid: int) -> list[int]:
-    """Child processes of ``pid`` that run a spawned shiftlab worker."""
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``: its workers, forked by its fork server, are
+    grandchildren (spawned ones are children)."""
     from pathlib import Path
 
-    found = []
+    parents = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (proc / "cmdline").read_bytes()
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.append(int(proc.name))
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
     return found
 
 
@@ -316,7 +318,7 @@ def test_a_worker_killed_mid_study_is_taken_over_and_the_tables_match(study, tmp
     while not store.finished_ids("runs") and time.monotonic() < deadline:
         time.sleep(0.2)
     builder = store.builds().filter(kind="runs")["pid"][0]
-    assert builder in _workers_of(study_process.pid)
+    assert builder in _descendants(study_process.pid)
     os.kill(builder, signal.SIGKILL)  # mid-way through the organism's arms
     _, err = study_process.communicate(timeout=600)
     assert study_process.returncode == 0, err
