@@ -68,7 +68,7 @@ def test_the_base_weights_come_back_when_the_block_raises() -> None:
         raise RuntimeError("inside")
     after = _base_weights(model)
     assert all(torch.equal(after[n], before[n]) for n in before)
-    assert not any(getattr(m, "_folded", False) for m in model.modules())
+    assert all(getattr(m, "_unfolded", None) is None for m in model.modules())
 
 
 def test_nothing_folds_while_gradients_are_on() -> None:

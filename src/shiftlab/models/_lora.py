@@ -78,8 +78,9 @@ def low_rank_scaled_linear() -> type:
     from peft.tuners.lora import Linear
 
     class LowRankScaledLinear(Linear):
-        # True while the adapter is folded into the base weight (``fold``).
-        _folded = False
+        # While the adapter is folded into the base weight (``fold``): its name and the
+        # base's own weight, to put back.
+        _unfolded: tuple[str, torch.Tensor] | None = None
 
         def _plain_adapter(self) -> str | None:
             """The one adapter this layer runs, where it is a plain one (else None)."""
@@ -98,8 +99,8 @@ def low_rank_scaled_linear() -> type:
             return name
 
         def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            if self._folded:
-                self._check_still_folded(args, kwargs)
+            if self._unfolded is not None:
+                self._check_still_folded(self._unfolded[0], args, kwargs)
                 folded: torch.Tensor = self.base_layer(x)
                 return folded
             name = self._plain_adapter()
@@ -116,7 +117,7 @@ def low_rank_scaled_linear() -> type:
             name = self._plain_adapter()
             weight = getattr(self.base_layer, "weight", None)
             if (
-                self._folded
+                self._unfolded is not None
                 or name is None
                 or type(self.base_layer) is not torch.nn.Linear
                 or not isinstance(weight, torch.nn.Parameter)
@@ -140,32 +141,27 @@ def low_rank_scaled_linear() -> type:
             with torch.no_grad():
                 folded = torch.addmm(weight.data, b, a * self.scaling[name])
             self._unfolded = (name, weight.data)
-            self._folded = True
             weight.data = folded
 
         def unfold(self) -> None:
             """Put the base's own weight back (nothing when not folded)."""
-            if not self._folded:
+            if self._unfolded is None:
                 return
             name, original = self._unfolded
             cast(torch.nn.Parameter, self.base_layer.weight).data = original
-            self._folded = False
-            del self._unfolded
+            self._unfolded = None
             if self.merged:
                 raise RuntimeError(
                     f"adapter {name!r} was merged while folded; its merge is lost with the "
                     "folded weight, so the base must be reloaded"
                 )
 
-        def _check_still_folded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        def _check_still_folded(
+            self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> None:
             # A folded layer runs only the adapter it folded, on plain inputs, without
             # gradients: anything else would silently compute with the wrong weights.
-            if (
-                args
-                or kwargs
-                or torch.is_grad_enabled()
-                or self._plain_adapter() != self._unfolded[0]
-            ):
+            if args or kwargs or torch.is_grad_enabled() or self._plain_adapter() != name:
                 raise RuntimeError(
                     "a folded LoRA layer was called with gradients on, extra arguments, or "
                     "another adapter state; change these outside folded_adapters"
